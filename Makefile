@@ -1,0 +1,64 @@
+# Entry points of the course. Every target does its own set-up: a fresh machine needs only Python 3.10-3.13.
+#   make book        build the website into _build/html (executes every chapter in the `book` profile)
+#   make test        everything CI runs
+#   make exercises   regenerate exercises/ from solutions/
+#   make grade NB=exercises/01_backprop.ipynb   grade one notebook
+#   make lab         open the notebooks in JupyterLab
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+BUILD := _build
+# `make book SOLUTIONS=0` leaves the solutions part out of the website.
+SOLUTIONS ?= 1
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export MPLBACKEND ?= Agg
+export PYDEVD_DISABLE_FILE_VALIDATION := 1
+export JUPYTER_PLATFORM_DIRS := 1
+
+.PHONY: help install book test exercises grade lab clean benchmark
+
+help:
+	@echo "make book   - build the website into $(BUILD)/html (COURSE_PROFILE=book by default; SOLUTIONS=0 leaves solutions out)"
+	@echo "make test   - run everything CI runs (unit tests, notebooks, grading, strict book build)"
+	@echo "make exercises | make grade NB=path.ipynb | make lab | make benchmark | make clean"
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the course into $(VENV) (about a minute on a fresh machine) ..."
+	@$(PY) -m pip install --quiet --upgrade pip 2> >(grep -v 'is ignored: it is neither' >&2)
+	@$(PY) -m pip install --quiet -e ".[dev]" 2> >(grep -v 'is ignored: it is neither' >&2)
+	@$(PY) -c "import utils, torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| device', utils.device())"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+exercises: install
+	$(PY) -m utils.grading generate solutions exercises
+
+book: install
+	@rm -rf $(BUILD)/html $(BUILD)/jupyter_execute $(BUILD)/.doctrees
+	COURSE_PROFILE=$${COURSE_PROFILE:-book} $(PY) -m utils.book build --solutions $(SOLUTIONS)
+	@echo "The website is in $(BUILD)/html/index.html"
+
+test: install
+	$(PY) -m pytest tests
+
+grade: install
+	@test -n "$(NB)" || { echo "usage: make grade NB=exercises/01_backprop.ipynb" >&2; exit 2; }
+	$(PY) -m utils.grading grade "$(NB)"
+
+lab: install
+	$(PY) -m pip install --quiet -e ".[lab]"
+	$(VENV)/bin/jupyter lab
+
+benchmark: install
+	$(PY) benchmarks/bench_backprop.py
+
+clean:
+	rm -rf $(BUILD) .pytest_cache

@@ -1,0 +1,120 @@
+"""The project's own conventions: layout, one dependency list, clean notebooks, a complete table of contents."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from conftest import ROOT
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+from utils import book
+
+TOP_LEVEL = ["book", "chapters", "exercises", "solutions", "utils", "tests", "benchmarks",
+             "_config.yml", "_toc.yml", "environment.yml", "pyproject.toml", "Makefile", "README.md", ".ci/run"]
+
+
+def tracked_notebooks() -> list[Path]:
+    out = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=ROOT, capture_output=True, text=True)
+    names = out.stdout.split() if out.returncode == 0 else []
+    if not names:  # not a git checkout: every notebook of the course folders
+        return sorted(p for d in ("chapters", "exercises", "solutions") for p in (ROOT / d).glob("*.ipynb"))
+    return [ROOT / n for n in names]
+
+
+LESSONS = sorted((ROOT / "chapters").glob("*.ipynb"))
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("name", TOP_LEVEL)
+def test_layout(name):
+    assert (ROOT / name).exists(), f"{name} is missing from the top level"
+
+
+def test_ci_calls_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make book" in readme
+    assert re.search(r"^\s*make test\s*$", (ROOT / ".ci/run").read_text(), re.M)
+
+
+def test_environment_yml_installs_from_pyproject_only():
+    """environment.yml must not carry a second dependency list that can drift from pyproject.toml."""
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda_deps = [d for d in env["dependencies"] if isinstance(d, str)]
+    assert {re.split(r"[<>=! ]", d)[0] for d in conda_deps} == {"python", "pip"}
+    pip_deps = [d for d in env["dependencies"] if isinstance(d, dict)][0]["pip"]
+    assert pip_deps == ["-e .[dev,lab]"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    python_spec = [d for d in conda_deps if d.startswith("python")][0]
+    assert python_spec.replace("python", "") == project["requires-python"].replace(" ", "")
+    assert {"dev", "lab"} <= set(project["optional-dependencies"])
+
+
+def test_dependencies_have_lower_bounds_only():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = project["dependencies"] + [d for extra in project["optional-dependencies"].values() for d in extra]
+    for dep in deps:
+        assert "==" not in dep, f"{dep}: hard pins break on new releases; use a lower bound"
+    names = {re.split(r"[<>=!\[ ]", d)[0] for d in project["dependencies"]}
+    assert {"torch", "torchvision"} <= names
+    torch_specs = [d for d in project["dependencies"] if re.split(r"[<>=! ]", d)[0] in ("torch", "torchvision")]
+    assert all("<" not in d for d in torch_specs), "torch/torchvision must resolve as a matched pair"
+
+
+@pytest.mark.parametrize("path", tracked_notebooks(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebooks_are_committed_without_outputs(path):
+    nb = json.loads(path.read_text())
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{path.name} cell {i} has outputs"
+            assert cell.get("execution_count") is None, f"{path.name} cell {i} has an execution count"
+    assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
+    nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLUTIONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebooks_have_one_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: expected one cell tagged 'parameters', found {len(tagged)}"
+    assert "utils.profile()" in tagged[0].source or "by_profile" in tagged[0].source
+
+
+def test_every_topic_has_chapter_exercise_and_solution():
+    stems = {p.stem for p in LESSONS}
+    assert stems, "no chapters found"
+    assert stems == {p.stem for p in (ROOT / "exercises").glob("*.ipynb")} == {p.stem for p in SOLUTIONS}
+    for stem in stems:
+        assert re.fullmatch(r"\d\d_[a-z0-9_]+", stem), f"{stem}: topics are named NN_topic"
+
+
+def test_table_of_contents_names_every_notebook_and_existing_files():
+    files = book.toc_files(book.load_toc())
+    for f in files:
+        assert any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f"_toc.yml names {f}, which does not exist"
+    for nb in tracked_notebooks():
+        rel = str(nb.relative_to(ROOT).with_suffix(""))
+        if rel.split("/")[0] in ("chapters", "exercises", "solutions"):
+            assert rel in files, f"{rel} is not in _toc.yml"
+
+
+def test_toc_without_solutions_drops_only_solutions():
+    toc = book.load_toc()
+    files = book.toc_files(toc)
+    kept = book.toc_files(book.without_solutions(toc))
+    assert [f for f in files if not f.startswith("solutions/")] == kept
+    assert any(f.startswith("solutions/") for f in files)
+
+
+def test_lessons_link_to_their_exercise():
+    for path in LESSONS:
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+        assert f"../exercises/{path.name}" in text, f"{path.name} does not link to its exercise"
