@@ -16,7 +16,6 @@ BUILD := _build
 # `make book SOLUTIONS=0` leaves the solutions part out of the website.
 SOLUTIONS ?= 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-export MPLBACKEND ?= Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export JUPYTER_PLATFORM_DIRS := 1
 
@@ -46,8 +45,11 @@ book: install
 	COURSE_PROFILE=$${COURSE_PROFILE:-book} $(PY) -m utils.book build --solutions $(SOLUTIONS)
 	@echo "The website is in $(BUILD)/html/index.html"
 
+# Unit tests, grading, papermill and the strict book build (tests/), plus every lesson and solution
+# notebook executed by nbval in the smoke profile.
 test: install
-	$(PY) -m pytest tests
+	COURSE_PROFILE=smoke $(PY) -m pytest tests chapters solutions --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 --durations=20
 
 grade: install
 	@test -n "$(NB)" || { echo "usage: make grade NB=exercises/01_backprop.ipynb" >&2; exit 2; }

@@ -118,3 +118,12 @@ def test_lessons_link_to_their_exercise():
     for path in LESSONS:
         text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
         assert f"../exercises/{path.name}" in text, f"{path.name} does not link to its exercise"
+
+
+def test_credits_page_agrees_with_utils_data():
+    from utils.data import CREDITS
+
+    page = (ROOT / "book" / "credits.md").read_text()
+    for name, credit in CREDITS.items():
+        assert f"`{name}`" in page, f"book/credits.md does not list {name}"
+        assert credit in page, f"book/credits.md has another credit line for {name} than utils.data.CREDITS"

@@ -98,7 +98,8 @@ def build(
             config_path = tmp / "_config.yml"
             config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
             cmd += ["--config", str(config_path)]
-        env = {**os.environ, "MPLBACKEND": os.environ.get("MPLBACKEND", "Agg")}
+        # Notebooks show their figures inline: a headless MPLBACKEND (e.g. Agg) would hide them.
+        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         env["COURSE_PROFILE"] = profile or os.environ.get("COURSE_PROFILE") or "book"
         shutil.rmtree(out / "_build" / ".doctrees", ignore_errors=True)
         shutil.rmtree(out / "_build" / "jupyter_execute", ignore_errors=True)
