@@ -127,3 +127,13 @@ def test_credits_page_agrees_with_utils_data():
     for name, credit in CREDITS.items():
         assert f"`{name}`" in page, f"book/credits.md does not list {name}"
         assert credit in page, f"book/credits.md has another credit line for {name} than utils.data.CREDITS"
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLUTIONS + sorted((ROOT / "exercises").glob("*.ipynb")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebooks_install_the_course_on_hosted_runtimes(path):
+    """The first code cell installs the course package on Colab and the like, from the book's repository."""
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    assert "import utils.grading" in first.source and "except ModuleNotFoundError" in first.source
+    assert f"git+{config['repository']['url']}" in first.source
