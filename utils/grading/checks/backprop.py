@@ -1,0 +1,162 @@
+"""Chapter 01 (assignment ``01_backprop``): backpropagation by hand, checked against torch.autograd.
+
+Every case draws fresh random inputs from the generator it is given; the expected values come from
+``torch.nn.functional`` and autograd, computed in the grading process. One point per question.
+
+* q1 ``linear_forward(x, W, b)`` and ``linear_backward(dout, x, W) -> (dx, dW, db)`` with x (N, D),
+  W (D, M), b (M,); shapes include N = 1, D = 1 and M = 1; float32 and float64.
+  Tolerance: float32 ``1e-5 + 1e-5 * |expected|``, float64 ``1e-9 + 1e-7 * |expected|``.
+* q2 ``relu_forward(x)`` and ``relu_backward(dout, x)``: inputs contain exact zeros; the gradient at
+  ``x == 0`` is 0, the convention of ``torch.relu``. Exact match required.
+* q3 ``softmax_cross_entropy(logits, y) -> (loss, dlogits)``: mean over the batch, the loss a 0-dim
+  tensor; logits in the thousands (positive and negative) must give finite, correct values.
+  Same tolerances as q1.
+* q4 ``numerical_gradient(f, x, h=1e-5)``: central differences on float64 ``x`` of several shapes
+  (1-D, 2-D, 3-D, a single value) for separable and non-separable ``f``, compared with the autograd
+  gradient at ``1e-8 + 1e-6 * |expected|``; ``x`` must be unchanged after the call.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..core import Case, Code, Question
+
+ASSIGNMENT = "01_backprop"
+TITLE = "Backpropagation by hand"
+
+F32, F64 = torch.float32, torch.float64
+TOL = {F32: {"atol": 1e-5, "rtol": 1e-5}, F64: {"atol": 1e-9, "rtol": 1e-7}}
+
+
+def _randn(g: torch.Generator, *shape: int, dtype: torch.dtype = F32) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- q1 linear layer
+
+LINEAR_SHAPES = [  # (N, D, M, dtype, label)
+    (4, 3, 5, F32, "N=4, D=3, M=5"),
+    (1, 7, 2, F32, "N=1 (a single example), D=7, M=2"),
+    (16, 1, 3, F64, "D=1, float64"),
+    (8, 5, 1, F64, "M=1, float64"),
+    (32, 20, 10, F32, "N=32, D=20, M=10"),
+]
+
+
+def linear_cases(g: torch.Generator) -> list[Case]:
+    """Forward cases first (a wrong forward pass is the first thing to fix), then backward."""
+    forward, backward = [], []
+    for n, d, m, dtype, label in LINEAR_SHAPES:
+        x, w, b, dout = _randn(g, n, d, dtype=dtype), _randn(g, d, m, dtype=dtype), _randn(g, m, dtype=dtype), _randn(g, n, m, dtype=dtype)
+        xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
+        out = F.linear(xr, wr.T, br)  # (N, M)
+        out.backward(dout)
+        forward.append(Case(
+            f"forward, {label}", "linear_forward", {"x": x, "W": w, "b": b}, out.detach(), **TOL[dtype],
+            hint="out = x @ W + b: (N, D) @ (D, M) gives (N, M), and b (M,) broadcasts over the N rows; keep the dtype of the inputs",
+            unchanged=("x", "W", "b")))
+        backward.append(Case(
+            f"backward, {label}", "linear_backward", {"dout": dout, "x": x, "W": w}, (xr.grad, wr.grad, br.grad), **TOL[dtype],
+            hint="dx = dout @ W.T (N, D), dW = x.T @ dout (D, M), db = dout.sum(dim=0) (M,); the shapes of x, W and b hold also when N == 1",
+            unchanged=("dout", "x", "W"), outputs=("dx", "dW", "db")))
+    return forward + backward
+
+
+# --------------------------------------------------------------------------- q2 ReLU
+
+def _with_zeros(g: torch.Generator, *shape: int, dtype: torch.dtype) -> torch.Tensor:
+    x = _randn(g, *shape, dtype=dtype)
+    mask = torch.rand(*shape, generator=g) < 0.25
+    mask.view(-1)[0] = True  # at least one exact zero
+    return x.masked_fill(mask, 0.0)
+
+
+def relu_cases(g: torch.Generator) -> list[Case]:
+    inputs = [
+        ("x with exact zeros, shape (5, 4)", _with_zeros(g, 5, 4, dtype=F32)),
+        ("1-D with zeros, float64", _with_zeros(g, 9, dtype=F64)),
+        ("3-D (2, 3, 4) with zeros", _with_zeros(g, 2, 3, 4, dtype=F32)),
+        ("all negative, shape (3, 3)", -torch.rand(3, 3, generator=g) - 0.1),
+    ]
+    forward, backward = [], []
+    for label, x in inputs:
+        xr = x.clone().requires_grad_()
+        out = torch.relu(xr)
+        dout = _randn(g, *x.shape, dtype=x.dtype)
+        out.backward(dout)
+        forward.append(Case(
+            f"forward, {label}", "relu_forward", {"x": x}, out.detach(),
+            hint="max(x, 0) elementwise with the shape and dtype of x, e.g. x.clamp(min=0); "
+                 "do not change x in place (no x.clamp_(...) or x[x < 0] = 0 on x itself)",
+            unchanged=("x",)))
+        backward.append(Case(
+            f"backward, {label}", "relu_backward", {"dout": dout, "x": x}, xr.grad,
+            hint="dx = dout where x > 0 and 0 elsewhere; at x == 0 the gradient is 0 (the convention of torch.relu), "
+                 "so use x > 0, not x >= 0; do not change dout in place",
+            unchanged=("dout", "x")))
+    return forward + backward
+
+
+# --------------------------------------------------------------------------- q3 softmax cross-entropy
+
+def softmax_ce_cases(g: torch.Generator) -> list[Case]:
+    def logits_and_labels(n: int, c: int, dtype: torch.dtype, scale: float = 1.0, shift: float = 0.0):
+        return _randn(g, n, c, dtype=dtype) * scale + shift, torch.randint(0, c, (n,), generator=g)
+
+    inputs = [
+        ("N=5, C=4", *logits_and_labels(5, 4, F32)),
+        ("N=1 (a single example), C=3", *logits_and_labels(1, 3, F32)),
+        ("C=2, float64", *logits_and_labels(7, 2, F64)),
+        ("all logits equal (the loss is log C)", torch.full((4, 5), 2.5), torch.randint(0, 5, (4,), generator=g)),
+        ("logits in the thousands (randn * 1000)", *logits_and_labels(6, 5, F32, scale=1000.0)),
+        ("logits around +3000 (randn + 3000)", *logits_and_labels(6, 4, F32, shift=3000.0)),
+        ("logits around -3000 (randn - 3000), float64", *logits_and_labels(5, 3, F64, shift=-3000.0)),
+    ]
+    cases = []
+    for label, logits, y in inputs:
+        lr = logits.clone().requires_grad_()
+        loss = F.cross_entropy(lr, y)  # mean over the batch, 0-dim
+        loss.backward()
+        cases.append(Case(
+            label, "softmax_cross_entropy", {"logits": logits, "y": y}, (loss.detach(), lr.grad), **TOL[logits.dtype],
+            hint="subtract each row's max before exp (log-sum-exp trick) so large logits stay finite; "
+                 "loss = mean over the batch of -log softmax[y], a 0-dim tensor (not .item()); "
+                 "dlogits = (softmax(logits) - one_hot(y)) / N",
+            unchanged=("logits", "y"), outputs=("loss", "dlogits")))
+    return cases
+
+
+# --------------------------------------------------------------------------- q4 numerical gradient
+
+NUMGRAD_FUNCTIONS = [  # (label, source, shape of x)
+    ("cubic plus product of sines, x of shape (6,)", "lambda x: (x ** 3).sum() + torch.sin(x).prod()", (6,)),
+    ("logsumexp of all entries, 2-D x (3, 4)", "lambda x: torch.logsumexp(x.reshape(-1), dim=0)", (3, 4)),
+    ("tanh(x @ x.T).sum(), 2-D x (3, 3)", "lambda x: torch.tanh(x @ x.T).sum()", (3, 3)),
+    ("a single value: exp(2x), x of shape (1,)", "lambda x: torch.exp(2 * x).sum()", (1,)),
+    ("(row sums)^2 plus product of cosines, 3-D x (2, 2, 3)", "lambda x: (x.sum(dim=-1) ** 2).sum() + torch.cos(x).prod()", (2, 2, 3)),
+]
+
+
+def numgrad_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for label, source, shape in NUMGRAD_FUNCTIONS:
+        f = Code(source)
+        x = _randn(g, *shape, dtype=F64)
+        xr = x.clone().requires_grad_()
+        f.build()(xr).backward()
+        cases.append(Case(
+            f"{label}; f = {source}", "numerical_gradient", {"f": f, "x": x}, xr.grad, atol=1e-8, rtol=1e-6,
+            hint="for every entry i: grad[i] = (f(x + h e_i) - f(x - h e_i)) / (2 h) (central, not one-sided), "
+                 "looping over x.numel() entries of a flat view so any shape works; put x[i] back afterwards "
+                 "(save the old value) or work on a copy, so x is unchanged; return float64 with the shape of x",
+            unchanged=("x",)))
+    return cases
+
+
+QUESTIONS = [
+    Question("q1", "Linear layer: forward and backward", ("linear_forward", "linear_backward"), linear_cases),
+    Question("q2", "ReLU: forward and backward", ("relu_forward", "relu_backward"), relu_cases),
+    Question("q3", "Softmax cross-entropy: loss and gradient", ("softmax_cross_entropy",), softmax_ce_cases),
+    Question("q4", "Numerical gradient (central differences)", ("numerical_gradient",), numgrad_cases),
+]
