@@ -753,3 +753,67 @@ def test_grader_survives_its_own_problems(tmp_path, monkeypatch):
     q = Question("q1", "Broken", ("f",), broken_build)
     result = grader._grade_question(DeadKernel(), q, QSET, tmp_path, 5, 0, [])
     assert result.status == "error" and "grader error while building the cases: ValueError: bug in the question set" in result.feedback()
+
+
+# --------------------------------------------------------------------------- harness: answers that are classes
+
+
+def _block_question() -> Question:
+    """A question whose answer is an nn.Module class: the harness builds it, loads reference weights
+    and returns its output, which the grader compares with the reference module's output."""
+
+    def build(g):
+        x = torch.randn(2, 3, generator=g)
+        ref = torch.nn.Linear(3, 4)
+        with torch.no_grad():
+            ref.weight.copy_(torch.randn(4, 3, generator=g))
+            ref.bias.copy_(torch.randn(4, generator=g))
+        state = {k: v.clone() for k, v in ref.state_dict().items()}
+        harness = Code("lambda Block, x, w, b: (lambda m: (m.load_state_dict({'lin.weight': w, 'lin.bias': b}), m(x))[1])(Block(3, 4))")
+        return [Case("output after loading reference weights", "Block", {"x": x, "w": state["weight"], "b": state["bias"]},
+                     ref(x).detach(), atol=1e-6, rtol=1e-6, hint="one nn.Linear called lin", harness=harness)]
+
+    return Question("q1", "A block", ("Block",), build)
+
+
+BLOCK_SOURCE = '''
+import torch
+class Block(torch.nn.Module):
+    def __init__(self, i, o):
+        super().__init__()
+        self.lin = torch.nn.Linear(i, o)
+    def forward(self, x):
+        return self.lin(x)
+'''
+
+
+def test_harness_checks_a_class_inline(capsys, monkeypatch):
+    monkeypatch.delenv("COURSE_GRADING", raising=False)
+    register("97_harness", [_block_question()])
+    try:
+        ns: dict = {}
+        exec(BLOCK_SOURCE, ns)
+        assert check("q1", ns["Block"], assignment="97_harness").passed
+        wrong: dict = {}
+        exec(BLOCK_SOURCE.replace("return self.lin(x)", "return self.lin(x) + 0.5"), wrong)
+        result = check("q1", wrong["Block"], assignment="97_harness")
+        assert not result.passed and "values off" in capsys.readouterr().out
+    finally:
+        unregister("97_harness")
+
+
+@pytest.mark.slow
+def test_harness_runs_in_the_kernel_when_grading(tmp_path):
+    from utils.grading import grade_notebook
+
+    register("97_harness", [_block_question()])
+    try:
+        good = write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(BLOCK_SOURCE)]), tmp_path / "good.ipynb")
+        bad = write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+            BLOCK_SOURCE.replace("torch.nn.Linear(i, o)", "torch.nn.Linear(i, o, bias=False)"))]), tmp_path / "bad.ipynb")
+        assert grade_notebook(good, assignment="97_harness", timeout=60).score == 1
+        report = grade_notebook(bad, assignment="97_harness", timeout=60)
+        assert report.score == 0
+        assert "Block" in report.questions[0].feedback() or report.questions[0].cases
+    finally:
+        unregister("97_harness")

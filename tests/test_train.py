@@ -445,3 +445,20 @@ def test_resume_is_exact_on_cuda_with_fp16_scaler(tmp_path):
     run(2, False, tmp_path / "c.pt")
     b = run(4, True, tmp_path / "c.pt", seed_model=3)
     assert params_equal(a, b)
+
+
+def test_progress_bar_follows_course_progress(monkeypatch, capsys):
+    """The website build sets COURSE_PROGRESS=0: no bar; otherwise fit shows one on stderr."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from utils.train import fit
+
+    data = DataLoader(TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))), batch_size=4)
+    model = torch.nn.Linear(3, 2)
+    monkeypatch.setenv("COURSE_PROGRESS", "0")
+    fit(model, data, epochs=1, device="cpu")
+    assert "batch" not in capsys.readouterr().err
+    monkeypatch.setenv("COURSE_PROGRESS", "1")
+    fit(model, data, epochs=1, device="cpu")
+    assert "batch" in capsys.readouterr().err

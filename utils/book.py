@@ -101,6 +101,7 @@ def build(
         # Notebooks show their figures inline: a headless MPLBACKEND (e.g. Agg) would hide them.
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         env["COURSE_PROFILE"] = profile or os.environ.get("COURSE_PROFILE") or "book"
+        env["COURSE_PROGRESS"] = "0"  # a progress bar frozen in a web page tells a reader nothing
         shutil.rmtree(out / "_build" / ".doctrees", ignore_errors=True)
         shutil.rmtree(out / "_build" / "jupyter_execute", ignore_errors=True)
         print(f"Building the book (profile {env['COURSE_PROFILE']}, solutions {'on' if solutions else 'off'}, "

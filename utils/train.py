@@ -464,7 +464,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         optimizer: torch.optim.Optimizer | None = None, lr: float = 1e-3,
         loss_fn: Callable = F.cross_entropy, device: str | torch.device | None = None, amp: Any = "auto",
         channels_last: bool = False, scheduler: Any = None, checkpoint: str | os.PathLike | None = None,
-        resume: bool = False, early_stopping: int | None = None, progress: bool = True,
+        resume: bool = False, early_stopping: int | None = None, progress: bool | None = None,
         seed: int | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`. Chapter 02 builds this loop.
 
@@ -493,7 +493,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     * ``early_stopping``: a patience ``p`` (needs ``val_loader``): stop when the validation loss
       has not improved for ``p`` epochs. At the end the model gets back the weights of the epoch
       with the lowest validation loss (``history.best_epoch``), whether or not it stopped early.
-    * ``progress``: one tqdm bar over all batches of all epochs, showing loss and accuracy.
+    * ``progress``: one tqdm bar over all batches of all epochs, showing loss and accuracy. The
+      default (``None``) shows it unless the environment variable ``COURSE_PROGRESS`` is ``0``, as
+      in the website build, where a saved progress bar would tell a reader nothing.
     * ``seed``: when given, seed Python, NumPy, torch and the loader's generator first.
     """
     # ---- check the arguments -------------------------------------------------------------
@@ -572,6 +574,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     except TypeError:
         steps_per_epoch = None
     bar = None
+    if progress is None:
+        progress = os.environ.get("COURSE_PROGRESS", "1").strip().lower() not in ("0", "false", "no", "off")
     if progress and start < epochs:
         from tqdm.auto import tqdm
 

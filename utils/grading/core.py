@@ -40,7 +40,8 @@ class Code:
     """A callable argument written as Python source, e.g. ``Code("lambda x: (x ** 3).sum()")``.
 
     Source text (not a function object) travels into the learner's kernel and is rebuilt there with
-    :meth:`build`; the names ``torch``, ``F`` (``torch.nn.functional``) and ``math`` are available.
+    :meth:`build`; the names ``torch``, ``nn`` (``torch.nn``), ``F`` (``torch.nn.functional``) and
+    ``math`` are available.
     Chapter 01 passes such functions to ``numerical_gradient``.
     """
 
@@ -48,7 +49,7 @@ class Code:
 
     def build(self) -> Callable:
         """Evaluate the source and return the callable."""
-        namespace = {"torch": torch, "F": torch.nn.functional, "math": math, "__builtins__": builtins}
+        namespace = {"torch": torch, "nn": torch.nn, "F": torch.nn.functional, "math": math, "__builtins__": builtins}
         fn = eval(self.source, namespace)  # noqa: S307 - source written by the course, not the learner
         if not callable(fn):
             raise TypeError(f"Code({self.source!r}) does not evaluate to a callable")
@@ -71,6 +72,12 @@ class Case:
     ``|got - expected| <= atol + rtol * |expected|`` everywhere (``atol = rtol = 0``: exact).
     ``unchanged`` names arguments the call must leave exactly as they were; ``outputs`` names the
     returned values (``("dx", "dW", "db")``) so that messages can say which one is wrong.
+
+    ``harness`` (a :class:`Code`) wraps the call when the learner's answer is not a plain function of
+    tensors: it receives the learner's function (or class) followed by the arguments and returns what
+    is compared, e.g. ``Code("lambda Block, x: Block(4, 8, 2)(x).shape")`` or a statistic of a tensor
+    that the function fills in place. It runs where the learner's function runs (in the kernel when
+    grading), so it may build modules; the expected value is still computed by the grader.
     """
 
     name: str
@@ -82,8 +89,11 @@ class Case:
     hint: str = ""
     unchanged: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
+    harness: Code | None = None
 
     def __post_init__(self) -> None:
+        if self.harness is not None and not isinstance(self.harness, Code):
+            raise TypeError(f"Case {self.name!r}: harness must be a Code(...) source string, got {type(self.harness).__name__}")
         if not isinstance(self.args, dict):
             raise TypeError(f"Case {self.name!r}: args must be a dict name -> value, got {type(self.args).__name__}")
         unknown = [n for n in self.unchanged if n not in self.args]

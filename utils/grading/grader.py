@@ -136,7 +136,7 @@ def __course_grader_call(in_path, out_path):
 
     def rebuild(value):
         if isinstance(value, dict) and "__grader_code__" in value:
-            return eval(value["__grader_code__"], {"torch": torch, "F": torch.nn.functional, "math": math})
+            return eval(value["__grader_code__"], {"torch": torch, "nn": torch.nn, "F": torch.nn.functional, "math": math})
         return value
 
     def safe(value, depth=0):
@@ -156,8 +156,9 @@ def __course_grader_call(in_path, out_path):
         result = {"status": "not_callable", "type": type(fn).__name__}
     else:
         args = [rebuild(v) for _, v in payload["args"]]
+        harness = rebuild(payload.get("harness"))
         try:
-            value = fn(*args)
+            value = harness(fn, *args) if harness is not None else fn(*args)
             names = [n for n, _ in payload["args"]]
             after = {n: safe(args[names.index(n)]) for n in payload["unchanged"]}
             result = {"status": "ok", "value": safe(value), "args_after": after}
@@ -298,7 +299,7 @@ def _call_in_kernel(kernel: _Kernel, case: Case, workdir: Path, call_timeout: in
     token = secrets.token_hex(8)
     in_path, out_path = workdir / f"in-{token}.pt", workdir / f"out-{token}.pt"
     payload = {"function": case.function, "args": [(n, _encode_arg(v)) for n, v in case.args.items()],
-               "unchanged": list(case.unchanged)}
+               "unchanged": list(case.unchanged), "harness": _encode_arg(case.harness)}
     torch.save(payload, in_path)
     source = _SNIPPET.replace("__IN_PATH__", repr(str(in_path))).replace("__OUT_PATH__", repr(str(out_path)))
     kernel.run_cell(source, timeout=call_timeout)

@@ -90,7 +90,8 @@ def evaluate(question: Question, functions: dict[str, Callable], *, seed: int | 
     for case in cases:
         args = {name: _copy_arg(value) for name, value in case.args.items()}
         try:
-            value = functions[case.function](*args.values())
+            fn = functions[case.function]
+            value = case.harness.build()(fn, *args.values()) if case.harness is not None else fn(*args.values())
             outcome = CallOutcome(value=value, args_after=args)
         except Exception as err:
             outcome = CallOutcome(raised=Raised(type(err).__name__, _safe_str(err)))
