@@ -4,6 +4,7 @@
 #   make exercises   regenerate exercises/ from solutions/
 #   make grade NB=exercises/01_backprop.ipynb   grade one notebook
 #   make lab         open the notebooks in JupyterLab
+#   make pdf         the whole book as one PDF (needs TeX: see the README)
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -19,11 +20,12 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: help install book test exercises grade lab clean benchmark
+.PHONY: help install book pdf test exercises grade lab clean benchmark
 
 help:
 	@echo "make book   - build the website into $(BUILD)/html (COURSE_PROFILE=book by default; SOLUTIONS=0 leaves solutions out)"
 	@echo "make test   - run everything CI runs (unit tests, notebooks, grading, strict book build)"
+	@echo "make pdf    - the whole book as one PDF in $(BUILD)/latex (pdflatex, offline; needs TeX: see the README)"
 	@echo "make exercises | make grade NB=path.ipynb | make lab | make benchmark | make clean"
 
 install: $(STAMP)
@@ -44,6 +46,11 @@ book: install
 	@rm -rf $(BUILD)/html $(BUILD)/jupyter_execute $(BUILD)/.doctrees
 	COURSE_PROFILE=$${COURSE_PROFILE:-book} $(PY) -m utils.book build --solutions $(SOLUTIONS)
 	@echo "The website is in $(BUILD)/html/index.html"
+
+# The whole book as one PDF, with pdflatex (Debian: texlive-latex-recommended texlive-latex-extra
+# texlive-fonts-recommended tex-gyre latexmk); it says what is missing when TeX is not there.
+pdf: install
+	COURSE_PROFILE=$${COURSE_PROFILE:-book} $(PY) -m utils.book pdf --solutions $(SOLUTIONS)
 
 # Unit tests, grading, papermill and the strict book build (tests/), plus every lesson and solution
 # notebook executed by nbval in the smoke profile.

@@ -19,14 +19,7 @@ TOC_FILES = book.toc_files(book.load_toc())
 CHAPTERS = [f for f in TOC_FILES if f.startswith("chapters/")]
 REPO = "dlcv-course/dlcv-course"
 
-
-@pytest.fixture(scope="session")
-def site(tmp_path_factory) -> Path:
-    """The website built as `make book` builds it: strict, from clean, executed in the book profile."""
-    out = tmp_path_factory.mktemp("site")
-    code = book.build(path_output=out, profile="book")
-    assert code == 0, "the strict book build failed (see the warnings and errors above)"
-    return out / "_build"
+# The `site` fixture (the book built once per session) is in conftest.py: test_site.py uses it too.
 
 
 def test_every_page_of_the_toc_is_built(site):
