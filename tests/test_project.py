@@ -137,3 +137,16 @@ def test_notebooks_install_the_course_on_hosted_runtimes(path):
     first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
     assert "import utils.grading" in first.source and "except ModuleNotFoundError" in first.source
     assert f"git+{config['repository']['url']}" in first.source
+
+
+def test_bibliography_files_exist_and_define_each_key_once():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    seen: dict[str, str] = {}
+    for name in config["bibtex_bibfiles"]:
+        path = ROOT / name
+        assert path.exists(), f"_config.yml lists {name}, which does not exist"
+        for key in re.findall(r"^@\w+\{([^,\s]+),", path.read_text(), re.M):
+            assert key not in seen, f"bibliography key {key} is defined in {seen[key]} and again in {name}"
+            seen[key] = name
+    for bib in (ROOT / "book").glob("*.bib"):
+        assert str(bib.relative_to(ROOT)) in config["bibtex_bibfiles"], f"{bib.name} is not in _config.yml"
