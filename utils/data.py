@@ -527,7 +527,7 @@ def photo(name: str) -> torch.Tensor:
     """A sample photo as a (3, H, W) float32 tensor in [0, 1]; grey images are repeated on 3 channels.
 
     ``name`` is one of :data:`PHOTOS` (``"china.jpg"`` and ``"flower.jpg"`` are accepted too);
-    :data:`CREDITS` gives the author and licence of each. The convolution chapter filters them.
+    :data:`CREDITS` gives the author and licence of each. Chapter 06 (convolutions) filters them.
     """
     key = name[:-4] if isinstance(name, str) and name in ("china.jpg", "flower.jpg") else name
     if key not in PHOTOS:

@@ -2,8 +2,8 @@
 ROC and precision-recall curves, and calibration.
 
 Each function takes PyTorch tensors (NumPy arrays and lists are converted), checks the shapes it
-is given, and agrees with scikit-learn; the tests compare them. Chapter 02 builds accuracy and the
-confusion matrix by hand before switching to these; chapter 03 builds the rest:
+is given, and agrees with scikit-learn; the tests compare them. Chapter 01 computes accuracy by hand;
+chapter 03 builds the confusion matrix and the rest before switching to these:
 
 * from the confusion matrix: :func:`precision_recall_f1`, :func:`precision`, :func:`recall`,
   :func:`f1_score` with ``average="macro" | "micro" | "weighted" | None``
@@ -89,7 +89,7 @@ def accuracy(output: Any, target: Any) -> float:
 
     ``output`` is either logits / probabilities of shape (N, C), whose argmax is the prediction,
     or predicted integer labels of shape (N,); ``target`` holds the N true labels.
-    Chapter 02 builds this by hand.
+    Chapter 01 computes this by hand.
     """
     pred = _predicted_labels(output)
     target = _labels(target)
@@ -100,7 +100,7 @@ def accuracy(output: Any, target: Any) -> float:
 def top_k_accuracy(logits: Any, target: Any, k: int = 5) -> float:
     """Fraction of samples whose true class is among the ``k`` highest scores in ``logits`` (N, C).
 
-    ``k=1`` is plain accuracy. Chapter 02 uses it for datasets with many similar classes.
+    ``k=1`` is plain accuracy. Chapter 03 explains it.
     """
     logits = _as_tensor(logits, "logits")
     if logits.ndim != 2 or not logits.is_floating_point():
@@ -118,7 +118,7 @@ def confusion_matrix(pred: Any, target: Any, num_classes: int | None = None) -> 
 
     Rows are true classes and columns are predicted classes, as in scikit-learn. ``pred`` is
     either predicted labels (N,) or logits (N, C). ``num_classes`` defaults to the width of the
-    logits, else to the largest label seen plus one. Chapter 02 builds this by hand.
+    logits, else to the largest label seen plus one. Chapter 03 builds this by hand.
     """
     raw = _as_tensor(pred, "pred")
     pred = _predicted_labels(raw, "pred").cpu()

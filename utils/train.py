@@ -1,7 +1,7 @@
 """One small training loop for the whole course: ``fit``, ``evaluate``, ``predict`` and checkpoints.
 
-Chapter 02 writes this loop by hand (forward, loss, backward, step) and then switches to
-:func:`fit`, which adds what every later chapter needs around those four lines:
+Chapter 01 writes a training loop by hand (forward, loss, backward, step); from chapter 02 on the
+chapters call :func:`fit`, which adds what every later chapter needs around those four lines:
 
 * a progress bar (tqdm) and a :class:`History` of per-epoch loss, accuracy, learning rate and time;
 * mixed precision on CUDA (bf16, or fp16 with a gradient scaler) and optional ``channels_last``;
@@ -56,7 +56,7 @@ _REFRESH_EVERY = 20
 # --------------------------------------------------------------------------------------------
 @dataclass
 class History:
-    """What :func:`fit` records, one entry per epoch (chapter 02 plots it with ``utils.viz.plot_history``).
+    """What :func:`fit` records, one entry per epoch (chapter 01 plots one with ``utils.viz.plot_history``).
 
     Accuracies are NaN when they do not apply (a regression loss); validation entries are NaN
     when there is no validation loader, so that every list has one entry per epoch.
@@ -273,7 +273,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
 
     The file is written next to its destination and then renamed, so an interruption while saving
     leaves the previous checkpoint intact. ``extra`` values should be tensors or plain Python
-    values so that :func:`load_checkpoint` can read them safely. Chapter 02 explains checkpoints.
+    values so that :func:`load_checkpoint` can read them safely. Chapter 08 explains checkpoints.
     """
     _check_model(model)
     path = Path(path)
@@ -301,7 +301,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     Tensors are loaded onto the devices of the objects they go into. By default the file is read
     with ``torch.load(weights_only=True)``, which cannot run code hidden in a file; pass
     ``weights_only=False`` only for a file you trust that holds other Python objects.
-    Chapter 02 explains checkpoints.
+    Chapter 08 explains checkpoints.
     """
     _check_model(model)
     state = _read_checkpoint(path, weights_only)
@@ -372,7 +372,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, loss_fn: Callable = F.cross_
     Runs under ``torch.inference_mode()`` with the model in eval mode, then gives every submodule
     back its previous train/eval mode. ``device`` defaults to the device the model is on (given,
     the model is moved there). ``accuracy`` is NaN when the outputs are not class logits (N, C)
-    with integer targets (N,). Chapter 02 builds this by hand.
+    with integer targets (N,). Chapter 01 computes this by hand.
     """
     _check_model(model)
     _check_loader(loader, "loader")
@@ -387,7 +387,7 @@ def predict(model: nn.Module, loader: Iterable, device: str | torch.device | Non
 
     Batches are ``(inputs, targets)`` pairs, or bare input tensors (then ``targets`` is None).
     Runs under ``torch.inference_mode()`` in eval mode and restores the previous modes;
-    ``device`` defaults to the model's device. Chapter 02 uses it for the confusion matrix.
+    ``device`` defaults to the model's device. Chapter 08 uses it for the confusion matrix.
     """
     _check_model(model)
     _check_loader(loader, "loader")
@@ -466,7 +466,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         channels_last: bool = False, scheduler: Any = None, checkpoint: str | os.PathLike | None = None,
         resume: bool = False, early_stopping: int | None = None, progress: bool | None = None,
         seed: int | None = None) -> History:
-    """Train ``model`` for ``epochs`` epochs and return its :class:`History`. Chapter 02 builds this loop.
+    """Train ``model`` for ``epochs`` epochs and return its :class:`History`. Chapter 02 first uses it.
 
     Arguments:
 

@@ -231,7 +231,7 @@ def _finite(values: Any) -> np.ndarray | None:
 
 
 def plot_history(history_or_dict: Any, *, title: str | None = None) -> Figure:
-    """Loss (left) and accuracy (right) per epoch, training and validation. Chapter 02 introduces it.
+    """Loss (left) and accuracy (right) per epoch, training and validation. Chapter 01 introduces it.
 
     Takes a :class:`utils.train.History` or a dict with lists ``train_loss``, ``val_loss``,
     ``train_acc``, ``val_acc`` (any may be missing or NaN: that curve is left out; without any
@@ -263,7 +263,7 @@ def plot_history(history_or_dict: Any, *, title: str | None = None) -> Figure:
 
 def plot_confusion_matrix(cm: Any, classes: Sequence[str] | None = None, *, normalize: bool | str = False,
                           ax: Axes | None = None) -> Figure:
-    """Draw a confusion matrix (rows: true class, columns: predicted class). Chapter 02 introduces it.
+    """Draw a confusion matrix (rows: true class, columns: predicted class). Chapter 03 introduces it.
 
     Each cell shows its count (for up to 30 classes). ``normalize=True`` (or ``"true"``) divides
     each row by its total, so the diagonal is the recall of each class; ``"pred"`` divides each
