@@ -31,3 +31,15 @@ def site(tmp_path_factory) -> Path:
     code = book.build(path_output=out, profile="book")
     assert code == 0, "the strict book build failed (see the warnings and errors above)"
     return out / "_build"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_cpu_thread():
+    """The tests' tensors and models are tiny: one CPU thread is faster than several competing for
+    the cores (much faster on a busy 2-core machine). Notebooks run in their own kernels, unaffected."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

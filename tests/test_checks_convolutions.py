@@ -14,14 +14,6 @@ from utils.scratch import conv
 QSET = get_assignment("06_convolutions")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: a second thread only adds synchronisation (and stalls on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 REFERENCE = '''
 def conv2d_forward(x, w, b, stride, padding):
     n, c, h, wd = x.shape

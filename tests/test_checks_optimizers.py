@@ -14,13 +14,6 @@ from utils.grading import evaluate, get_assignment
 QSET = get_assignment("04_optimizers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster on a shared machine
-    yield
-    torch.set_num_threads(before)
-
 
 SOLUTIONS = '''
 def sgd_momentum_step(params, grads, velocities, lr, momentum, nesterov):

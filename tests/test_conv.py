@@ -31,14 +31,6 @@ from utils.scratch.conv import (
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: a second thread only adds synchronisation (and stalls on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # (C_in, C_out, H, W, kernel, stride, padding, dilation, groups, bias)
 CONV_CONFIGS = [
     (1, 1, 6, 6, 3, 1, 0, 1, 1, True),

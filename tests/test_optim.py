@@ -19,14 +19,6 @@ from utils import optim
 from utils.optim import SURFACES, TORCH_EQUIVALENT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are tiny: one thread is faster than several (and fair to a shared machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 # ---- optimizers: step for step against torch.optim ------------------------------------------
 
 SETTINGS = [  # (our class, hyperparameters): every option each optimizer has

@@ -17,14 +17,6 @@ from utils.receptive_field import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: a second thread only adds synchronisation (and stalls on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _positive_linear(model: nn.Module) -> nn.Module:
     """Positive weights and no non-linearity: every pixel of the receptive field gets a positive gradient."""

@@ -1,0 +1,253 @@
+"""The 07_architectures questions: reference answers pass every case, plausible mistakes fail with a
+helpful message. The answers are defined here, so the tests do not depend on the solution notebook;
+every question runs in-process with ``utils.grading.evaluate`` (the harness included)."""
+from __future__ import annotations
+
+import textwrap
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.grading import evaluate, get_assignment
+
+QSET = get_assignment("07_architectures")
+
+REFERENCE = '''
+class BasicBlock(nn.Module):
+    def __init__(self, in_ch, out_ch, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class SqueezeExcitation(nn.Module):
+    def __init__(self, channels, reduction=16):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, channels // reduction)
+        self.fc2 = nn.Linear(channels // reduction, channels)
+
+    def forward(self, x):
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
+        return x * s[:, :, None, None]
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv_params(in_ch, out_ch, k, bias=True):
+    return out_ch * in_ch * k * k + (out_ch if bias else 0)
+
+
+class PatchEmbedding(nn.Module):
+    def __init__(self, img_size, patch, in_ch, dim):
+        super().__init__()
+        if img_size % patch:
+            raise ValueError("img_size must be a multiple of patch")
+        self.num_patches = (img_size // patch) ** 2
+        self.proj = nn.Conv2d(in_ch, dim, patch, stride=patch)
+
+    def forward(self, x):
+        return self.proj(x).flatten(2).transpose(1, 2)
+'''
+
+# Other correct answers: different but valid layer types (the checks must accept them).
+ALTERNATIVES = {
+    "q1": '''
+from utils.models import BasicBlock as _CourseBlock
+
+
+class BasicBlock(_CourseBlock):  # the course's block: nn.ReLU modules, identity as downsample=None
+    def __init__(self, in_ch, out_ch, stride=1):
+        super().__init__(in_ch, out_ch, stride)
+''',
+    "q2": '''
+class SqueezeExcitation(nn.Module):  # 1x1 convolutions instead of linear layers
+    def __init__(self, channels, reduction=16):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, channels // reduction, 1)
+        self.fc2 = nn.Conv2d(channels // reduction, channels, 1)
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
+''',
+    "q4": '''
+class PatchEmbedding(nn.Module):  # unfold + nn.Linear instead of a convolution
+    def __init__(self, img_size, patch, in_ch, dim):
+        super().__init__()
+        if img_size % patch:
+            raise ValueError(f"{img_size} is not a multiple of {patch}")
+        self.patch = patch
+        self.num_patches = (img_size // patch) ** 2
+        self.proj = nn.Linear(in_ch * patch * patch, dim)
+
+    def forward(self, x):
+        patches = F.unfold(x, self.patch, stride=self.patch).transpose(1, 2)  # (N, P, C*p*p)
+        return self.proj(patches)
+''',
+}
+
+
+def namespace(*extra: str) -> dict:
+    ns: dict = {"torch": torch, "nn": nn, "F": F}
+    for source in (REFERENCE, *extra):
+        exec(textwrap.dedent(source), ns)
+    return ns
+
+
+def functions_for(ns: dict, qid: str) -> dict:
+    return {name: ns[name] for name in QSET.question(qid).functions}
+
+
+def test_question_set():
+    assert QSET.ids == ["q1", "q2", "q3", "q4"] and QSET.max_score == 4
+    for q in QSET.questions:
+        assert len(q.cases(0)) >= 5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345])
+def test_reference_answers_pass_every_case(seed):
+    ns = namespace()
+    for q in QSET.questions:
+        result = evaluate(q, functions_for(ns, q.id), seed=seed)
+        assert result.passed, result.line()
+
+
+@pytest.mark.parametrize("qid", list(ALTERNATIVES))
+def test_other_correct_answers_pass(qid):
+    ns = namespace(ALTERNATIVES[qid])
+    result = evaluate(QSET.question(qid), functions_for(ns, qid), seed=3)
+    assert result.passed, result.line()
+
+
+def test_cases_are_fast_and_fresh():
+    ns = namespace()
+    for q in QSET.questions:
+        start = time.process_time()  # CPU time: the machine may be shared
+        evaluate(q, functions_for(ns, q.id), seed=0)
+        assert time.process_time() - start < 2.0, q.id
+    a, b = QSET.question("q1").cases(1), QSET.question("q1").cases(2)
+    assert not torch.equal(a[0].args["x"], b[0].args["x"])
+    assert torch.equal(a[0].args["x"], QSET.question("q1").cases(1)[0].args["x"])
+
+
+BROKEN = {
+    "block: ReLU before the addition": ("q1", '''
+class BasicBlock(BasicBlock):
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        return out + (x if self.downsample is None else self.downsample(x))
+''', ["torchvision's weights", "values off", "the ReLU comes after the addition"]),
+    "block: always a projection": ("q1", '''
+class BasicBlock(BasicBlock):
+    def __init__(self, in_ch, out_ch, stride=1):
+        super().__init__(in_ch, out_ch, stride)
+        self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+''', ["parameter count, 16 -> 16, stride 1", "a projection shortcut only when"]),
+    "block: other names": ("q1", '''
+class BasicBlock(BasicBlock):
+    def __init__(self, in_ch, out_ch, stride=1):
+        super().__init__(in_ch, out_ch, stride)
+        self.shortcut = self.downsample
+        self.downsample = None
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+''', ["raised RuntimeError", "Error(s) in loading state_dict", "downsample.0"]),
+    "block: biased convolutions": ("q1", '''
+class BasicBlock(BasicBlock):
+    def __init__(self, in_ch, out_ch, stride=1):
+        super().__init__(in_ch, out_ch, stride)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
+''', ["parameter count", "without bias"]),
+    "block: no stride": ("q1", '''
+class BasicBlock(BasicBlock):
+    def __init__(self, in_ch, out_ch, stride=1):
+        super().__init__(in_ch, out_ch, stride)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
+''', ["output shape", "conv1 carries the stride"]),
+    "SE: no sigmoid": ("q2", '''
+class SqueezeExcitation(SqueezeExcitation):
+    def forward(self, x):
+        s = self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3)))))
+        return x * s[:, :, None, None]
+''', ["values off", "sigmoid"]),
+    "SE: in place": ("q2", '''
+class SqueezeExcitation(SqueezeExcitation):
+    def forward(self, x):
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
+        return x.mul_(s[:, :, None, None])
+''', ["modified its argument `x`"]),
+    "SE: max instead of mean": ("q2", '''
+class SqueezeExcitation(SqueezeExcitation):
+    def forward(self, x):
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.amax(dim=(2, 3))))))
+        return x * s[:, :, None, None]
+''', ["values off", "the mean over H and W"]),
+    "count: buffers counted": ("q3", '''
+def count_parameters(model):
+    return sum(t.numel() for t in model.state_dict().values())
+''', ["count_parameters", "not the buffers"]),
+    "count: trainable only": ("q3", '''
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+''', ["frozen", "count frozen parameters too"]),
+    "count: shared twice": ("q3", '''
+def count_parameters(model):  # loops over the layers: a layer used twice is counted twice
+    return sum(p.numel() for layer in model for p in layer.parameters())
+''', ["shared weights count once"]),
+    "conv: bias forgotten": ("q3", '''
+def conv_params(in_ch, out_ch, k, bias=True):
+    return out_ch * in_ch * k * k
+''', ["conv_params(", "bias=True", "one bias per output channel"]),
+    "patches: column-major order": ("q4", '''
+class PatchEmbedding(PatchEmbedding):
+    def forward(self, x):
+        return self.proj(x).transpose(2, 3).flatten(2).transpose(1, 2)
+''', ["values off", "row-major"]),
+    "patches: no transpose": ("q4", '''
+class PatchEmbedding(PatchEmbedding):
+    def forward(self, x):
+        return self.proj(x).flatten(2)
+''', ["wrong shape", "transpose"]),
+    "patches: no check": ("q4", '''
+class PatchEmbedding(PatchEmbedding):
+    def __init__(self, img_size, patch, in_ch, dim):
+        nn.Module.__init__(self)
+        self.num_patches = (img_size // patch) ** 2
+        self.proj = nn.Conv2d(in_ch, dim, patch, stride=patch)
+''', ["raises ValueError", "expected True, got False"]),
+    "not implemented": ("q4", '''
+class PatchEmbedding(nn.Module):
+    def __init__(self, img_size, patch, in_ch, dim):
+        super().__init__()
+        raise NotImplementedError("Replace this line with your solution.")
+''', ["0/", "not implemented yet"]),
+}
+
+
+@pytest.mark.parametrize("label", list(BROKEN))
+def test_plausible_mistakes_fail_with_a_helpful_message(label):
+    qid, source, fragments = BROKEN[label]
+    ns = namespace(source)
+    result = evaluate(QSET.question(qid), functions_for(ns, qid), seed=0)
+    assert not result.passed and result.score == 0
+    feedback = result.feedback()
+    for fragment in fragments:
+        assert fragment in feedback, feedback
