@@ -150,3 +150,16 @@ def test_bibliography_files_exist_and_define_each_key_once():
             seen[key] = name
     for bib in (ROOT / "book").glob("*.bib"):
         assert str(bib.relative_to(ROOT)) in config["bibtex_bibfiles"], f"{bib.name} is not in _config.yml"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_exercises_name_their_assignment_and_use_their_question_ids(path):
+    """check("q1", ...) must reach this chapter's q1 whatever else the learner has defined."""
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.get("course", {}).get("assignment") == path.stem
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert f'use("{path.stem}")' in source
+    from utils.grading import get_assignment
+
+    for qid in get_assignment(path.stem).ids:
+        assert f'check("{qid}"' in source, f"{path.name} never checks {qid}"
