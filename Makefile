@@ -68,6 +68,7 @@ lab: install
 
 benchmark: install
 	$(PY) benchmarks/bench_backprop.py
+	$(PY) benchmarks/bench_models.py
 
 clean:
 	rm -rf $(BUILD) .pytest_cache
