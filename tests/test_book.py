@@ -99,16 +99,28 @@ def test_solutions_can_be_left_out(tmp_path):
         assert 'href="solutions/' not in page.read_text() and "../solutions/" not in page.read_text(), page
 
 
-def test_a_failing_notebook_fails_the_strict_build(tmp_path):
-    """A chapter that raises must fail the build (allow_errors is off, warnings are errors)."""
-    src = tmp_path / "book_src"
+def _small_book(src: Path, code: str) -> Path:
+    """A one-chapter book with the course's configuration; the chapter runs `code`."""
     (src / "book").mkdir(parents=True)
     shutil.copy(ROOT / "_config.yml", src / "_config.yml")
     shutil.copy(ROOT / "book" / "references.bib", src / "book" / "references.bib")
     (src / "book" / "intro.md").write_text("# Intro\n\nA page.\n")
-    (src / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: broken\n")
+    (src / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: chapter\n")
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# Broken"), nbformat.v4.new_code_cell("raise ValueError('boom')")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"), nbformat.v4.new_code_cell(code)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, src / "broken.ipynb")
-    assert book.build(path_output=tmp_path / "out", root=src, profile="smoke") != 0
+    nbformat.write(nb, src / "chapter.ipynb")
+    return src
+
+
+def test_a_failing_notebook_fails_the_strict_build(tmp_path, capfd):
+    """A chapter that raises must fail the build (allow_errors is off, warnings are errors), while the
+    same book with a chapter that runs builds: the failure is the notebook's, not the set-up's."""
+    good = _small_book(tmp_path / "good", "print('fine')")
+    assert book.build(path_output=tmp_path / "good_out", root=good, profile="smoke") == 0
+    broken = _small_book(tmp_path / "broken", "raise ValueError('boom in a chapter')")
+    assert book.build(path_output=tmp_path / "broken_out", root=broken, profile="smoke") != 0
+    captured = capfd.readouterr()
+    assert "chapter.ipynb" in captured.out + captured.err and "mystnb.exec" in captured.out + captured.err
+    log = tmp_path / "broken_out" / "_build" / "html" / "reports" / "chapter.err.log"
+    assert "boom in a chapter" in log.read_text()
