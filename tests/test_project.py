@@ -163,3 +163,12 @@ def test_exercises_name_their_assignment_and_use_their_question_ids(path):
 
     for qid in get_assignment(path.stem).ids:
         assert f'check("{qid}"' in source, f"{path.name} never checks {qid}"
+
+
+@pytest.mark.parametrize("path", LESSONS + SOLUTIONS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_math_also_compiles_with_latex(path):
+    """MathJax accepts `\\lambda_\\max`, pdflatex (make pdf) stops on it: operators in sub- and
+    superscripts need braces, `\\lambda_{\\max}`."""
+    text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+    bad = sorted(set(re.findall(r"[_^]\\(?:max|min|sup|inf|lim|log|exp|sum|prod|arg)\b", text)))
+    assert not bad, f"{path.name}: write {bad[0][0]}{{{bad[0][1:]}}} instead of {bad[0]}"
