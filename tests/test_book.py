@@ -99,17 +99,21 @@ def test_solutions_can_be_left_out(tmp_path):
         assert 'href="solutions/' not in page.read_text() and "../solutions/" not in page.read_text(), page
 
 
-def _small_book(src: Path, code: str) -> Path:
-    """A one-chapter book with the course's configuration; the chapter runs `code`."""
+def _small_book(src: Path, code: str, *more: str) -> Path:
+    """A book with the course's configuration and one chapter per code string: `chapter` runs `code`,
+    `chapter2`, `chapter3`, ... run the strings in `more`."""
     (src / "book").mkdir(parents=True)
     shutil.copy(ROOT / "_config.yml", src / "_config.yml")
     shutil.copy(ROOT / "book" / "references.bib", src / "book" / "references.bib")
     (src / "book" / "intro.md").write_text("# Intro\n\nA page.\n")
-    (src / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: chapter\n")
-    nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# A chapter"), nbformat.v4.new_code_cell(code)]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, src / "chapter.ipynb")
+    names = ["chapter"] + [f"chapter{i}" for i in range(2, len(more) + 2)]
+    entries = "".join(f"  - file: {name}\n" for name in names)
+    (src / "_toc.yml").write_text(f"format: jb-book\nroot: book/intro\nchapters:\n{entries}")
+    for name, source in zip(names, (code, *more)):
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {name}"), nbformat.v4.new_code_cell(source)]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, src / f"{name}.ipynb")
     return src
 
 
@@ -124,3 +128,37 @@ def test_a_failing_notebook_fails_the_strict_build(tmp_path, capfd):
     assert "chapter.ipynb" in captured.out + captured.err and "mystnb.exec" in captured.out + captured.err
     log = tmp_path / "broken_out" / "_build" / "html" / "reports" / "chapter.err.log"
     assert "boom in a chapter" in log.read_text()
+
+
+def test_notebooks_run_in_parallel_and_a_failure_still_fails_the_build(tmp_path, capfd):
+    """With several notebooks the build executes them in parallel first (jobs=2): the ones that pass
+    are taken from that run (their outputs are on the page), and one that fails is run again by the
+    build, whose strict mode then fails with the notebook's own error."""
+    ok = "import os\nprint('pid', os.getpid(), 'profile', os.environ['COURSE_PROFILE'])  # {}"
+    src = _small_book(tmp_path / "src", ok.format(1), ok.format(2), "raise ValueError('boom in the third chapter')")
+    assert book.build(path_output=tmp_path / "out", root=src, profile="smoke", jobs=2) != 0
+    captured = capfd.readouterr().out
+    assert "Executing 3 notebooks, 2 at a time" in captured
+    assert "chapter3.ipynb FAILED" in captured and "boom in the third chapter" in captured
+    built = tmp_path / "out" / "_build"
+    assert "boom in the third chapter" in (built / "html" / "reports" / "chapter3.err.log").read_text()
+    times = json.loads((built / "notebook_times.json").read_text())
+    assert set(times) == {"chapter.ipynb", "chapter2.ipynb", "chapter3.ipynb"}
+    pids = set()
+    for name in ("chapter", "chapter2"):
+        executed = nbformat.read(built / "jupyter_execute" / f"{name}.ipynb", as_version=4)
+        text = "".join(o.get("text", "") for o in executed.cells[1].outputs)
+        assert "profile smoke" in text, f"{name} was not executed in the smoke profile: {text!r}"
+        pids.add(text.split()[1])
+        assert "profile smoke" in (built / "html" / f"{name}.html").read_text(), "the page shows the output"
+    assert len(pids) == 2, "each notebook runs in its own fresh kernel"
+
+
+def test_exercises_are_not_executed_ahead_of_the_build():
+    toc = book.load_toc()
+    names = [p.relative_to(ROOT).as_posix() for p in book.notebooks_to_execute(ROOT, toc, book.load_config())]
+    assert names and all(n.startswith(("chapters/", "solutions/", "book/")) for n in names)
+    assert not any(n.startswith("exercises/") for n in names)
+    without = [p.relative_to(ROOT).as_posix() for p in
+               book.notebooks_to_execute(ROOT, book.without_solutions(toc), book.load_config())]
+    assert without and not any(n.startswith("solutions/") for n in without)

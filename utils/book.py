@@ -15,6 +15,11 @@ Options:
 * ``--solutions 0`` leaves the "Solutions" part out of the site (``make book SOLUTIONS=0``): the
   table of contents is written without it and solution notebooks are neither executed nor published.
 * ``--no-execute`` renders the notebooks as committed (no outputs): a fast check of the structure.
+* ``--jobs N`` executes up to N notebooks at a time before Sphinx renders them (default: the number
+  of CPU cores, or ``COURSE_BOOK_JOBS``). Every notebook still runs from a fresh kernel; each one
+  that succeeds is handed to the build through a temporary jupyter-cache, and one that fails is run
+  again by the build itself, so that its error is reported (and fails the build) as usual. The
+  time each notebook took is written to ``_build/notebook_times.json``.
 * ``--path-output DIR`` writes the site to ``DIR/_build/html`` instead of ``./_build/html``.
 * ``--toc FILE`` builds with another table of contents (e.g. a subset of the chapters).
 * ``--no-nitpicky`` tolerates unresolved cross-references (still strict about other warnings).
@@ -27,8 +32,11 @@ packages are missing (Debian: ``apt-get install`` the packages of ``TEX_PACKAGES
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import hashlib
+import json
 import os
+import time
 import re
 import shutil
 import subprocess
@@ -111,12 +119,23 @@ def _own_path(root: Path, path: str) -> str:
     return str(found if found.exists() or root == ROOT else ROOT / path)
 
 
-def write_config(root: Path, target: Path, *, execute: bool) -> Path:
-    """``root/_config.yml`` for a build from ``target``'s folder: paths made absolute, execution on or off."""
+def load_config(root: Path = ROOT) -> dict:
+    """The book's configuration (``_config.yml``) as a dict."""
     with open(root / "_config.yml", encoding="utf-8") as fh:
-        config = yaml.safe_load(fh)
+        return yaml.safe_load(fh)
+
+
+def write_config(root: Path, target: Path, *, execute: bool, cache: Path | None = None) -> Path:
+    """``root/_config.yml`` for a build from ``target``'s folder: paths made absolute, execution on or off.
+
+    With ``cache`` (a jupyter-cache folder filled by :func:`execute_notebooks`), notebooks found there
+    are taken from it and the others are executed by the build.
+    """
+    config = load_config(root)
     if not execute:
         config.setdefault("execute", {})["execute_notebooks"] = "off"
+    elif cache is not None:
+        config.setdefault("execute", {}).update(execute_notebooks="cache", cache=str(cache))
     config["bibtex_bibfiles"] = [str(root / p) for p in config.get("bibtex_bibfiles", [])]
     sphinx = config.get("sphinx") or {}
     if sphinx.get("local_extensions"):
@@ -126,6 +145,114 @@ def write_config(root: Path, target: Path, *, execute: bool) -> Path:
         html["favicon"] = _own_path(root, html["favicon"])
     target.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return target
+
+
+def notebooks_to_execute(root: Path, toc: dict, config: dict) -> list[Path]:
+    """The notebooks of ``toc`` that the build executes (``execute.exclude_patterns`` left out)."""
+    excluded = (config.get("execute") or {}).get("exclude_patterns") or []
+    found = []
+    for name in toc_files(toc):
+        path = root / f"{name}.ipynb"
+        if path.exists() and not any(fnmatch.fnmatch(f"{name}.ipynb", pattern) for pattern in excluded):
+            found.append(path)
+    return found
+
+
+def _expected_order(paths: list[Path], root: Path, times_file: Path) -> list[Path]:
+    """Longest first (the times of the previous build when there are some; else chapters before the
+    other notebooks, larger files first), so that the parallel workers finish together."""
+    try:
+        previous = json.loads(times_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        previous = {}
+
+    def key(path: Path) -> tuple[float, float]:
+        name = path.relative_to(root).as_posix()
+        if name in previous:
+            return (0, -float(previous[name]))
+        return (1, -(1e6 if name.startswith("chapters/") else 0) - path.stat().st_size)
+
+    return sorted(paths, key=key)
+
+
+def _init_worker(env: dict[str, str]) -> None:
+    os.environ.clear()
+    os.environ.update(env)
+
+
+def _execute_one(path: str, timeout: int | None, allow_errors: bool) -> tuple[str, float, str | None]:
+    """Run one notebook in a fresh kernel in its own folder: (executed notebook JSON, seconds, error)."""
+    import nbformat
+    from jupyter_cache.executors.utils import single_nb_execution
+
+    nb = nbformat.read(path, as_version=4)
+    start = time.perf_counter()
+    result = single_nb_execution(nb, cwd=str(Path(path).parent), timeout=timeout, allow_errors=allow_errors,
+                                 meta_override=True)
+    seconds = time.perf_counter() - start
+    if result.err is not None:
+        lines = [line for line in str(result.err).splitlines() if line.strip()]
+        return "", seconds, f"{type(result.err).__name__}: {lines[-1] if lines else ''}"[:300]
+    return nbformat.writes(nb), seconds, None
+
+
+def execute_notebooks(paths: list[Path], cache_dir: Path, *, env: dict[str, str], jobs: int, root: Path,
+                      config: dict, times_file: Path | None = None) -> dict[str, float]:
+    """Execute ``paths`` with up to ``jobs`` kernels at a time and put each success in a jupyter-cache
+    at ``cache_dir`` (and a copy of it in ``cache_dir/executed/``, by path relative to ``root``);
+    returns the seconds each notebook took. Failures are printed, not cached."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    execute = config.get("execute") or {}
+    timeout, allow_errors = execute.get("timeout"), bool(execute.get("allow_errors", False))
+    if times_file is not None:
+        paths = _expected_order(paths, root, times_file)
+    cache = get_cache(str(cache_dir))
+    times: dict[str, float] = {}
+    print(f"Executing {len(paths)} notebooks, {jobs} at a time ...", flush=True)
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(env,)) as pool:
+        futures = {pool.submit(_execute_one, str(p), timeout, allow_errors): p for p in paths}
+        for done, future in enumerate(as_completed(futures), start=1):
+            path = futures[future]
+            name = path.relative_to(root).as_posix()
+            try:
+                text, seconds, error = future.result()
+            except Exception as err:  # the worker itself broke: the build runs the notebook again
+                text, seconds, error = "", float("nan"), f"{type(err).__name__}: {err}"
+            times[name] = round(seconds, 1)
+            if error is None:
+                record = CacheBundleIn(nbformat.reads(text, as_version=4), str(path),
+                                       data={"execution_seconds": seconds})
+                cache.cache_notebook_bundle(record, check_validity=False, overwrite=True)
+                copy = cache_dir / "executed" / name
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_text(text, encoding="utf-8")
+                print(f"  [{done}/{len(paths)}] {name}: {seconds:.1f} s", flush=True)
+            else:
+                print(f"  [{done}/{len(paths)}] {name} FAILED after {seconds:.1f} s ({error}); "
+                      "the build runs it again and reports the error", flush=True)
+    print(f"Executed {len(paths)} notebooks in {time.perf_counter() - start:.0f} s", flush=True)
+    if times_file is not None:
+        times_file.parent.mkdir(parents=True, exist_ok=True)
+        times_file.write_text(json.dumps(dict(sorted(times.items())), indent=1) + "\n", encoding="utf-8")
+    return times
+
+
+def default_jobs() -> int:
+    """How many notebooks the build executes at a time: ``COURSE_BOOK_JOBS``, else the CPU cores."""
+    value = os.environ.get("COURSE_BOOK_JOBS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"COURSE_BOOK_JOBS must be a positive integer, got {value!r}")
+        return int(value)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
 def _jupyter_book() -> str:
@@ -149,6 +276,7 @@ def build(
     root: Path = ROOT,
     toc: Path | None = None,
     builder: str = "html",
+    jobs: int | None = None,
 ) -> int:
     """Build the website (or, with ``builder="pdflatex"``, the PDF); return Jupyter Book's exit code."""
     out = Path(path_output) if path_output is not None else root
@@ -159,14 +287,14 @@ def build(
             cmd += ["-W", "--keep-going"]
         if nitpicky:
             cmd += ["-n"]
+        toc_data = load_toc(root) if toc is None else yaml.safe_load(Path(toc).read_text(encoding="utf-8"))
         if not solutions:
+            toc_data = without_solutions(toc_data)
             toc_path = tmp / "_toc.yml"
-            toc_data = load_toc(root) if toc is None else yaml.safe_load(Path(toc).read_text(encoding="utf-8"))
-            toc_path.write_text(yaml.safe_dump(without_solutions(toc_data), sort_keys=False), encoding="utf-8")
+            toc_path.write_text(yaml.safe_dump(toc_data, sort_keys=False), encoding="utf-8")
             cmd += ["--toc", str(toc_path)]
         elif toc is not None:
             cmd += ["--toc", str(Path(toc).resolve())]
-        cmd += ["--config", str(write_config(root, tmp / "_config.yml", execute=execute))]
         # Notebooks show their figures inline: a headless MPLBACKEND (e.g. Agg) would hide them.
         env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
         env["COURSE_PROFILE"] = profile or os.environ.get("COURSE_PROFILE") or "book"
@@ -179,12 +307,30 @@ def build(
                 env["COURSE_SITE_ASSETS"] = "cdn"
         shutil.rmtree(out / "_build" / ".doctrees", ignore_errors=True)
         shutil.rmtree(out / "_build" / "jupyter_execute", ignore_errors=True)
+        cache = None
+        jobs = default_jobs() if jobs is None else jobs
+        if execute and jobs > 1:
+            config = load_config(root)
+            paths = notebooks_to_execute(root, toc_data, config)
+            if len(paths) > 1:
+                cache = tmp / "jupyter_cache"
+                execute_notebooks(paths, cache, env=env, jobs=min(jobs, len(paths)), root=root, config=config,
+                                  times_file=out / "_build" / "notebook_times.json")
+        cmd += ["--config", str(write_config(root, tmp / "_config.yml", execute=execute, cache=cache))]
         target = out / "_build" / ("latex" if builder == "pdflatex" else builder)
         if builder == "pdflatex":
             shutil.rmtree(target, ignore_errors=True)
         print(f"Building the book (profile {env['COURSE_PROFILE']}, solutions {'on' if solutions else 'off'}, "
               f"execute {'on' if execute else 'off'}) into {target}", flush=True)
-        return subprocess.call(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL)
+        code = subprocess.call(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL)
+        if cache is not None:
+            # myst-nb renders a cached notebook's outputs but writes the notebook as read to
+            # jupyter_execute/: put the executed one there, as a build that executes itself does.
+            for executed in (cache / "executed").rglob("*.ipynb"):
+                written = out / "_build" / "jupyter_execute" / executed.relative_to(cache / "executed")
+                if written.exists():
+                    shutil.copyfile(executed, written)
+        return code
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -233,11 +379,14 @@ def main(argv: list[str] | None = None) -> int:
         b.add_argument("--profile", choices=["smoke", "book", "full"], default=None,
                        help="compute profile for executing the notebooks (default: $COURSE_PROFILE, else book)")
         b.add_argument("--toc", type=Path, default=None, help="build with this table of contents instead of _toc.yml")
+        b.add_argument("--jobs", type=int, default=None,
+                       help="notebooks executed at a time (default: $COURSE_BOOK_JOBS, else the CPU cores)")
         b.add_argument("--nitpicky", action="store_true", help="warn about every missing reference (the default)")
         b.add_argument("--no-nitpicky", action="store_true", help="tolerate missing references")
     args = parser.parse_args(argv)
     options = dict(solutions=args.solutions == "1", execute=not args.no_execute, path_output=args.path_output,
-                   strict=not args.no_strict, nitpicky=not args.no_nitpicky, profile=args.profile, toc=args.toc)
+                   strict=not args.no_strict, nitpicky=not args.no_nitpicky, profile=args.profile, toc=args.toc,
+                   jobs=args.jobs)
     return build_pdf(**options) if args.command == "pdf" else build(**options)
 
 
