@@ -241,9 +241,9 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
     x, y = blobs().tensors
     loader = DataLoader(TensorDataset(x, y), batch_size=32)
     kw = {"epochs": 1, "device": "cpu", "progress": False}
-    with pytest.raises(TypeError, match=r"\(inputs, targets\) pairs, got a list of 1"):
+    with pytest.raises(TypeError, match=r"\(inputs, targets\) pair, got a list of 1"):
         fit(mlp(), DataLoader(TensorDataset(x), batch_size=32), **kw)
-    with pytest.raises(TypeError, match="pairs, got a dict"):
+    with pytest.raises(TypeError, match="pair, got a dict"):
         fit(mlp(), [{"image": x, "label": y}], **kw)
     with pytest.raises(ValueError, match="no batches"):
         fit(mlp(), [], **kw)
@@ -372,11 +372,11 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path, gener
 def test_resume_depends_on_restoring_the_random_state(tmp_path, monkeypatch):
     # the comparison above can fail: without the saved RNG states, epochs 3-4 shuffle and drop out
     # like epochs 1-2 did, and the weights differ
-    import utils.train
+    import utils.train.checkpoint
 
     model_a, *_ = _run(tmp_path, epochs=4, generator=False, ckpt=None)
     _run(tmp_path, epochs=2, generator=False)
-    monkeypatch.setattr(utils.train, "_set_rng_state", lambda state, loader: None)
+    monkeypatch.setattr(utils.train.checkpoint, "set_rng_state", lambda state, loader: None)
     model_b, *_ = _run(tmp_path, epochs=4, generator=False, resume=True)
     assert not params_equal(model_a, model_b)
 
