@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.train.tasks import Task, images_of
+from utils.train.tasks import Task, full_precision, images_of
 
 __all__ = ["GAN", "Reconstruction", "kl_divergence"]
 
@@ -48,7 +48,7 @@ class Reconstruction(Task):
         self.loss, self.beta, self.reduction = loss, float(beta), reduction
 
     def _error(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        x_hat, x = x_hat.float(), x.float()
+        x_hat, x = full_precision(x_hat), full_precision(x)
         if self.loss == "mse":
             err = F.mse_loss(x_hat, x, reduction="none")
         elif self.loss == "l1":
@@ -74,7 +74,7 @@ class Reconstruction(Task):
         recon = self._error(x_hat, x)
         if mu is None:
             return {"loss": recon}
-        kl = kl_divergence(mu.float(), logvar.float())
+        kl = kl_divergence(full_precision(mu), full_precision(logvar))
         if self.reduction == "mean":
             kl = kl / x[0].numel()
         return {"loss": recon + self.beta * kl, "recon": recon.detach(), "kl": kl.detach()}
@@ -138,7 +138,7 @@ class GAN(Task):
     def _scores(self, d: nn.Module, x: torch.Tensor, ctx: Any) -> torch.Tensor:
         with ctx.autocast():
             s = d(x)
-        return s.float().reshape(x.shape[0], -1).mean(dim=1)  # (B,): one score per image
+        return full_precision(s).reshape(x.shape[0], -1).mean(dim=1)  # (B,): one score per image
 
     def _d_loss(self, d: nn.Module, real: torch.Tensor, fake: torch.Tensor, ctx: Any) -> dict[str, Any]:
         s_real, s_fake = self._scores(d, real, ctx), self._scores(d, fake, ctx)
@@ -204,7 +204,7 @@ class GAN(Task):
 def gradient_penalty(d: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """WGAN-GP's ``mean((|grad_x D(x_mix)|_2 - 1)^2)`` at random mixes ``x_mix`` of real and fake images."""
     eps = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), device=real.device)
-    mix = (eps * real.float() + (1 - eps) * fake.float()).requires_grad_(True)
+    mix = (eps * full_precision(real) + (1 - eps) * full_precision(fake)).requires_grad_(True)
     scores = d(mix).reshape(real.shape[0], -1).sum()
     (grad,) = torch.autograd.grad(scores, mix, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()

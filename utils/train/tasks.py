@@ -31,7 +31,7 @@ from torch import nn
 
 from utils.common import unpack_batch
 
-__all__ = ["Classification", "Distillation", "Task", "batch_size", "images_of"]
+__all__ = ["Classification", "Distillation", "Task", "batch_size", "full_precision", "images_of"]
 
 
 class Task:
@@ -124,6 +124,11 @@ def images_of(batch: Any, where: str) -> torch.Tensor:
         return batch[0]
     raise TypeError(f"{where} must be an image tensor, an (images, labels) pair or a dict with an 'image' "
                     f"tensor, got {type(batch).__name__}")
+
+
+def full_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when autocast gave it in float16 or bfloat16 (losses are computed in full precision)."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 def _tensors(x: Any, y: Any, where: str) -> None:
@@ -238,6 +243,6 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature:
         raise ValueError(f"student and teacher logits must have the same shape, got {tuple(student.shape)} "
                          f"and {tuple(teacher.shape)}")
     t = temperature
-    log_p_student = F.log_softmax(student.float() / t, dim=1)
-    log_p_teacher = F.log_softmax(teacher.float() / t, dim=1)
+    log_p_student = F.log_softmax(full_precision(student) / t, dim=1)
+    log_p_teacher = F.log_softmax(full_precision(teacher) / t, dim=1)
     return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True) * (t * t)

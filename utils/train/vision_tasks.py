@@ -17,7 +17,7 @@ from torch import nn
 
 from utils.common import move_to, unpack_batch
 from utils.train import distributed
-from utils.train.tasks import Task
+from utils.train.tasks import Task, full_precision
 
 __all__ = ["Detection", "Segmentation", "dice_loss"]
 
@@ -173,7 +173,7 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int |
     """
     c = logits.shape[1]
     valid = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
-    probs = logits.float().softmax(dim=1) * valid.unsqueeze(1)  # (B, C, H, W)
+    probs = full_precision(logits).softmax(dim=1) * valid.unsqueeze(1)  # (B, C, H, W)
     onehot = F.one_hot(torch.where(valid, target, 0), c).permute(0, 3, 1, 2) * valid.unsqueeze(1)
     dims = (0, 2, 3)
     inter = (probs * onehot).sum(dims)  # (C,)
@@ -244,7 +244,7 @@ class Segmentation(Task):
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         parts = {}
         if "ce" in self.loss:
-            parts["ce"] = F.cross_entropy(logits.float(), target, weight=weight,
+            parts["ce"] = F.cross_entropy(full_precision(logits), target, weight=weight,
                                           ignore_index=-100 if self.ignore_index is None else self.ignore_index)
         if "dice" in self.loss:
             parts["dice"] = dice_loss(logits, target, ignore_index=self.ignore_index, weight=weight)
