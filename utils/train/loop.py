@@ -318,7 +318,8 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     optimizers = resolve_optimizers(task, model, optimizer, lr)
     schedulers = resolve_schedulers(scheduler, optimizers)
     amp_dtype = resolve_amp(amp, device)
-    net, sampler = model, None
+    net, sampler = model, getattr(train_loader, "sampler", None)
+    sampler = sampler if hasattr(sampler, "set_epoch") else None  # a DistributedSampler the learner built
     if ddp:
         train_loader, sampler = distributed.shard_loader(train_loader, train=True, seed=seed or 0, name="train_loader")
         if val_loader is not None:
