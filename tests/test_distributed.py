@@ -37,23 +37,13 @@ WORKER = textwrap.dedent('''
     import json, os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from torch import nn
     from torch.utils.data import DataLoader, Dataset, TensorDataset
-    import utils
     from utils.train import distributed, fit
 
     out, mode = sys.argv[1], sys.argv[2]
     rank = int(os.environ["RANK"])
-
-    def blobs(n=96, dtype=torch.float32):
-        g = torch.Generator().manual_seed(0)
-        y = torch.arange(n) % 3
-        x = 3.0 * torch.randn(3, 6, generator=g)[y] + 0.5 * torch.randn(n, 6, generator=g)
-        return TensorDataset(x.to(dtype), y)
-
-    def mlp(seed=0, dtype=torch.float32):
-        torch.manual_seed(seed)
-        return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).to(dtype)
+    sys.path.insert(0, os.environ["COURSE_TESTS"])
+    from test_distributed import blobs, mlp  # the data and model of the single-process reference
 
     def run(tag, dtype=torch.float32, seed_model=0, **kw):
         model = mlp(seed_model, dtype)
@@ -102,7 +92,8 @@ def torchrun(script: Path, *args: str, timeout: float = 120, env: dict | None = 
     """Run ``script`` in 2 processes; (exit code, output, seconds)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=0",
            "--monitor-interval=0.5", str(script), *args]
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COURSE_PROGRESS": "0", **(env or {})}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COURSE_PROGRESS": "0",
+                "COURSE_TESTS": str(ROOT / "tests"), **(env or {})}
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         full_env.pop(key, None)
     start = time.perf_counter()
