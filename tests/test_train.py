@@ -188,8 +188,13 @@ def test_early_stopping_stops_and_restores_best_weights(tmp_path):
 
 def test_bf16_autocast_on_cpu_trains():
     loader = DataLoader(blobs(), batch_size=32)
-    hist = fit(mlp(), loader, loader, epochs=4, lr=0.02, amp="bf16", device="cpu", progress=False)
-    assert all(math.isfinite(v) for v in hist.train_loss) and hist.val_acc[-1] > 0.8
+    model = mlp()
+    dtypes = []
+    model[0].register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    hist = fit(model, loader, loader, epochs=4, lr=0.02, amp="bf16", device="cpu", progress=False)
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # training and validation ran under autocast
+    assert model[0].weight.dtype == torch.float32  # the weights stay in float32
+    assert hist.train_loss[-1] < 0.5 * hist.train_loss[0] and hist.val_acc[-1] > 0.8
 
 
 def test_amp_auto_is_off_on_cpu():

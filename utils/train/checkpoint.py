@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
+import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,9 +59,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: Any = 
         raise ValueError(f"extra values may not be named {sorted(reserved)}: those keys are the checkpoint's own")
     state.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")  # no two writers share it
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             torch.save(state, f)
         os.replace(tmp, path)
     except BaseException:
