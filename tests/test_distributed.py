@@ -43,7 +43,7 @@ WORKER = textwrap.dedent('''
     out, mode = sys.argv[1], sys.argv[2]
     rank = int(os.environ["RANK"])
     sys.path.insert(0, os.environ["COURSE_TESTS"])
-    from test_distributed import blobs, mlp  # the data and model of the single-process reference
+    from test_distributed import blobs, mlp, segmenter  # the data and models of the single-process references
 
     def run(tag, dtype=torch.float32, seed_model=0, **kw):
         model = mlp(seed_model, dtype)
@@ -68,6 +68,20 @@ WORKER = textwrap.dedent('''
                    early_stopping=2, device="cpu", progress=False, seed=0)
         with open(f"{out}/stop_rank{rank}.json", "w") as f:
             json.dump({"epochs": hist.epochs, "best": hist.best_epoch}, f)
+        # a GAN (not wrapped in DDP: the loop averages its gradients) and a segmentation metric gathered
+        # from both processes
+        from test_train_tasks import ConfusionMIoU, bright_squares, gan_2d, gaussian_2d
+        from utils.train import GAN, Segmentation
+        gan = gan_2d()
+        fit(gan, DataLoader(gaussian_2d(128), batch_size=16, shuffle=True), epochs=2, task=GAN(2), lr=1e-3,
+            device="cpu", progress=False, seed=0)
+        torch.save(gan.state_dict(), f"{out}/gan_rank{rank}.pt")
+        seg, squares = segmenter(), bright_squares(n=16)
+        hist = fit(seg, DataLoader(squares, batch_size=4), DataLoader(squares, batch_size=3), epochs=1,
+                   optimizer=torch.optim.SGD(seg.parameters(), lr=0.0), device="cpu", progress=False,
+                   task=Segmentation(2, ignore_index=255, metric=ConfusionMIoU))
+        with open(f"{out}/seg_rank{rank}.json", "w") as f:
+            json.dump(hist.as_dict(), f)
         sys.path.insert(0, sys.argv[3])  # the example script, in the same job (one start of torchrun the less)
         import ddp_train
         ddp_train.main(["--epochs", "1", "--subset", "200", "--checkpoint", f"{out}/example.pt"])
@@ -111,6 +125,11 @@ def blobs(n=96, dtype=torch.float32):
 def mlp(seed=0, dtype=torch.float32):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3)).to(dtype)
+
+
+def segmenter():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1))
 
 
 def single_process(dtype=torch.float32):
@@ -185,6 +204,22 @@ def test_a_killed_rank_ends_the_job_with_an_error_instead_of_a_hang(tmp_path):
     assert code != 0, log[-3000:]
     assert seconds < 60, f"the job took {seconds:.0f} s to fail"
     assert "SIGKILL" in log or "exitcode" in log.lower(), log[-3000:]
+
+
+def test_a_gan_stays_identical_across_processes_and_epoch_end_metrics_count_every_sample(ddp_runs):
+    from test_train_tasks import ConfusionMIoU, bright_squares, gan_2d
+
+    from utils.train import Segmentation, evaluate
+
+    out, _, _ = ddp_runs
+    gans = [torch.load(out / f"gan_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert max_difference(gans[0], gans[1]) == 0.0 and max_difference(gans[0], gan_2d().state_dict()) > 1e-3
+    logs = [json.loads((out / f"seg_rank{r}.json").read_text()) for r in (0, 1)]
+    reference = evaluate(segmenter(), DataLoader(bright_squares(n=16), batch_size=16),
+                         task=Segmentation(2, ignore_index=255, metric=ConfusionMIoU))
+    for log in logs:  # the 16 validation images were split 8 / 8 and the metric saw all of them
+        assert log["val_miou"][0] == pytest.approx(reference["miou"], rel=1e-6)
+        assert log["val_loss"][0] == pytest.approx(reference["loss"], rel=1e-6)
 
 
 def test_the_example_script_runs_under_torchrun(ddp_runs):

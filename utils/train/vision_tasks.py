@@ -91,8 +91,6 @@ class Detection(Task):
     measures nothing. Chapter 11 trains detectors with it.
     """
 
-    find_unused_parameters = False
-
     def __init__(self, metric: Callable[[], Any] | bool | None = None, *, masks: bool = False) -> None:
         if metric is not None and metric is not False and not callable(metric):
             raise TypeError(f"metric must be a function returning a fresh metric object, got {type(metric).__name__}")
