@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from utils.train import History, evaluate, fit, load_checkpoint, predict, save_checkpoint
+from utils.train import Classification, History, evaluate, fit, load_checkpoint, predict, save_checkpoint
 
 CPU = torch.device("cpu")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -188,8 +188,13 @@ def test_early_stopping_stops_and_restores_best_weights(tmp_path):
 
 def test_bf16_autocast_on_cpu_trains():
     loader = DataLoader(blobs(), batch_size=32)
-    hist = fit(mlp(), loader, loader, epochs=4, lr=0.02, amp="bf16", device="cpu", progress=False)
-    assert all(math.isfinite(v) for v in hist.train_loss) and hist.val_acc[-1] > 0.8
+    model = mlp()
+    dtypes = []
+    model[0].register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    hist = fit(model, loader, loader, epochs=4, lr=0.02, amp="bf16", device="cpu", progress=False)
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # training and validation ran under autocast
+    assert model[0].weight.dtype == torch.float32  # the weights stay in float32
+    assert hist.train_loss[-1] < 0.5 * hist.train_loss[0] and hist.val_acc[-1] > 0.8
 
 
 def test_amp_auto_is_off_on_cpu():
@@ -241,9 +246,9 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
     x, y = blobs().tensors
     loader = DataLoader(TensorDataset(x, y), batch_size=32)
     kw = {"epochs": 1, "device": "cpu", "progress": False}
-    with pytest.raises(TypeError, match=r"\(inputs, targets\) pairs, got a list of 1"):
+    with pytest.raises(TypeError, match=r"\(inputs, targets\) pair, got a list of 1"):
         fit(mlp(), DataLoader(TensorDataset(x), batch_size=32), **kw)
-    with pytest.raises(TypeError, match="pairs, got a dict"):
+    with pytest.raises(TypeError, match="pair, got a dict"):
         fit(mlp(), [{"image": x, "label": y}], **kw)
     with pytest.raises(ValueError, match="no batches"):
         fit(mlp(), [], **kw)
@@ -372,11 +377,11 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path, gener
 def test_resume_depends_on_restoring_the_random_state(tmp_path, monkeypatch):
     # the comparison above can fail: without the saved RNG states, epochs 3-4 shuffle and drop out
     # like epochs 1-2 did, and the weights differ
-    import utils.train
+    import utils.train.checkpoint
 
     model_a, *_ = _run(tmp_path, epochs=4, generator=False, ckpt=None)
     _run(tmp_path, epochs=2, generator=False)
-    monkeypatch.setattr(utils.train, "_set_rng_state", lambda state, loader: None)
+    monkeypatch.setattr(utils.train.checkpoint, "set_rng_state", lambda state, loader: None)
     model_b, *_ = _run(tmp_path, epochs=4, generator=False, resume=True)
     assert not params_equal(model_a, model_b)
 
@@ -454,3 +459,182 @@ def test_progress_bar_follows_course_progress(monkeypatch, capsys):
     monkeypatch.setenv("COURSE_PROGRESS", "1")
     fit(model, data, epochs=1, device="cpu")
     assert "batch" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen parts, accumulation, clipping, early stopping on any metric, History
+# ---------------------------------------------------------------------------------------------
+class Backbone(nn.Module):
+    """A conv + batch norm feature extractor that records its mode at every forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn = nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.modes = []
+
+    def forward(self, x):
+        self.modes.append(self.training)
+        return self.bn(self.conv(x)).relu().mean(dim=(2, 3))
+
+
+def test_a_frozen_backbone_stays_in_eval_mode_and_out_of_the_default_optimizer(tmp_path):
+    backbone = Backbone()
+    model = nn.Sequential(backbone, nn.Linear(4, 3))
+    backbone.eval()  # frozen: batch norm keeps its running statistics
+    backbone.requires_grad_(False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(32, 1, 6, 6, generator=g) * 3 + 1, torch.arange(32) % 3)
+    fit(model, DataLoader(data, batch_size=8), DataLoader(data, batch_size=16), epochs=3, lr=0.05,
+        checkpoint=tmp_path / "c.pt", device="cpu", progress=False)
+    assert backbone.modes and not any(backbone.modes)  # never switched to training mode, not even once
+    assert model.training and model[1].training and not backbone.training
+    after = model.state_dict()
+    for k in ("0.conv.weight", "0.bn.running_mean", "0.bn.running_var", "0.bn.num_batches_tracked"):
+        assert torch.equal(after[k], before[k]), k
+    assert not torch.equal(after["1.weight"], before["1.weight"])  # the head trained
+    groups = torch.load(tmp_path / "c.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert sum(len(grp["params"]) for grp in groups) == 2  # the head's weight and bias only
+    # without the learner's eval(), the old behaviour: batch norm trains and its statistics move
+    free = nn.Sequential(Backbone(), nn.Linear(4, 3))
+    fit(free, DataLoader(data, batch_size=8), epochs=1, lr=0.05, device="cpu", progress=False)
+    assert all(free[0].modes) and not torch.equal(free.state_dict()["0.bn.running_mean"], before["0.bn.running_mean"])
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        fit(nn.Sequential(backbone), DataLoader(data, batch_size=8), epochs=1, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("n", [48, 40], ids=["full-windows", "short-last-window"])
+def test_accumulating_gradients_equals_a_bigger_batch(n):
+    ds = blobs(n=n)
+    small, big = mlp(dropout=0.0), mlp(dropout=0.0)
+    fit(small, DataLoader(ds, batch_size=8), epochs=3, optimizer=torch.optim.SGD(small.parameters(), lr=0.1),
+        accumulate=2, device="cpu", progress=False)
+    fit(big, DataLoader(ds, batch_size=16), epochs=3, optimizer=torch.optim.SGD(big.parameters(), lr=0.1),
+        device="cpu", progress=False)
+    for k, v in big.state_dict().items():
+        torch.testing.assert_close(small.state_dict()[k], v, atol=1e-6, rtol=1e-5)
+    assert not params_equal(small, mlp(dropout=0.0))  # it did train
+
+
+def test_accumulation_steps_once_per_window_even_without_len():
+    class Unsized:  # an iterable without __len__: the last window is flushed at the end of the epoch
+        def __init__(self, loader):
+            self.loader = loader
+
+        def __iter__(self):
+            return iter(self.loader)
+
+    steps = []
+    model = mlp(dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.register_step_post_hook(lambda *args: steps.append(1))
+    fit(model, Unsized(DataLoader(blobs(n=40), batch_size=8)), epochs=2, optimizer=opt, accumulate=2,
+        device="cpu", progress=False)
+    assert len(steps) == 2 * 3  # 5 batches a epoch: windows of 2, 2 and 1
+
+
+def test_gradient_clipping_equals_clip_grad_norm():
+    ds = blobs()
+    loader = DataLoader(ds, batch_size=16)
+    model, reference, unclipped = mlp(dropout=0.0), mlp(dropout=0.0), mlp(dropout=0.0)
+    fit(model, loader, epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.5), grad_clip=0.1,
+        device="cpu", progress=False)
+    fit(unclipped, loader, epochs=2, optimizer=torch.optim.SGD(unclipped.parameters(), lr=0.5), device="cpu",
+        progress=False)
+    opt = torch.optim.SGD(reference.parameters(), lr=0.5)
+    norms = []
+    for _ in range(2):
+        for x, y in loader:
+            opt.zero_grad()
+            F.cross_entropy(reference(x), y).backward()
+            norms.append(torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.1).item())
+            opt.step()
+    assert params_equal(model, reference) and not params_equal(model, unclipped)
+    assert max(norms) > 0.1  # clipping was active
+    with pytest.raises(ValueError, match="grad_clip must be a positive number"):
+        fit(mlp(), loader, epochs=1, grad_clip=0, device="cpu", progress=False)
+
+
+class ScriptedMetric(Classification):
+    """Classification whose epoch-end validation metric ``map`` follows a script."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values, self.epoch = values, 0
+
+    def validation_epoch_end(self):
+        self.epoch += 1
+        return {"map": self.values[self.epoch - 1]}
+
+
+def test_early_stopping_on_a_metric_that_should_go_up():
+    loader = DataLoader(blobs(), batch_size=16)
+    model = mlp(dropout=0.0)
+    weights = []
+
+    class Recording(ScriptedMetric):
+        def validation_epoch_start(self):
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+
+    hist = fit(model, loader, loader, epochs=10, lr=0.05, task=Recording([0.1, 0.5, 0.4, 0.3, 0.6, 0.7]),
+               early_stopping=2, monitor="val_map", device="cpu", progress=False)
+    assert hist["val_map"] == [0.1, 0.5, 0.4, 0.3] and hist.best_epoch == 1 and hist.stopped_early
+    assert hist.monitor == "val_map" and hist.mode == "max"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in weights[1].items())  # epoch 2's weights
+    # min mode on the same script keeps the first epoch
+    hist = fit(mlp(), loader, loader, epochs=10, task=ScriptedMetric([0.1, 0.5, 0.4, 0.3]), early_stopping=2,
+               monitor="val_map", mode="min", device="cpu", progress=False)
+    assert hist.best_epoch == 0 and len(hist) == 3
+    with pytest.raises(ValueError, match="does not record"):
+        fit(mlp(), loader, loader, epochs=2, early_stopping=1, monitor="val_miou", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="pass mode='min' or mode='max'"):
+        fit(mlp(), loader, loader, epochs=2, early_stopping=1, monitor="val_thing", device="cpu", progress=False)
+
+
+def test_history_holds_named_metrics_and_reads_the_old_format():
+    h = History(monitor="val_map")
+    h.append({"train_loss": 1.0, "val_map": 0.2, "lr": 0.1})
+    h.append({"train_loss": 0.5, "train_kl": 0.3, "val_map": 0.4, "lr": 0.1})  # kl appears in epoch 2
+    assert h["train_kl"][0] != h["train_kl"][0] and h["train_kl"][1] == 0.3  # NaN before it was recorded
+    assert h.best_epoch == 1 and h.epochs == len(h) == 2 and "val_map" in h
+    assert math.isnan(h.val_acc[1]) and h.train_loss == [1.0, 0.5]  # the old attributes still read
+    with pytest.raises(KeyError, match="it holds"):
+        h["val_miou"]
+    assert History.from_dict(h.as_dict()) == h
+    old = {"train_loss": [1.0, 0.8], "train_acc": [0.5, 0.6], "val_loss": [1.1, 0.9], "val_acc": [0.4, 0.7],
+           "lr": [0.1, 0.1], "epoch_time": [1.0, 1.1], "best_epoch": 1, "stopped_early": False}
+    restored = History.from_dict(old)  # what a checkpoint of the first fit holds
+    assert restored.val_acc == [0.4, 0.7] and restored.best_epoch == 1 and restored.monitor == "val_loss"
+    with pytest.raises(TypeError, match="list of numbers"):
+        History.from_dict({"train_loss": 3.0})
+
+
+def test_resume_from_a_checkpoint_of_the_first_format(tmp_path):
+    """A checkpoint written by the first fit (format 1, History of six lists) continues exactly."""
+    model_a, *_ = _run(tmp_path, epochs=4, generator=False, ckpt=None)
+    _run(tmp_path, epochs=2, generator=False)
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    hist = state["history"]
+    state["format"] = "utils.train/1"
+    state["history"] = {k: hist[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time",
+                                             "best_epoch", "stopped_early")}
+    torch.save(state, tmp_path / "ckpt.pt")
+    model_b, *_ = _run(tmp_path, epochs=4, generator=False, resume=True, model_seed=9)
+    assert params_equal(model_a, model_b)
+
+
+def test_checkpoints_are_written_atomically_under_a_unique_name(tmp_path, monkeypatch):
+    model = mlp()
+    save_checkpoint(tmp_path / "m.pt", model)
+    first = (tmp_path / "m.pt").read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        f.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tmp_path / "m.pt", mlp(seed=3))
+    assert (tmp_path / "m.pt").read_bytes() == first  # the previous checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]  # and no temporary file is left

@@ -116,10 +116,33 @@ def test_plot_history_leaves_out_missing_curves():
     assert len(fig.axes) == 1 and set(_lines(fig.axes[0])) == {"train", "val"}
     fig = plot_history({"train_loss": [1.0, 0.5], "train_acc": [0.5, 0.9]})
     assert [set(_lines(ax)) for ax in fig.axes] == [{"train"}, {"train"}]
-    with pytest.raises(ValueError, match="train_loss"):
-        plot_history({"accuracy": [0.5]})
+    fig = plot_history({"accuracy": [0.5, 0.7]})  # a list without train_/val_ gets a panel of its own
+    assert len(fig.axes) == 1 and fig.axes[0].get_ylabel() == "accuracy"
+    with pytest.raises(ValueError, match="no finite values"):
+        plot_history({"train_loss": [nan, nan], "best_epoch": None})
+    with pytest.raises(ValueError, match="no finite values"):
+        plot_history({"lr": [0.1, 0.1]})  # bookkeeping is drawn only when asked for
     with pytest.raises(TypeError, match="History"):
         plot_history([1.0, 0.5])
+
+
+def test_plot_history_draws_every_named_metric_of_a_history():
+    h = History(monitor="val_map", mode="max")
+    for epoch in range(4):
+        h.append({"train_loss": 1.0 / (epoch + 1), "train_loss_box_reg": 0.5 / (epoch + 1),
+                  "val_map": [0.1, 0.3, 0.25, 0.2][epoch], "val_map_50": 0.2 * epoch, "lr": 0.01,
+                  "epoch_time": 2.0})
+    assert h.best_epoch == 1 and h["val_map"] == [0.1, 0.3, 0.25, 0.2]
+    fig = plot_history(h)
+    labels = [ax.get_ylabel() for ax in fig.axes]
+    assert labels == ["loss", "loss_box_reg", "map", "map_50"]  # loss first, then in the order recorded
+    map_ax = fig.axes[2]
+    np.testing.assert_allclose(_lines(map_ax)["val"].get_ydata(), [0.1, 0.3, 0.25, 0.2])
+    assert _lines(map_ax)["best epoch"].get_xdata()[0] == 2
+    fig = plot_history(h, metrics=["map", "lr"])
+    assert [ax.get_ylabel() for ax in fig.axes] == ["map", "lr"]
+    np.testing.assert_allclose(_lines(fig.axes[1])["lr"].get_ydata(), [0.01] * 4)
+    plt.close("all")
 
 
 def test_plot_confusion_matrix_writes_every_count():

@@ -84,7 +84,22 @@ def device(prefer: str | torch.device | None = None) -> torch.device:
 
     ``prefer`` (or the ``COURSE_DEVICE`` environment variable) overrides the choice, e.g.
     ``device("cpu")``; asking for a device that is not available raises a ``RuntimeError``.
+    Under ``torchrun`` (the ``LOCAL_RANK`` environment variable is set) each process takes its own
+    GPU: ``cuda:LOCAL_RANK``, also for a bare ``"cuda"``; an explicit ``"cuda:1"`` is kept.
+    Chapter 16 launches training on several GPUs.
     """
+    def local_gpu() -> torch.device:  # cuda:LOCAL_RANK under torchrun, else plain cuda
+        local_rank = os.environ.get("LOCAL_RANK")
+        if local_rank is None:
+            return torch.device("cuda")
+        if not local_rank.strip().isdigit():
+            raise ValueError(f"LOCAL_RANK must be an int (torchrun sets it), got {local_rank!r}")
+        index, count = int(local_rank), torch.cuda.device_count()
+        if index >= count:
+            raise RuntimeError(f"LOCAL_RANK={index} but this machine has {count} GPU(s): start at most {count} "
+                               f"processes per node (torchrun --nproc_per_node={count})")
+        return torch.device("cuda", index)
+
     choice = prefer if prefer is not None else (os.environ.get("COURSE_DEVICE") or None)
     if choice is not None:
         dev = torch.device(choice)
@@ -94,9 +109,9 @@ def device(prefer: str | torch.device | None = None) -> torch.device:
             raise RuntimeError(f"device {str(dev)!r} was asked for, but Apple MPS is not available here")
         if dev.type not in ("cpu", "cuda", "mps"):
             raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'mps', got {str(dev)!r}")
-        return dev
+        return local_gpu() if dev.type == "cuda" and dev.index is None else dev
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        return local_gpu()
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

@@ -31,6 +31,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import nn
 
+from utils.common import (
+    check_model,
+    eval_mode,
+    model_device,
+    optimizer_step,
+    unpack_batch,
+)
+
 __all__ = [
     "InitialLoss",
     "LayerGrad",
@@ -44,29 +52,15 @@ __all__ = [
 ]
 
 
-def _check_model(model: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-
-
-def _model_device(model: nn.Module, device: Any) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
+def _device(model: nn.Module, device: Any) -> torch.device:
+    """``device`` when given, else the model's own (CPU for a model without parameters)."""
+    return torch.device(device) if device is not None else model_device(model)
 
 
 def _check_num_classes(num_classes: Any) -> int:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     return num_classes
-
-
-def _unpack(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2 and all(isinstance(t, torch.Tensor) for t in batch)):
-        raise TypeError(f"a batch must be an (inputs, targets) pair of tensors, got {type(batch).__name__}")
-    return batch[0], batch[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,29 +89,23 @@ def initial_loss_check(model: nn.Module, loader: Iterable, num_classes: int, *, 
     ``device`` defaults to the model's device (given, the model is moved there).
     Chapter 08 runs it as the first item of the debugging checklist.
     """
-    _check_model(model)
+    check_model(model)
     c = _check_num_classes(num_classes)
     if not (isinstance(rel_tol, (int, float)) and rel_tol > 0):
         raise ValueError(f"rel_tol must be a positive number, got {rel_tol!r}")
-    device = _model_device(model, device)
+    device = _device(model, device)
     model.to(device)
-    modes = [(m, m.training) for m in model.modules()]
     total, count = 0.0, 0
-    model.eval()
-    try:
-        with torch.no_grad():
-            for i, batch in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                x, y = _unpack(batch)
-                logits = model(x.to(device))  # (B, C)
-                if logits.dim() != 2 or logits.shape[1] != c:
-                    raise ValueError(f"the model must return logits of shape (B, {c}), got {tuple(logits.shape)}")
-                total += F.cross_entropy(logits.float(), y.to(device), reduction="sum").item()
-                count += y.shape[0]
-    finally:
-        for m, training in modes:
-            m.training = training
+    with eval_mode(model), torch.no_grad():
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = unpack_batch(batch, "each batch of loader", tensors=True)
+            logits = model(x.to(device))  # (B, C)
+            if logits.dim() != 2 or logits.shape[1] != c:
+                raise ValueError(f"the model must return logits of shape (B, {c}), got {tuple(logits.shape)}")
+            total += F.cross_entropy(logits.float(), y.to(device), reduction="sum").item()
+            count += y.shape[0]
     if count == 0:
         raise ValueError("loader yielded no samples")
     loss = total / count
@@ -157,14 +145,14 @@ def overfit_one_batch(model: nn.Module, batch: Any, *, steps: int = 200, lr: flo
     ``target_loss``. ``accuracy`` is the training-mode accuracy on the batch at the last step.
     A healthy model and pipeline memorize a small batch quickly; chapter 08 explains what a failure means.
     """
-    _check_model(model)
-    x, y = _unpack(batch)
+    check_model(model)
+    x, y = unpack_batch(batch, "batch", tensors=True)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not (isinstance(target_loss, (int, float)) and target_loss > 0):
         raise ValueError(f"target_loss must be a positive number, got {target_loss!r}")
     net = copy.deepcopy(model) if copy_model else model
-    device = _model_device(net, device)
+    device = _device(net, device)
     net.to(device)
     x, y = x.to(device), y.to(device)
     params = [p for p in net.parameters() if p.requires_grad]
@@ -176,9 +164,7 @@ def overfit_one_batch(model: nn.Module, batch: Any, *, steps: int = 200, lr: flo
     for _ in range(steps):
         out = net(x)
         loss = loss_fn(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
         value = loss.item()
         result.losses.append(value)
         if not math.isfinite(value) or value < target_loss:
@@ -218,10 +204,10 @@ def gradient_flow(model: nn.Module, batch: Any, *, loss_fn: Callable = F.cross_e
     batch-norm statistics stay untouched. A parameter the loss does not depend on has ``reached=False``
     and ``grad_norm`` 0. Chapter 08 uses it to find a layer that does not learn.
     """
-    _check_model(model)
-    x, y = _unpack(batch)
+    check_model(model)
+    x, y = unpack_batch(batch, "batch", tensors=True)
     net = copy.deepcopy(model)
-    device = _model_device(net, device)
+    device = _device(net, device)
     net.to(device)
     net.train(train_mode)
     named = [(n, p) for n, p in net.named_parameters() if p.requires_grad and (p.dim() >= 2 or not weights_only)]

@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
+from utils.common import check_model
+
 __all__ = [
     "feature_maps",
     "fgsm",
@@ -46,11 +48,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Input checks
 # --------------------------------------------------------------------------------------------
-def _check_model(model: Any) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-
-
 def _check_images(x: Any, name: str = "x") -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
@@ -102,7 +99,7 @@ def saliency(model: nn.Module, x: torch.Tensor, class_idx: Any = None) -> torch.
     an int: that class for every image; a sequence: one class per image). The absolute gradient is
     reduced over the colour channels with a maximum, as in Simonyan et al. (2014).
     """
-    _check_model(model)
+    check_model(model)
     x = _check_images(x)
     x = x.detach().clone().requires_grad_(True)  # (N, C, H, W) a leaf we can differentiate against
     with torch.enable_grad():
@@ -131,7 +128,7 @@ def grad_cam(model: nn.Module, target_layer: nn.Module, x: torch.Tensor, class_i
     The target layer's output must not be modified in place by the layer after it (hook a block's
     output, not a convolution followed by ``ReLU(inplace=True)``).
     """
-    _check_model(model)
+    check_model(model)
     if not isinstance(target_layer, nn.Module):
         raise TypeError(f"target_layer must be a torch.nn.Module inside the model (e.g. model.layer4), got {type(target_layer).__name__}")
     if not any(m is target_layer for m in model.modules()):
@@ -179,7 +176,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss
     in the range ``clamp`` (``None``: no clamping). ``x`` (N, C, H, W) must lie in that range. Returns
     a new tensor, detached; ``x`` is left as it was.
     """
-    _check_model(model)
+    check_model(model)
     x = _check_images(x)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite number >= 0 (the largest change of a pixel), got {eps!r}")
@@ -240,7 +237,7 @@ def feature_maps(model: nn.Module, layers: Any, x: torch.Tensor) -> dict[str, to
     removed afterwards. The tensors are detached, on the model's device. Chapter 08 shows the
     maps of a CNN at several depths.
     """
-    _check_model(model)
+    check_model(model)
     x = _check_images(x)
     resolved = _resolve_layers(model, layers)
     captured: dict[str, torch.Tensor] = {}

@@ -41,6 +41,16 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
+from utils.common import (
+    check_loader,
+    check_model,
+    keep_modes,
+    model_device,
+    move_to,
+    optimizer_step,
+    unpack_batch,
+)
+
 __all__ = [
     "SGD",
     "Adagrad",
@@ -482,12 +492,6 @@ def clip_grad_norm(parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: 
 # --------------------------------------------------------------------------------------------
 # Learning-rate range test
 # --------------------------------------------------------------------------------------------
-def _model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    return torch.device("cpu")
-
-
 def _batches(loader: Iterable) -> Iterator:
     """Batches of ``loader``, starting over when it is exhausted."""
     while True:
@@ -522,10 +526,8 @@ def lr_range_test(model: nn.Module, loader: Iterable, *, loss_fn: Callable = F.c
     the smoothed losses, and a suggestion, one tenth of the learning rate at the lowest smoothed
     loss (where the loss still falls steadily). Chapter 04 explains it; chapter 08 uses it.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(loader, (torch.Tensor, str, bytes)) or not isinstance(loader, Iterable):
-        raise TypeError(f"loader must be an iterable of (inputs, targets) batches, got {type(loader).__name__}")
+    check_model(model)
+    check_loader(loader, "loader")
     start_lr = _number("start_lr", start_lr, low_open=True)
     end_lr = _number("end_lr", end_lr, low_open=True)
     if end_lr <= start_lr:
@@ -537,7 +539,7 @@ def lr_range_test(model: nn.Module, loader: Iterable, *, loss_fn: Callable = F.c
         import utils
 
         model.to(utils.device(device))
-    dev = _model_device(model)
+    dev = model_device(model)
     if optimizer is None:
         optimizer = torch.optim.SGD(model.parameters(), lr=start_lr, momentum=0.9)
     elif not isinstance(optimizer, torch.optim.Optimizer):
@@ -545,41 +547,34 @@ def lr_range_test(model: nn.Module, loader: Iterable, *, loss_fn: Callable = F.c
 
     saved_model = copy.deepcopy(model.state_dict())
     saved_optimizer = copy.deepcopy(optimizer.state_dict())
-    modes = [(m, m.training) for m in model.modules()]
     growth = (end_lr / start_lr) ** (1 / (num_steps - 1))
     lrs: list[float] = []
     losses: list[float] = []
     average, best = 0.0, math.inf
-    try:
-        model.train()
-        batches = _batches(loader)
-        for i in range(num_steps):
-            lr = start_lr * growth**i
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = next(batches)
-            if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-                raise TypeError(f"loader must yield (inputs, targets) pairs, got {type(batch).__name__}")
-            x, y = batch[0].to(dev), batch[1].to(dev)
-            loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                break
-            average = (1 - smooth) * average + smooth * value
-            smoothed = average / (1 - (1 - smooth) ** (i + 1))  # bias correction, as in Adam
-            lrs.append(lr)
-            losses.append(smoothed)
-            best = min(best, smoothed)
-            if smoothed > diverge * best:
-                break
-    finally:
-        model.load_state_dict(saved_model)
-        optimizer.load_state_dict(saved_optimizer)
-        for m, training in modes:
-            m.training = training
+    with keep_modes(model):  # model.train() below; every mode restored afterwards
+        try:
+            model.train()
+            batches = _batches(loader)
+            for i in range(num_steps):
+                lr = start_lr * growth**i
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = move_to(unpack_batch(next(batches), "each batch of loader"), dev)
+                loss = loss_fn(model(x), y)
+                optimizer_step(optimizer, loss)
+                value = loss.item()
+                if not math.isfinite(value):
+                    break
+                average = (1 - smooth) * average + smooth * value
+                smoothed = average / (1 - (1 - smooth) ** (i + 1))  # bias correction, as in Adam
+                lrs.append(lr)
+                losses.append(smoothed)
+                best = min(best, smoothed)
+                if smoothed > diverge * best:
+                    break
+        finally:
+            model.load_state_dict(saved_model)
+            optimizer.load_state_dict(saved_optimizer)
     if not lrs:
         raise FloatingPointError(f"the loss was not finite at the first step (lr={start_lr:g}); check the model and data")
     suggested = lrs[int(np.argmin(losses))] / 10

@@ -214,12 +214,15 @@ def show_images(images: Any, labels: Any = None, *, classes: Sequence[str] | Non
 # --------------------------------------------------------------------------------------------
 # Training curves and confusion matrix
 # --------------------------------------------------------------------------------------------
+_HISTORY_SETTINGS = ("best_epoch", "stopped_early", "monitor", "mode")
+_BOOKKEEPING = ("lr", "epoch_time")  # recorded every epoch, plotted only when asked for
+_PANEL_LABELS = {"acc": "accuracy"}
+
+
 def _series(history: Any) -> dict[str, Any]:
     d = history.as_dict() if hasattr(history, "as_dict") else history
     if not isinstance(d, dict):
         raise TypeError(f"history must be a utils.train.History or a dict of lists, got {type(history).__name__}")
-    if "train_loss" not in d and "val_loss" not in d:
-        raise ValueError(f"history needs a 'train_loss' or 'val_loss' list, got keys {sorted(d)}")
     return d
 
 
@@ -230,31 +233,56 @@ def _finite(values: Any) -> np.ndarray | None:
     return arr if arr.size and np.isfinite(arr).any() else None
 
 
-def plot_history(history_or_dict: Any, *, title: str | None = None) -> Figure:
-    """Loss (left) and accuracy (right) per epoch, training and validation. Chapter 01 introduces it.
+def _panels(d: dict[str, Any], metrics: Sequence[str] | None) -> dict[str, dict[str, np.ndarray]]:
+    """``panel -> {curve label -> values}``: ``train_x`` and ``val_x`` share panel ``x``; loss first."""
+    panels: dict[str, dict[str, np.ndarray]] = {}
+    for key, values in d.items():
+        if key in _HISTORY_SETTINGS or not isinstance(values, (list, tuple, np.ndarray)):
+            continue
+        split, _, rest = key.partition("_")
+        panel, label = (rest, split) if split in ("train", "val") and rest else (key, key)
+        if (metrics is None and panel in _BOOKKEEPING) or (metrics is not None and panel not in metrics):
+            continue
+        arr = _finite(values)
+        if arr is not None:
+            panels.setdefault(panel, {})[label] = arr
+    order = list(metrics) if metrics is not None else ["loss"] + [p for p in panels if p != "loss"]
+    return {p: panels[p] for p in order if p in panels}
 
-    Takes a :class:`utils.train.History` or a dict with lists ``train_loss``, ``val_loss``,
-    ``train_acc``, ``val_acc`` (any may be missing or NaN: that curve is left out; without any
-    accuracy there is only the loss panel). A dotted vertical line marks ``best_epoch``.
+
+def plot_history(history_or_dict: Any, *, metrics: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """One panel per metric of a training history, training and validation curves together. Chapter 01 introduces it.
+
+    Takes a :class:`utils.train.History` or a dict of per-epoch lists. ``train_<name>`` and
+    ``val_<name>`` share the panel ``<name>`` (loss first, then the others in the order recorded:
+    accuracy, ``map``, ``miou``, a VAE's ``kl``, a GAN's ``d_loss`` and ``g_loss``, ...); other lists
+    get a panel of their own, except ``lr`` and ``epoch_time``, which are drawn only when named in
+    ``metrics`` (e.g. ``metrics=["loss", "lr"]``, which also fixes the order). A curve without a
+    finite value is left out, and so is a panel without curves. A dotted vertical line marks
+    ``best_epoch``.
     """
     d = _series(history_or_dict)
-    loss = {k: _finite(d.get(f"{k}_loss")) for k in ("train", "val")}
-    acc = {k: _finite(d.get(f"{k}_acc")) for k in ("train", "val")}
-    if all(v is None for v in loss.values()):
-        raise ValueError("history holds no finite loss values to plot")
-    panels = [("loss", loss)] + ([("accuracy", acc)] if any(v is not None for v in acc.values()) else [])
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    panels = _panels(d, metrics)
+    if not panels:
+        raise ValueError(f"history holds no finite values to plot (keys {sorted(d)})"
+                         + (f" among the metrics {list(metrics)}" if metrics is not None else ""))
+    ncols = min(len(panels), 3)
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.5 * nrows), squeeze=False)
     best = d.get("best_epoch")
-    for ax, (what, curves) in zip(axes.flat, panels):
-        for split, values in curves.items():
-            if values is not None:
-                ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=split)
+    for ax, (what, curves) in zip(axes.flat, panels.items()):
+        for label, values in curves.items():
+            ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=label)
         if best is not None:
             ax.axvline(int(best) + 1, color="gray", linestyle=":", label="best epoch")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(what)
+        ax.set_ylabel(_PANEL_LABELS.get(what, what))
         ax.grid(alpha=0.3)
         ax.legend()
+    for ax in list(axes.flat)[len(panels):]:
+        fig.delaxes(ax)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
