@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 
-from utils.ops.boxes import *  # noqa: F403  (the public names: see utils.ops.boxes.__all__)
+from utils.ops.boxes import *  # noqa: F403 (the public names: see utils.ops.boxes.__all__)
 from utils.ops.boxes import __all__, _check_boxes, _check_fmt, _upcast  # noqa: F401
 
 # stacklevel=2 names the importing line: warnings skips the import machinery's own frames.

@@ -13,7 +13,7 @@ Every public name is also importable from ``utils.ops`` itself.
 
 from __future__ import annotations
 
-from . import anchors, boxes, coder, matcher, nms, roi
+from . import anchors, boxes, coder, matcher, roi
 from .anchors import AnchorGenerator, cell_anchors, grid_anchors
 from .boxes import (
     BOX_FORMATS,

@@ -31,9 +31,10 @@ def _as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     raise ValueError(f"{name} must be a number or a pair (height, width), got {value!r}")
 
 
-def cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None, round: bool = True) -> Tensor:
-    """The ``A = len(aspect_ratios) * len(sizes)`` anchors of one cell, centred on (0, 0): ``Tensor[A, 4]`` xyxy.
+def cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], *,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
+                 round: bool = True) -> Tensor:
+    """The ``A = len(aspect_ratios) * len(sizes)`` anchors of one cell, centred on (0, 0): ``Tensor[A, 4]``.
 
     Ordered ratio-major. ``round=True`` rounds the corners to integers, as torchvision does.
     Matches ``AnchorGenerator.generate_anchors``. Chapter 10 builds it by hand.
@@ -57,8 +58,10 @@ def _tile(base: Tensor, grid_size: tuple[int, int], stride: tuple[float, float],
     """Copies of ``base`` (A, 4) centred on every cell of a (H, W) grid: ``Tensor[H * W * A, 4]``."""
     (height, width), (stride_y, stride_x) = grid_size, stride
     # cell positions in float64 (exact for integer strides), then in the anchors' dtype
-    shifts_x = ((torch.arange(width, dtype=torch.float64, device=base.device) + offset) * stride_x).to(base.dtype)
-    shifts_y = ((torch.arange(height, dtype=torch.float64, device=base.device) + offset) * stride_y).to(base.dtype)
+    cols = torch.arange(width, dtype=torch.float64, device=base.device)
+    rows = torch.arange(height, dtype=torch.float64, device=base.device)
+    shifts_x = ((cols + offset) * stride_x).to(base.dtype)  # (W,)
+    shifts_y = ((rows + offset) * stride_y).to(base.dtype)  # (H,)
     shift_y, shift_x = torch.meshgrid(shifts_y, shifts_x, indexing="ij")  # (H, W) each
     shift_x, shift_y = shift_x.reshape(-1), shift_y.reshape(-1)
     shifts = torch.stack((shift_x, shift_y, shift_x, shift_y), dim=1)  # (H * W, 4) cell centres
@@ -69,7 +72,7 @@ def grid_anchors(grid_size: int | tuple[int, int], stride: int | tuple[int, int]
                  sizes: Sequence[float] = (32.0,), aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), *,
                  offset: float = 0.0, round: bool = True, dtype: torch.dtype = torch.float32,
                  device: torch.device | str | None = None) -> Tensor:
-    """All anchors of one feature map of ``grid_size = (H, W)`` cells ``stride`` pixels apart: ``Tensor[H * W * A, 4]``.
+    """All anchors of a feature map of ``grid_size = (H, W)`` cells, ``stride`` apart: ``Tensor[H W A, 4]``.
 
     Cell by cell, row by row, the :func:`cell_anchors` of ``sizes`` and ``aspect_ratios`` centred on
     ``((j + offset) * stride_x, (i + offset) * stride_y)``: ``offset=0`` is torchvision's choice
@@ -90,20 +93,21 @@ class AnchorGenerator(nn.Module):
     ``forward(images, feature_maps)`` takes the batch (a ``Tensor[N, C, H, W]`` or torchvision's
     ``ImageList``) and the feature maps ``list[Tensor[N, C_l, H_l, W_l]]``; the stride of level
     ``l`` is ``(H // H_l, W // W_l)``. It returns one ``Tensor[sum_l H_l * W_l * A_l, 4]`` per
-    image. Same arguments, buffers and output as torchvision's ``AnchorGenerator``, so it can be
-    passed as ``rpn_anchor_generator`` to ``torchvision.models.detection.FasterRCNN``.
+    image. Same arguments, attributes and output as torchvision's ``AnchorGenerator``, so it can
+    replace it in a torchvision detector (``model.rpn.anchor_generator = AnchorGenerator(...)``).
     Chapter 11 builds a detector with it.
     """
 
-    def __init__(self, sizes: Sequence = ((128, 256, 512),), aspect_ratios: Sequence = ((0.5, 1.0, 2.0),)) -> None:
+    def __init__(self, sizes: Sequence = ((128, 256, 512),),
+                 aspect_ratios: Sequence = ((0.5, 1.0, 2.0),)) -> None:
         super().__init__()
         if not isinstance(sizes[0], (list, tuple)):  # one size per level, as torchvision accepts
             sizes = tuple((s,) for s in sizes)
         if not isinstance(aspect_ratios[0], (list, tuple)):  # the same ratios at every level
             aspect_ratios = (aspect_ratios,) * len(sizes)
         if len(sizes) != len(aspect_ratios):
-            raise ValueError(f"sizes and aspect_ratios must give one tuple per feature level, got {len(sizes)} "
-                             f"and {len(aspect_ratios)}")
+            raise ValueError("sizes and aspect_ratios must give one tuple per feature level, got "
+                             f"{len(sizes)} and {len(aspect_ratios)}")
         self.sizes, self.aspect_ratios = sizes, aspect_ratios
         self.cell_anchors = [cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
 
@@ -111,19 +115,21 @@ class AnchorGenerator(nn.Module):
         """Anchors per cell at each level, ``len(sizes[l]) * len(aspect_ratios[l])``."""
         return [len(s) * len(r) for s, r in zip(self.sizes, self.aspect_ratios)]
 
-    def grid_anchors(self, grid_sizes: Sequence[Sequence[int]], strides: Sequence[Sequence[int]]) -> list[Tensor]:
+    def grid_anchors(self, grid_sizes: Sequence[Sequence[int]],
+                     strides: Sequence[Sequence[int]]) -> list[Tensor]:
         """Anchors of each level: ``Tensor[H_l * W_l * A_l, 4]`` for the grid sizes and strides given."""
         if not len(grid_sizes) == len(strides) == len(self.cell_anchors):
-            raise ValueError(f"got {len(grid_sizes)} feature maps for {len(self.cell_anchors)} levels of anchors: "
-                             "give one (sizes, aspect_ratios) tuple per feature map")
+            raise ValueError(f"got {len(grid_sizes)} feature maps for {len(self.cell_anchors)} levels of "
+                             "anchors: give one (sizes, aspect_ratios) tuple per feature map")
         return [_tile(base, (int(g[0]), int(g[1])), (int(s[0]), int(s[1])), 0.0)
                 for g, s, base in zip(grid_sizes, strides, self.cell_anchors)]
 
     def forward(self, images, feature_maps: Sequence[Tensor]) -> list[Tensor]:
-        batch = images.tensors if hasattr(images, "tensors") else images  # torchvision's ImageList or a tensor
+        batch = images.tensors if hasattr(images, "tensors") else images  # an ImageList or a tensor
         if not isinstance(batch, Tensor) or batch.dim() != 4:
             raise ValueError("images must be a batch Tensor[N, C, H, W] or an ImageList")
-        if not isinstance(feature_maps, (list, tuple)) or not all(isinstance(f, Tensor) for f in feature_maps):
+        if not isinstance(feature_maps, (list, tuple)) or not all(isinstance(f, Tensor)
+                                                                   for f in feature_maps):
             raise TypeError("feature_maps must be a list of tensors (N, C, H_l, W_l), one per level")
         grid_sizes = [f.shape[-2:] for f in feature_maps]
         height, width = batch.shape[-2:]

@@ -155,7 +155,7 @@ def _enclosing_wh(boxes1: Tensor, boxes2: Tensor) -> Tensor:
 
 
 def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
-    """Pairwise intersection over union: ``Tensor[..., N, 4]``, ``Tensor[..., M, 4]`` -> ``Tensor[..., N, M]``.
+    """Pairwise intersection over union of boxes (..., N, 4) and (..., M, 4): ``Tensor[..., N, M]``.
 
     ``|A ∩ B| / |A ∪ B|``, in [0, 1]; two boxes of zero area give ``0 / 0 = nan``.
     Matches ``torchvision.ops.box_iou`` (all three formats). Chapter 10 builds it by hand.
@@ -167,7 +167,7 @@ def box_iou(boxes1: Tensor, boxes2: Tensor, fmt: str = "xyxy") -> Tensor:
 
 
 def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """Pairwise generalized IoU of ``xyxy`` boxes: ``Tensor[..., N, 4]``, ``Tensor[..., M, 4]`` -> ``Tensor[..., N, M]``.
+    """Pairwise generalized IoU of ``xyxy`` boxes (..., N, 4) and (..., M, 4): ``Tensor[..., N, M]``.
 
     ``IoU - |C \\ (A ∪ B)| / |C|`` with ``C`` the smallest box enclosing both (Rezatofighi et al.,
     2019): in [-1, 1], and still informative when the boxes do not overlap.
@@ -189,12 +189,13 @@ def _diou_and_iou(boxes1: Tensor, boxes2: Tensor, eps: float) -> tuple[Tensor, T
     diagonal_sq = (wh[..., 0] ** 2) + (wh[..., 1] ** 2) + eps  # squared diagonal of the enclosing box
     cx1, cy1 = (boxes1[..., 0] + boxes1[..., 2]) / 2, (boxes1[..., 1] + boxes1[..., 3]) / 2  # (..., N)
     cx2, cy2 = (boxes2[..., 0] + boxes2[..., 2]) / 2, (boxes2[..., 1] + boxes2[..., 3]) / 2  # (..., M)
-    centre_sq = (_upcast(cx1[..., :, None] - cx2[..., None, :]) ** 2) + (_upcast(cy1[..., :, None] - cy2[..., None, :]) ** 2)
+    centre_sq = ((_upcast(cx1[..., :, None] - cx2[..., None, :]) ** 2)
+                 + (_upcast(cy1[..., :, None] - cy2[..., None, :]) ** 2))  # (..., N, M)
     return iou - centre_sq / diagonal_sq, iou
 
 
 def distance_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
-    """Pairwise distance IoU of ``xyxy`` boxes: ``Tensor[..., N, 4]``, ``Tensor[..., M, 4]`` -> ``Tensor[..., N, M]``.
+    """Pairwise distance IoU of ``xyxy`` boxes (..., N, 4) and (..., M, 4): ``Tensor[..., N, M]``.
 
     ``IoU - d² / c²`` with ``d`` the distance between the centres and ``c`` the diagonal of the
     enclosing box (Zheng et al., 2020). Matches ``torchvision.ops.distance_box_iou``.
@@ -210,7 +211,7 @@ def _aspect_term(boxes: Tensor) -> Tensor:
 
 
 def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
-    """Pairwise complete IoU of ``xyxy`` boxes: ``Tensor[..., N, 4]``, ``Tensor[..., M, 4]`` -> ``Tensor[..., N, M]``.
+    """Pairwise complete IoU of ``xyxy`` boxes (..., N, 4) and (..., M, 4): ``Tensor[..., N, M]``.
 
     Distance IoU minus ``alpha * v``, where ``v = 4 / pi² (atan(w1/h1) - atan(w2/h2))²`` compares the
     aspect ratios and ``alpha = v / (1 - IoU + v)`` (treated as a constant for the gradient).
@@ -219,7 +220,8 @@ def complete_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tenso
     _check_pair(boxes1, boxes2)
     boxes1, boxes2 = _upcast(boxes1), _upcast(boxes2)
     diou, iou = _diou_and_iou(boxes1, boxes2, eps)
-    v = (4 / (math.pi**2)) * torch.pow(_aspect_term(boxes1)[..., :, None] - _aspect_term(boxes2)[..., None, :], 2)
+    aspect_gap = _aspect_term(boxes1)[..., :, None] - _aspect_term(boxes2)[..., None, :]  # (..., N, M)
+    v = (4 / (math.pi**2)) * torch.pow(aspect_gap, 2)
     with torch.no_grad():
         alpha = v / (1 - iou + v + eps)
     return diou - alpha * v
@@ -245,8 +247,8 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     return loss.sum() if reduction == "sum" else loss
 
 
-def _elementwise(boxes1: Tensor, boxes2: Tensor, eps: float) -> tuple[Tensor, Tensor, Tensor]:
-    """IoU, enclosing-box corners and union of each pair of boxes (as torchvision's losses compute them)."""
+def _inter_union_elementwise(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union area of each pair of boxes, ``Tensor[...]`` each."""
     x1, y1, x2, y2 = boxes1.unbind(dim=-1)
     x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
     xi1, yi1, xi2, yi2 = torch.max(x1, x1g), torch.max(y1, y1g), torch.min(x2, x2g), torch.min(y2, y2g)
@@ -254,33 +256,45 @@ def _elementwise(boxes1: Tensor, boxes2: Tensor, eps: float) -> tuple[Tensor, Te
     overlap = (yi2 > yi1) & (xi2 > xi1)
     inter[overlap] = (xi2[overlap] - xi1[overlap]) * (yi2[overlap] - yi1[overlap])
     union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - inter
-    iou = inter / (union + eps)
-    enclosing = torch.stack([torch.min(x1, x1g), torch.min(y1, y1g), torch.max(x2, x2g), torch.max(y2, y2g)], -1)
-    return iou, enclosing, union
+    return inter, union
+
+
+def _enclosing_elementwise(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Corners ``(x1, y1, x2, y2)`` of the smallest box enclosing each pair, ``Tensor[...]`` each."""
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    return torch.min(x1, x1g), torch.min(y1, y1g), torch.max(x2, x2g), torch.max(y2, y2g)
 
 
 def _diou_loss_and_iou(boxes1: Tensor, boxes2: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    iou, c, _ = _elementwise(boxes1, boxes2, eps)
-    diagonal_sq = ((c[..., 2] - c[..., 0]) ** 2) + ((c[..., 3] - c[..., 1]) ** 2) + eps
+    """``1 - DIoU`` and IoU of each pair (the operations in torchvision's order, so gradients agree too)."""
+    inter, union = _inter_union_elementwise(boxes1, boxes2)
+    iou = inter / (union + eps)
     x1, y1, x2, y2 = boxes1.unbind(dim=-1)
     x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    xc1, yc1, xc2, yc2 = torch.min(x1, x1g), torch.min(y1, y1g), torch.max(x2, x2g), torch.max(y2, y2g)
+    diagonal_sq = ((xc2 - xc1) ** 2) + ((yc2 - yc1) ** 2) + eps  # squared diagonal of the enclosing box
     centre_sq = (((x2 + x1) / 2 - (x1g + x2g) / 2) ** 2) + (((y2 + y1) / 2 - (y1g + y2g) / 2) ** 2)
     return 1 - iou + centre_sq / diagonal_sq, iou
 
 
-def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none",
+                             eps: float = 1e-7) -> Tensor:
     """``1 - GIoU`` of each pair of ``xyxy`` boxes, ``Tensor[..., 4]`` each -> ``Tensor[...]`` (or a scalar).
 
     ``reduction`` is ``"none"``, ``"mean"`` or ``"sum"``; ``eps`` keeps degenerate boxes finite.
     Matches ``torchvision.ops.generalized_box_iou_loss``. Chapter 11 trains box regression with it.
     """
     boxes1, boxes2 = _check_loss_inputs(boxes1, boxes2, reduction)
-    iou, c, union = _elementwise(boxes1, boxes2, eps)
-    enclosing = (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])
+    inter, union = _inter_union_elementwise(boxes1, boxes2)
+    iou = inter / (union + eps)
+    xc1, yc1, xc2, yc2 = _enclosing_elementwise(boxes1, boxes2)
+    enclosing = (xc2 - xc1) * (yc2 - yc1)
     return _reduce(1 - (iou - ((enclosing - union) / (enclosing + eps))), reduction)
 
 
-def distance_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+def distance_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none",
+                          eps: float = 1e-7) -> Tensor:
     """``1 - DIoU`` of each pair of ``xyxy`` boxes, ``Tensor[..., 4]`` each -> ``Tensor[...]`` (or a scalar).
 
     Matches ``torchvision.ops.distance_box_iou_loss``. Chapter 11 trains box regression with it.
@@ -289,14 +303,19 @@ def distance_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none
     return _reduce(_diou_loss_and_iou(boxes1, boxes2, eps)[0], reduction)
 
 
-def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7) -> Tensor:
+def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none",
+                          eps: float = 1e-7) -> Tensor:
     """``1 - CIoU`` of each pair of ``xyxy`` boxes, ``Tensor[..., 4]`` each -> ``Tensor[...]`` (or a scalar).
 
+    A box of zero width and height has no aspect ratio (``atan(0 / 0)``): its loss is nan, as in torchvision.
     Matches ``torchvision.ops.complete_box_iou_loss``. Chapter 11 trains box regression with it.
     """
     boxes1, boxes2 = _check_loss_inputs(boxes1, boxes2, reduction)
     diou_loss, iou = _diou_loss_and_iou(boxes1, boxes2, 1e-7)  # torchvision uses the default eps here
-    v = (4 / (math.pi**2)) * torch.pow(_aspect_term(boxes2) - _aspect_term(boxes1), 2)
+    x1, y1, x2, y2 = boxes1.unbind(dim=-1)
+    x1g, y1g, x2g, y2g = boxes2.unbind(dim=-1)
+    aspect_gap = torch.atan((x2g - x1g) / (y2g - y1g)) - torch.atan((x2 - x1) / (y2 - y1))
+    v = (4 / (math.pi**2)) * torch.pow(aspect_gap, 2)
     with torch.no_grad():
         alpha = v / (1 - iou + v + eps)
     return _reduce(diou_loss + alpha * v, reduction)
@@ -321,7 +340,7 @@ def clip_boxes_to_image(boxes: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
-    """Indices (int64, increasing) of the ``xyxy`` boxes ``Tensor[N, 4]`` whose sides are both ``>= min_size``.
+    """Indices (int64, increasing) of the boxes ``Tensor[N, 4]`` (xyxy) whose sides are both ``>= min_size``.
 
     Matches ``torchvision.ops.remove_small_boxes``. Chapter 11 drops degenerate proposals with it.
     """
@@ -345,7 +364,7 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
         raise ValueError(f"masks must have shape (N, H, W), got {tuple(masks.shape)}")
     if masks.numel() == 0:
         return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
-    n, h, w = masks.shape
+    _, h, w = masks.shape
     masks = masks.bool()
     rows = masks.any(dim=2)  # (N, H): which rows hold a pixel of the mask
     cols = masks.any(dim=1)  # (N, W): which columns do

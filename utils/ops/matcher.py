@@ -36,7 +36,8 @@ class Matcher:
     BELOW_LOW_THRESHOLD = -1
     BETWEEN_THRESHOLDS = -2
 
-    def __init__(self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = False) -> None:
+    def __init__(self, high_threshold: float, low_threshold: float,
+                 allow_low_quality_matches: bool = False) -> None:
         if not low_threshold <= high_threshold:
             raise ValueError(f"low_threshold ({low_threshold}) must be <= high_threshold ({high_threshold})")
         self.high_threshold = high_threshold
@@ -71,7 +72,7 @@ class Matcher:
 
 def assign_anchors(anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, pos_iou: float = 0.5,
                    neg_iou: float = 0.4, *, allow_low_quality_matches: bool = True) -> tuple[Tensor, Tensor]:
-    """Training targets of anchors ``Tensor[A, 4]`` for one image's ``gt_boxes`` ``Tensor[M, 4]`` and ``gt_labels`` ``Tensor[M]``.
+    """Training targets of anchors (A, 4) for one image's ``gt_boxes`` (M, 4) and ``gt_labels`` (M,).
 
     Returns ``(labels, matched_gt_boxes)``: ``labels`` int64 ``Tensor[A]`` is ``-1`` for ignored
     anchors (best IoU in ``[neg_iou, pos_iou)``), ``0`` for background (best IoU ``< neg_iou``)
@@ -86,10 +87,12 @@ def assign_anchors(anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, pos_iou
     _check_boxes(anchors, "anchors")
     _check_boxes(gt_boxes, "gt_boxes")
     if anchors.dim() != 2 or gt_boxes.dim() != 2:
-        raise ValueError(f"anchors and gt_boxes must have shapes (A, 4) and (M, 4), got {tuple(anchors.shape)} "
-                         f"and {tuple(gt_boxes.shape)}")
-    if not isinstance(gt_labels, Tensor) or gt_labels.shape != gt_boxes.shape[:1] or gt_labels.is_floating_point():
-        raise ValueError(f"gt_labels must be an integer tensor of shape (M,) = ({gt_boxes.shape[0]},), one per box")
+        raise ValueError("anchors and gt_boxes must have shapes (A, 4) and (M, 4), got "
+                         f"{tuple(anchors.shape)} and {tuple(gt_boxes.shape)}")
+    if (not isinstance(gt_labels, Tensor) or gt_labels.shape != gt_boxes.shape[:1]
+            or gt_labels.is_floating_point()):
+        raise ValueError(f"gt_labels must be an integer tensor of shape (M,) = ({gt_boxes.shape[0]},), "
+                         "one per box")
     matcher = Matcher(pos_iou, neg_iou, allow_low_quality_matches)
     if gt_boxes.shape[0] == 0:
         labels = torch.zeros(anchors.shape[0], dtype=torch.int64, device=anchors.device)

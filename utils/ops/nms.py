@@ -29,10 +29,12 @@ def _check_nms_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float | None
         raise ValueError(f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
     if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-        raise ValueError(f"scores must be a tensor of shape (N,) = ({boxes.shape[0]},), one per box, got {shape}")
+        raise ValueError(f"scores must be a tensor of shape (N,) = ({boxes.shape[0]},), one per box, "
+                         f"got {shape}")
     if not scores.is_floating_point():
         raise TypeError(f"scores must be a float tensor, got dtype {scores.dtype}")
-    if iou_threshold is not None and (isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float))):
+    if iou_threshold is not None and (isinstance(iou_threshold, bool)
+                                      or not isinstance(iou_threshold, (int, float))):
         raise TypeError(f"iou_threshold must be a number, got {iou_threshold!r}")
 
 
@@ -68,7 +70,8 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """
     _check_nms_inputs(boxes, scores, iou_threshold)
     if not isinstance(idxs, Tensor) or idxs.shape != scores.shape or idxs.is_floating_point():
-        raise ValueError(f"idxs must be an integer tensor of shape (N,) = ({boxes.shape[0]},), one category per box")
+        raise ValueError(f"idxs must be an integer tensor of shape (N,) = ({boxes.shape[0]},), "
+                         "one category per box")
     kept = torch.zeros(scores.shape[0], dtype=torch.bool, device=boxes.device)
     for category in torch.unique(idxs):
         members = torch.where(idxs == category)[0]
@@ -88,7 +91,8 @@ def soft_nms(boxes: Tensor, scores: Tensor, sigma: float = 0.5, score_threshold:
     * ``"linear"``: ``1 - iou`` where ``iou > iou_threshold``, else 1;
     * ``"hard"``: ``0`` where ``iou > iou_threshold``, else 1 (plain NMS).
 
-    Boxes whose score is, or falls, below ``score_threshold`` are dropped. Returns ``(keep,
+    Boxes whose score is, or falls, below ``score_threshold`` are dropped, and so are boxes whose
+    weight is 0 (``"hard"`` suppression, or ``"linear"`` for a duplicate box). Returns ``(keep,
     new_scores)``: indices (int64 ``Tensor[K]``) in the order they were kept (decreasing decayed
     score; ties: lower index first) and their decayed scores ``Tensor[K]``. torchvision has no
     soft-NMS; with ``method="hard"`` this equals ``torchvision.ops.nms`` on the boxes scoring at
@@ -117,7 +121,7 @@ def soft_nms(boxes: Tensor, scores: Tensor, sigma: float = 0.5, score_threshold:
         else:
             weight = torch.where(overlaps, torch.zeros_like(iou), torch.ones_like(iou))
         current[remaining] = current[remaining] * weight.to(current.dtype)
-        remaining = remaining[current[remaining] >= score_threshold]
+        remaining = remaining[(current[remaining] >= score_threshold) & (weight > 0)]
     if not keep:
         empty = torch.empty(0, dtype=torch.int64, device=boxes.device)
         return empty, scores.new_empty(0)

@@ -32,7 +32,7 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _as_rois(features: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
-    """Check the inputs; return the regions as ``Tensor[K, 5]`` (batch index, x1, y1, x2, y2) in the features' dtype."""
+    """Check the inputs; return the regions as rows (batch index, x1, y1, x2, y2), ``Tensor[K, 5]``."""
     if not isinstance(features, Tensor) or features.dim() != 4 or not features.is_floating_point():
         raise ValueError("features must be a float tensor of shape (N, C, H, W)")
     if isinstance(boxes, (list, tuple)):
@@ -40,12 +40,15 @@ def _as_rois(features: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
             if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
                 raise ValueError("boxes given as a list must hold one Tensor[L, 4] of xyxy boxes per image")
         ids = [torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
-        boxes = torch.cat([torch.cat(ids), torch.cat(list(boxes))], dim=1) if boxes else features.new_zeros(0, 5)
+        boxes = (torch.cat([torch.cat(ids), torch.cat(list(boxes))], dim=1) if boxes
+                 else features.new_zeros(0, 5))
     if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 5:
         raise ValueError("boxes must be Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4]")
     batch = boxes[:, 0]
-    if boxes.shape[0] and (batch.min() < 0 or batch.max() >= features.shape[0] or (batch != batch.round()).any()):
-        raise ValueError(f"the batch indices of boxes (column 0) must be integers in [0, {features.shape[0] - 1}]")
+    if boxes.shape[0] and (batch.min() < 0 or batch.max() >= features.shape[0]
+                           or (batch != batch.round()).any()):
+        raise ValueError("the batch indices of boxes (column 0) must be integers in "
+                         f"[0, {features.shape[0] - 1}]")
     return boxes.to(features.dtype)
 
 
@@ -129,7 +132,8 @@ def _align_same_grid(features: Tensor, batch: Tensor, start_y: Tensor, start_x: 
             x = start_x[:, None] + pw * bin_w[:, None] + ((ix + 0.5) * bin_w / grid_w)[:, None]  # (K, PW)
             x_low, x_high, hx, lx, x_in = (t[:, None, :] for t in _bilinear_axis(x, width))  # (K, 1, PW)
             inside = (y_in & x_in)[..., None]  # (K, PH, PW, 1)
-            w1, w2, w3, w4 = ((wy * wx)[..., None] * inside for wy, wx in ((hy, hx), (hy, lx), (ly, hx), (ly, lx)))
+            w1, w2, w3, w4 = ((wy * wx)[..., None] * inside  # (K, PH, PW, 1) each
+                              for wy, wx in ((hy, hx), (hy, lx), (ly, hx), (ly, lx)))
             # features[b, :, y, x] gathers (K, PH, PW, C): the four neighbours of every sample point
             value = (w1 * features[b, :, y_low, x_low] + w2 * features[b, :, y_low, x_high]
                      + w3 * features[b, :, y_high, x_low] + w4 * features[b, :, y_high, x_high])
@@ -170,7 +174,8 @@ def roi_align(features: Tensor, boxes: Tensor | Sequence[Tensor], output_size: i
     grids = torch.stack([grid_h, grid_w], dim=1)  # (K, 2)
     for gh, gw in torch.unique(grids, dim=0).tolist():  # regions with the same grid go together
         k = torch.where((grid_h == gh) & (grid_w == gw))[0]
-        out[k] = _align_same_grid(features, batch[k], start_y[k], start_x[k], bin_h[k], bin_w[k], (gh, gw), pooled)
+        out[k] = _align_same_grid(features, batch[k], start_y[k], start_x[k], bin_h[k], bin_w[k],
+                                  (gh, gw), pooled)
     return out
 
 
@@ -198,7 +203,8 @@ class RoIAlign(nn.Module):
         self.sampling_ratio, self.aligned = sampling_ratio, aligned
 
     def forward(self, features: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
-        return roi_align(features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)
+        return roi_align(features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio,
+                         self.aligned)
 
     def extra_repr(self) -> str:
         return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
