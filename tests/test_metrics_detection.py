@@ -10,12 +10,10 @@ import io
 import numpy as np
 import pytest
 import torch
+from pycocotools.coco import COCO  # the reference: in the dev extra of pyproject.toml
+from pycocotools.cocoeval import COCOeval
 
 from utils.metrics.detection import COCO_STATS, MeanAveragePrecision, coco_map, precision_recall, voc_ap
-
-pycocotools = pytest.importorskip("pycocotools", reason="pycocotools is the reference (pip install '.[dev]')")
-from pycocotools.coco import COCO  # noqa: E402
-from pycocotools.cocoeval import COCOeval  # noqa: E402
 
 
 def det(boxes, scores, labels) -> dict:
