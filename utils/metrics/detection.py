@@ -113,8 +113,9 @@ class MeanAveragePrecision:
 
     ``iou_thresholds`` default to COCO's 0.50, 0.55, ..., 0.95; ``max_detections`` to (1, 10, 100)
     (detections per image and class beyond the largest are dropped, lowest scores first; AP uses
-    the largest, AR each). ``class_metrics=True`` adds ``map_per_class``, ``mar_<largest>_per_class``
-    and ``classes`` (``Tensor[K]``, -1 for classes without ground truth). After ``compute()``,
+    the largest, AR each: ``mar_<m>``). ``class_metrics=True`` adds ``classes`` (``Tensor[K]``, every
+    label seen, sorted) and, in that order, ``map_per_class`` and ``mar_<largest>_per_class``
+    (``Tensor[K]``, -1 for a class without ground truth). After ``compute()``,
     ``precision`` (``Tensor[T, 101, K, 4, M]``, COCOeval's ``eval["precision"]``: the interpolated
     precision at the recall thresholds 0, 0.01, ..., 1, per threshold, class, area range and
     maximum number of detections; -1 where undefined) and ``recall`` (``Tensor[T, K, 4, M]``) are

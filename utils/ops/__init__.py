@@ -8,7 +8,8 @@
 * :mod:`utils.ops.matcher`: matching anchors to ground truth by IoU, training labels (chapters 10-11);
 * :mod:`utils.ops.roi`: RoI Pool and RoI Align (chapter 11).
 
-Every public name is also importable from ``utils.ops`` itself.
+Every public name is also importable from ``utils.ops`` itself (``utils.ops.nms`` is then the
+function; ``import utils.ops.nms`` or ``from utils.ops.nms import ...`` reach the module).
 """
 
 from __future__ import annotations
