@@ -74,6 +74,20 @@ def test_decode_clips_large_log_scales_like_torchvision():
     assert torch.equal(out, tv_utils.BoxCoder((1.0, 1.0, 1.0, 1.0)).decode_single(huge, anchors))
 
 
+def test_coder_degenerate_boxes_like_torchvision():
+    """Zero-width or zero-height boxes give infinite or nan targets, exactly where torchvision gives them."""
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 5.0, 9.0], [1.0, 1.0, 1.0, 1.0],
+                          [2.0, 2.0, 6.0, 2.0]])
+    coder, ref = BoxCoder((10.0, 10.0, 5.0, 5.0)), tv_utils.BoxCoder((10.0, 10.0, 5.0, 5.0))
+    for gt, anchors in ((boxes, boxes.flip(0)), (boxes.flip(0), boxes), (boxes, boxes)):
+        torch.testing.assert_close(coder.encode_single(gt, anchors), ref.encode_single(gt, anchors),
+                                   rtol=0, atol=0, equal_nan=True)
+    codes = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(coder.decode_single(codes, boxes), ref.decode_single(codes, boxes),
+                               rtol=0, atol=0, equal_nan=True)
+    assert not torch.isfinite(coder.encode_single(boxes, boxes)[1:]).all()  # the degenerate rows
+
+
 def test_coder_empty_inputs():
     coder, ref = BoxCoder((10.0, 10.0, 5.0, 5.0)), tv_utils.BoxCoder((10.0, 10.0, 5.0, 5.0))
     empty = torch.zeros(0, 4)
