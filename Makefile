@@ -69,6 +69,7 @@ lab: install
 benchmark: install
 	$(PY) benchmarks/bench_backprop.py
 	$(PY) benchmarks/bench_models.py
+	$(PY) benchmarks/bench_detection_metric.py
 
 clean:
 	rm -rf $(BUILD) .pytest_cache
