@@ -80,7 +80,8 @@ def test_every_builder_follows_the_contract_at_its_default_size(name):
 
 # --------------------------------------------------------------------------- the numbers, family by family
 
-FAMILIES = {  # name -> (builder, input channels, input size): small widths, every family and small_input variant
+# name -> (builder, input channels, input size): small widths, every family and small_input variant
+FAMILIES = {
     "lenet5": (lambda: um.lenet5(), 1, 64),
     "lenet5 relu/max": (lambda: um.lenet5(activation="relu", pool="max"), 1, 32),
     "alexnet": (lambda: um.alexnet(10, hidden=32), 3, 64),
@@ -100,7 +101,8 @@ FAMILIES = {  # name -> (builder, input channels, input size): small widths, eve
     "densenet": (lambda: um.DenseNet(8, (2, 2, 2, 2), 16, num_classes=10), 3, 64),
     "densenet_small": (lambda: um.densenet_small(growth_rate=6, block_config=(2, 2, 2)), 1, 32),
     "mobilenet_v2": (lambda: um.mobilenet_v2(10, width_mult=0.25), 3, 64),
-    "mobilenet_v2 small": (lambda: um.mobilenet_v2(10, in_channels=1, small_input=True, width_mult=0.25), 1, 32),
+    "mobilenet_v2 small": (lambda: um.mobilenet_v2(10, in_channels=1, small_input=True, width_mult=0.25), 1,
+                           32),
     "efficientnet": (lambda: um.EfficientNet(0.25, 0.25, 10), 3, 64),
     "efficientnet small": (lambda: um.EfficientNet(0.25, 0.25, 10, in_channels=1, small_input=True), 1, 32),
     "vit_tiny": (lambda: um.vit_tiny(dim=32, depth=2), 1, 28),
@@ -191,7 +193,8 @@ def test_reset_classifier_gives_embeddings_and_new_heads(family):
         logits = model(x)
         head = model.get_classifier()
         linear = head[-1] if isinstance(head, nn.Sequential) else head
-        assert isinstance(linear, nn.Linear) and (linear.in_features, linear.out_features) == (model.num_features, 5)
+        assert isinstance(linear, nn.Linear)
+        assert (linear.in_features, linear.out_features) == (model.num_features, 5)
         torch.testing.assert_close(logits, F.linear(pooled, linear.weight, linear.bias), rtol=1e-5, atol=1e-6)
     model.train()
     model(x).sum().backward()  # the new head learns, and so does the backbone
@@ -228,7 +231,7 @@ def test_feature_maps_refuses_a_model_without_the_contract():
         feature_maps(um.resnet18(width=8), torch.zeros(1, 1, 32, 32))
 
 
-# --------------------------------------------------------------------------- calling convention of the builders
+# --------------------------------------------------------------------------- how builders are called
 
 
 @pytest.mark.parametrize("name", BUILDERS)
@@ -250,8 +253,8 @@ def test_vit_tiny_old_positional_call_fails_clearly_and_keywords_work():
         um.vit_tiny(28, 4, 10, 1)  # the old order (img_size, patch_size, num_classes, in_channels)
     model = um.vit_tiny(7, img_size=32, patch_size=8, in_channels=3)
     assert (model.num_classes, model.img_size, model.patch_size, model.in_channels) == (7, 32, 8, 3)
-    assert um.vit_tiny(img_size=28, patch_size=4, num_classes=10, in_channels=1)(torch.zeros(1, 1, 28, 28)).shape \
-        == (1, 10)  # chapter 07's call
+    chapter_07 = um.vit_tiny(img_size=28, patch_size=4, num_classes=10, in_channels=1)
+    assert chapter_07(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 
 
 def test_weights_on_a_builder_without_them_raise():

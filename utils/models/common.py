@@ -135,7 +135,8 @@ class Backbone(nn.Module):
 
     def forward_head(self, features: torch.Tensor, *, pre_logits: bool = False) -> torch.Tensor:
         """Features from :meth:`forward_features` -> logits (N, num_classes); with ``pre_logits=True``
-        the embedding (N, num_features) of :meth:`pool`, what ``forward`` returns after ``reset_classifier(0)``."""
+        the embedding (N, num_features) of :meth:`pool`, what ``forward`` returns after
+        ``reset_classifier(0)``."""
         if pre_logits:
             return self.pool(features)
         grid = getattr(self, "avgpool", None)  # VGG, AlexNet, LeNet: a grid for their fully connected layers

@@ -212,23 +212,17 @@ def get_weights(weights: str | Weights | Any) -> Weights:
 # Finding, verifying and loading the file
 # --------------------------------------------------------------------------------------------
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) -> sha256: each file is hashed once
-
-
 def _download_allowed() -> bool:
     return os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def _sha256(path: Path) -> str:
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
+    """The file's sha256, computed on every load (a file replaced in place must not pass on an old digest)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _verify(weights: Weights, path: Path) -> Path:
