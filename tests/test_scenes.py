@@ -46,7 +46,8 @@ def test_scene_invariants():
 
 
 def test_scene_options():
-    scene = D.make_scene(7, size=96, min_objects=3, max_objects=3, classes=("circle", "triangle"), background="plain")
+    scene = D.make_scene(7, size=96, min_objects=3, max_objects=3, classes=("circle", "triangle"),
+                         background="plain")
     check_scene(scene, 96, 2)
     assert len(scene["labels"]) == 3
     bg = scene["image"][:, scene["semantic_mask"] == 0]
@@ -79,7 +80,8 @@ def test_scenes_are_deterministic_and_leave_global_rng_alone():
     a, b, c = D.make_scene(11), D.make_scene(11), D.make_scene(12)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["image"], c["image"])
-    assert np.array_equal(np.random.get_state()[1], np_state) and torch.equal(torch.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state)
+    assert torch.equal(torch.get_rng_state(), torch_state)
 
 
 def test_shapes_scenes_dataset_and_collate():

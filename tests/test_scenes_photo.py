@@ -1,4 +1,5 @@
-"""utils.data photo scenes: digits and animal silhouettes pasted on photo crops (make_photo_scene, PhotoScenes)."""
+"""utils.data photo scenes: digits and animal silhouettes pasted on photo crops (make_photo_scene,
+PhotoScenes)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def test_occluded_objects_keep_the_visible_fraction():
     for seed in range(30):
         for min_visible in (0.3, 0.7):
             args = P._check_args("train", 64, 4, 6, D.PHOTO_SCENE_CLASSES, min_visible, (0.3, 0.6), 0.2, 0)
-            _, visible, full, labels = P._draw(seed, "train", 64, 4, 6, args[0], args[1], min_visible, (0.3, 0.6))
+            _, visible, full, labels = P._draw(seed, "train", 64, 4, 6, *args, min_visible, (0.3, 0.6))
             assert len(visible) == len(full) == len(labels) >= 4
             for k, (v, f) in enumerate(zip(visible, full)):
                 above = np.any(full[k + 1 :], axis=0) if k + 1 < len(full) else np.zeros_like(f)
@@ -80,7 +81,8 @@ def test_deterministic_by_seed_and_split_and_leaves_global_rng_alone():
     assert all(torch.equal(a[k], b[k]) for k in KEYS)
     assert not torch.equal(a["image"], D.make_photo_scene(6)["image"])
     assert not torch.equal(a["image"], D.make_photo_scene(5, split="test")["image"])
-    assert np.array_equal(np.random.get_state()[1], np_state) and torch.equal(torch.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], np_state)
+    assert torch.equal(torch.get_rng_state(), torch_state)
 
 
 def test_objects_come_from_the_matching_split_with_their_labels(drawn):
@@ -91,7 +93,8 @@ def test_objects_come_from_the_matching_split_with_their_labels(drawn):
         assert {source for source, _ in drawn} == {"mnist", "animals"}
         for source in ("mnist", "animals"):
             used = {i for s, i in drawn if s == source}
-            assert used <= set(S.split_indices(source, split).tolist()), f"{split} scenes used another split's {source}"
+            allowed = set(S.split_indices(source, split).tolist())
+            assert used <= allowed, f"{split} scenes used another split's {source}"
     # the training and test splits of each source share no image, identical copies included
     for source in ("mnist", "animals"):
         images = S.ARRAYS[source]()[0].reshape(-1, 28 * 28)
@@ -148,7 +151,8 @@ def test_dataset_and_collate():
     batch = next(iter(DataLoader(ds, batch_size=4, collate_fn=D.collate_scenes)))
     assert batch["image"].shape == (4, 3, 72, 72) and batch["semantic_mask"].shape == (4, 72, 72)
     for i in range(4):
-        assert torch.equal(batch["boxes"][i], ds[i]["boxes"]) and torch.equal(batch["labels"][i], ds[i]["labels"])
+        assert torch.equal(batch["boxes"][i], ds[i]["boxes"])
+        assert torch.equal(batch["labels"][i], ds[i]["labels"])
     flipped = D.PhotoScenes(2, transform=lambda s: {**s, "image": s["image"].flip(-1)})
     assert torch.equal(flipped[1]["image"], D.PhotoScenes(2)[1]["image"].flip(-1))
 

@@ -37,7 +37,7 @@ class DatasetUnavailableError(RuntimeError):
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 0..255 -> float32 in [0, 1] (exactly ``(x / 255.0).astype(float32)``); float is returned as is."""
+    """uint8 0..255 -> float32 in [0, 1], as ``(x / 255.0).astype(float32)``; float is returned as is."""
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
@@ -99,7 +99,9 @@ class ImageDataset(Dataset):
                 )
             self._prepare = preprocess.transforms()
             if not callable(self._prepare):
-                raise TypeError(f"preprocess.transforms() must return a callable, got {type(self._prepare).__name__}")
+                raise TypeError(
+                    f"preprocess.transforms() must return a callable, got {type(self._prepare).__name__}"
+                )
         self.targets = targets
         self.classes = classes
         self.transform = transform
@@ -120,7 +122,8 @@ class ImageDataset(Dataset):
         if images.dtype != torch.uint8:
             if not images.is_floating_point():
                 raise TypeError(
-                    f"images must be uint8 (0..255) or floating point with values in [0, 1], got dtype {images.dtype}"
+                    "images must be uint8 (0..255) or floating point with values in [0, 1], "
+                    f"got dtype {images.dtype}"
                 )
             images = images.float()
             if images.numel() and (images.min() < 0 or images.max() > 1):
@@ -129,7 +132,9 @@ class ImageDataset(Dataset):
                     f"max {images.max().item():.3g}"
                 )
         if hasattr(self, "targets") and len(images) != len(self.targets):
-            raise ValueError(f"images must hold {len(self.targets)} images, one per target, got {len(images)}")
+            raise ValueError(
+                f"images must hold {len(self.targets)} images, one per target, got {len(images)}"
+            )
         self.data = images
 
     def __len__(self) -> int:
@@ -144,7 +149,9 @@ class ImageDataset(Dataset):
         if self._prepare is not None:
             image = self._prepare(image)
             if not (isinstance(image, torch.Tensor) and image.is_floating_point()):
-                raise TypeError(f"preprocess.transforms() must return a float tensor, got {type(image).__name__}")
+                raise TypeError(
+                    f"preprocess.transforms() must return a float tensor, got {type(image).__name__}"
+                )
         if self.flatten:
             image = image.reshape(-1)  # (C*H*W,)
         return image, int(self.targets[index])
@@ -220,8 +227,9 @@ def animals(split: str = "train", *, test_size: float = 0.2, seed: int = 0, tran
                          flatten=flatten, subset=subset, preprocess=preprocess)
 
 
-def animals_rgb(split: str = "train", *, test_size: float = 0.2, seed: int = 0, transform: Callable | None = None,
-                flatten: bool = False, subset: int | None = None, preprocess: Any = None) -> ImageDataset:
+def animals_rgb(split: str = "train", *, test_size: float = 0.2, seed: int = 0,
+                transform: Callable | None = None, flatten: bool = False, subset: int | None = None,
+                preprocess: Any = None) -> ImageDataset:
     """The animal silhouettes of :func:`animals` in colour: (3, 32, 32) uint8 images, 10 classes.
 
     Each silhouette of the split is scaled to 20-30 pixels, tinted with a random colour modulated by
@@ -235,7 +243,8 @@ def animals_rgb(split: str = "train", *, test_size: float = 0.2, seed: int = 0, 
     idx = idx[subset_indices(targets[idx], subset, seed)]
     images = _animal_tiles(tuple(idx.tolist()), seed).copy()  # a copy: the cache stays untouched
     return ImageDataset(torch.from_numpy(images), torch.from_numpy(targets[idx]), ANIMAL_CLASSES,
-                        transform=transform, flatten=flatten, preprocess=preprocess, name=f"animals_rgb/{split}")
+                        transform=transform, flatten=flatten, preprocess=preprocess,
+                        name=f"animals_rgb/{split}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -283,7 +292,8 @@ def _online(name: str, split: str, download: bool, root: str | Path | None, subs
     try:
         import torchvision.datasets
 
-        tv_dataset = getattr(torchvision.datasets, class_name)(str(root), train=(split == "train"), download=download)
+        tv_class = getattr(torchvision.datasets, class_name)
+        tv_dataset = tv_class(str(root), train=(split == "train"), download=download)
         images, targets, classes = _from_torchvision(tv_dataset)
     except (OSError, RuntimeError) as err:  # URLError is an OSError; "not found" is a RuntimeError
         if download:
@@ -295,7 +305,8 @@ def _online(name: str, split: str, download: bool, root: str | Path | None, subs
             raise DatasetUnavailableError(
                 f"{name}: {why}. Pass download=True on a machine with a network, or root= a folder that "
                 f"holds torchvision's {pretty} files; or pass substitute=True to get the embedded "
-                f"{stand_in!r} dataset instead ({'x'.join(map(str, shape))} images, 10 classes, not {pretty})."
+                f"{stand_in!r} dataset instead ({'x'.join(map(str, shape))} images, 10 classes, "
+                f"not {pretty})."
             ) from err
         warnings.warn(f"{name}: {why}; using the embedded {stand_in!r} dataset instead (substitute=True).",
                       stacklevel=3)

@@ -50,7 +50,8 @@ def _background(name: str, short_side: int) -> np.ndarray:
     h, w = image.shape[-2:]
     factor = short_side / min(h, w)  # below 1 (shrinking) but for scenes larger than the sources
     shape = (round(h * factor), round(w * factor))
-    image = torch.nn.functional.interpolate(image, size=shape, mode="bilinear", antialias=True, align_corners=False)
+    image = torch.nn.functional.interpolate(image, size=shape, mode="bilinear", antialias=True,
+                                            align_corners=False)
     image = image[0].clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0)  # (H, W, 3)
     return _frozen(np.ascontiguousarray(image.numpy()))
 
@@ -152,7 +153,8 @@ def _crop(rng: np.random.Generator, size: int, zooms: Sequence[float]) -> np.nda
 @functools.lru_cache(maxsize=8)
 def _noise(size: int) -> np.ndarray:
     """A fixed field of Gaussian noise (std 0.015), (2 * size, 2 * size, 3) float32, to crop from."""
-    return _frozen(np.random.default_rng(size).normal(0.0, 0.015, size=(2 * size, 2 * size, 3)).astype(np.float32))
+    noise = np.random.default_rng(size).normal(0.0, 0.015, size=(2 * size, 2 * size, 3))
+    return _frozen(noise.astype(np.float32))
 
 
 def _tight_boxes(masks: np.ndarray) -> np.ndarray:
@@ -181,7 +183,9 @@ def _check_args(split: str, size: int, min_objects: int, max_objects: int, class
     check_layout(size, min_objects, max_objects, min_visible)
     classes = check_classes(classes, PHOTO_SCENE_CLASSES)
     if isinstance(scale, str) or len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 1.0:
-        raise ValueError(f"scale must be (low, high) fractions of size with 0 < low <= high <= 1, got {scale!r}")
+        raise ValueError(
+            f"scale must be (low, high) fractions of size with 0 < low <= high <= 1, got {scale!r}"
+        )
     if isinstance(test_size, bool) or not isinstance(test_size, (int, float)):
         raise ValueError(f"test_size must be a fraction in (0, 1) or a count, got {test_size!r}")
     return classes, _objects(split, test_size, check_int(split_seed, "split_seed"))
@@ -283,7 +287,7 @@ def _draw(seed: int, split: str, size: int, min_objects: int, max_objects: int, 
 
 
 class PhotoScenes(Dataset):
-    """``n`` scenes of :func:`make_photo_scene`; scene ``i`` is ``make_photo_scene(seed * 1_000_003 + i, ...)``.
+    """``n`` scenes of :func:`make_photo_scene`: scene ``i`` is ``make_photo_scene(seed * 1_000_003 + i)``.
 
     ``split="train"`` or ``"test"`` chooses which digits and silhouettes the scenes hold (never
     both), so a train and a test set never share an object image. Scenes are drawn on demand.

@@ -45,7 +45,7 @@ _REGISTRY: dict[str, DatasetInfo] = {}
 def register_dataset(name: str, loader: Callable[..., Any], *, kind: str = "classification",
                      shape: tuple[int, int, int], num_classes: int, summary: str, online: bool = False,
                      replace: bool = False) -> DatasetInfo:
-    """Make ``load(name, split, **options)`` call ``loader(split, **options)``; returns its :class:`DatasetInfo`.
+    """Make ``load(name, split, **options)`` call ``loader(split, **options)``; returns its info.
 
     ``kind`` is ``"classification"`` or ``"scenes"``. Registering a taken name raises a
     ``ValueError`` unless ``replace=True``.

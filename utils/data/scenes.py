@@ -72,11 +72,12 @@ def check_int(value: Any, name: str, low: int = 0) -> int:
 def check_layout(size: int, min_objects: int, max_objects: int, min_visible: float) -> None:
     """The checks every scene set makes on its size, object counts and visible fraction."""
     check_int(size, "size", 16)
-    if not (isinstance(min_objects, (int, np.integer)) and isinstance(max_objects, (int, np.integer))) or not (
-        0 <= min_objects <= max_objects
-    ):
+    counts = (min_objects, max_objects)
+    ints = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in counts)
+    if not ints or not 0 <= min_objects <= max_objects:
         raise ValueError(
-            f"need 0 <= min_objects <= max_objects (ints), got min_objects={min_objects!r}, max_objects={max_objects!r}"
+            "need 0 <= min_objects <= max_objects (ints), "
+            f"got min_objects={min_objects!r}, max_objects={max_objects!r}"
         )
     if not isinstance(min_visible, (int, float, np.floating)) or not 0.0 < min_visible <= 1.0:
         raise ValueError(f"min_visible must be a fraction in (0, 1], got {min_visible!r}")
@@ -85,7 +86,9 @@ def check_layout(size: int, min_objects: int, max_objects: int, min_visible: flo
 def check_classes(classes: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
     """``classes`` as a tuple of distinct names from ``allowed``, or a clear error."""
     if isinstance(classes, str):
-        raise TypeError(f"classes must be a sequence of names such as {tuple(allowed)}, got the string {classes!r}")
+        raise TypeError(
+            f"classes must be a sequence of names such as {tuple(allowed)}, got the string {classes!r}"
+        )
     classes = tuple(classes)
     if not classes or len(set(classes)) != len(classes) or any(c not in allowed for c in classes):
         raise ValueError(f"classes must be distinct names from {tuple(allowed)}, got {classes!r}")
@@ -133,7 +136,9 @@ def make_scene(
     """
     classes = _check_scene_args(size, min_objects, max_objects, classes, background, min_visible)
     if len(scale) != 2 or not 0.0 < scale[0] <= scale[1] <= 1.0:
-        raise ValueError(f"scale must be (low, high) fractions of size with 0 < low <= high <= 1, got {scale!r}")
+        raise ValueError(
+            f"scale must be (low, high) fractions of size with 0 < low <= high <= 1, got {scale!r}"
+        )
     rng = np.random.default_rng(check_int(seed, "seed"))  # local generator: global RNG state is never touched
 
     # background
@@ -255,7 +260,9 @@ def collate_scenes(batch: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:
         if key in stacked:
             shapes = {tuple(v.shape) for v in values}
             if len(shapes) != 1:
-                raise ValueError(f"collate_scenes needs scenes of one size, got {key} shapes {sorted(shapes)}")
+                raise ValueError(
+                    f"collate_scenes needs scenes of one size, got {key} shapes {sorted(shapes)}"
+                )
             out[key] = torch.stack(values)
         else:
             out[key] = values

@@ -159,7 +159,9 @@ def _split_indices(
     if not (isinstance(test_size, float) and 0.0 < test_size < 1.0) and not (
         isinstance(test_size, int) and not isinstance(test_size, bool) and 0 < test_size < n
     ):
-        raise ValueError(f"test_size must be a fraction in (0, 1) or a count in [1, {n - 1}], got {test_size!r}")
+        raise ValueError(
+            f"test_size must be a fraction in (0, 1) or a count in [1, {n - 1}], got {test_size!r}"
+        )
     firsts = np.arange(n) if groups is None else np.flatnonzero(groups == np.arange(n))
     train_idx, test_idx = train_test_split(firsts, test_size=test_size, stratify=targets[firsts],
                                            random_state=seed)
@@ -170,7 +172,7 @@ def _split_indices(
 
 
 def split_indices(name: str, split: str, test_size: float = 0.2, seed: int = 0) -> np.ndarray:
-    """Read-only sorted indices into source ``name``'s arrays of its ``split`` (identical images kept together).
+    """Sorted, read-only indices of ``split`` in source ``name``'s arrays (identical images kept together).
 
     The same (``test_size``, ``seed``) gives the split of :func:`utils.data.digits`, :func:`utils.data.mnist`
     and :func:`utils.data.animals`; the photo scenes take their objects from it.
@@ -178,8 +180,9 @@ def split_indices(name: str, split: str, test_size: float = 0.2, seed: int = 0) 
     if name not in ARRAYS:
         raise ValueError(f"unknown source {name!r}; choose one of {', '.join(ARRAYS)}")
     check_split(split)
-    if not isinstance(test_size, (int, float)) or isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"test_size must be a float or an int and seed an int, got {test_size!r} and {seed!r}")
+    seed_ok = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    if not isinstance(test_size, (int, float)) or not seed_ok:
+        raise TypeError(f"test_size must be a float or an int and seed an int, got {test_size!r}, {seed!r}")
     return _cached_split(name, split, test_size, int(seed))
 
 
