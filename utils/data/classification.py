@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .sources import ANIMAL_CLASSES, ARRAYS, DIGIT_CLASSES, check_split, split_indices, subset_indices
+from .sources import ANIMAL_CLASSES, ARRAYS, DIGIT_CLASSES, _frozen, check_split, split_indices, subset_indices
 
 __all__ = ["DatasetUnavailableError", "ImageDataset", "animals", "animals_rgb", "cifar10", "digits",
            "fashion_mnist", "mnist"]
@@ -252,9 +252,7 @@ def _animal_tiles(indices: tuple[int, ...], seed: int) -> np.ndarray:
     """(N, 3, 32, 32) uint8 tiles of :func:`animals_rgb`, drawn once per process (read-only)."""
     from .photo_scenes import animal_tiles
 
-    tiles = animal_tiles(indices, seed)
-    tiles.setflags(write=False)
-    return tiles
+    return _frozen(animal_tiles(indices, seed))
 
 
 # --------------------------------------------------------------------------------------------

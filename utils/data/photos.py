@@ -12,15 +12,12 @@ import functools
 import numpy as np
 import torch
 
+from .sources import _frozen
+
 __all__ = ["PHOTOS", "TEXTURES", "photo"]
 
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "coins", "horse", "china", "flower")
 TEXTURES = ("brick", "grass", "gravel")  # grey 512x512 texture samples of skimage.data
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)  # cached arrays are shared: nobody may change them in place
-    return array
 
 
 def _check_name(name: str) -> str:
