@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torchvision.ops as tvops
+from test_scenes import check_scene as check_shapes_scene  # the checks every scene set passes
 from torch.utils.data import DataLoader
 
 from utils import data as D
@@ -19,19 +19,7 @@ N_CLASSES = len(D.PHOTO_SCENE_CLASSES)
 
 def check_scene(scene: dict, size: int, n_classes: int = N_CLASSES) -> None:
     assert set(scene) == KEYS
-    image, boxes, labels = scene["image"], scene["boxes"], scene["labels"]
-    semantic, masks = scene["semantic_mask"], scene["instance_masks"]
-    k = len(labels)
-    assert image.shape == (3, size, size) and image.dtype == torch.float32
-    assert image.min() >= 0 and image.max() <= 1
-    assert boxes.shape == (k, 4) and boxes.dtype == torch.float32
-    assert labels.dtype == torch.int64 and ((labels >= 1) & (labels <= n_classes)).all()
-    assert semantic.shape == (size, size) and semantic.dtype == torch.int64
-    assert masks.shape == (k, size, size) and masks.dtype == torch.bool
-    assert torch.equal(boxes, tvops.masks_to_boxes(masks))  # exactly the tight boxes of the visible masks
-    assert (masks.sum(0) <= 1).all() and (masks.flatten(1).sum(1) >= P.MIN_PIXELS).all()
-    painted = (masks.long() * labels[:, None, None]).sum(0) if k else torch.zeros_like(semantic)
-    assert torch.equal(painted, semantic)  # the semantic mask is the instance masks painted with their labels
+    check_shapes_scene(scene, size, n_classes)  # dtypes, ranges, boxes, instance and semantic masks
 
 
 @pytest.fixture

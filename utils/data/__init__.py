@@ -35,7 +35,15 @@ from .credits import CREDITS
 from .photo_scenes import BACKGROUND_SOURCES, PHOTO_SCENE_CLASSES, PhotoScenes, make_photo_scene
 from .photos import PHOTOS, TEXTURES, photo
 from .registry import DATASETS, DatasetInfo, dataset_info, list_datasets, load, register_dataset
-from .scenes import BACKGROUNDS, PALETTE, SHAPE_CLASSES, ShapesScenes, collate_scenes, make_scene
+from .scenes import (
+    BACKGROUNDS,
+    PALETTE,
+    SHAPE_CLASSES,
+    SceneDataset,
+    ShapesScenes,
+    collate_scenes,
+    make_scene,
+)
 from .sources import ANIMAL_CLASSES, ANIMAL_SHA256, DIGIT_CLASSES, ChecksumError
 
 __all__ = [
@@ -59,6 +67,7 @@ __all__ = [
     "DatasetUnavailableError",
     "ImageDataset",
     "PhotoScenes",
+    "SceneDataset",
     "ShapesScenes",
     "animals",
     "animals_rgb",

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .sources import ANIMAL_CLASSES, ARRAYS, DIGIT_CLASSES, _frozen, check_split, split_indices, subset_indices
+from .sources import (
+    ANIMAL_CLASSES,
+    ARRAYS,
+    DIGIT_CLASSES,
+    _frozen,
+    check_split,
+    split_indices,
+    subset_indices,
+)
 
 __all__ = ["DatasetUnavailableError", "ImageDataset", "animals", "animals_rgb", "cifar10", "digits",
            "fashion_mnist", "mnist"]

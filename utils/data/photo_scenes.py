@@ -20,10 +20,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .photos import photo_uint8
-from .scenes import check_classes, check_int, check_layout
+from .scenes import SceneDataset, check_classes, check_int, check_layout
 from .sources import ANIMAL_CLASSES, ARRAYS, DIGIT_CLASSES, _frozen, check_split, split_indices
 
 __all__ = ["BACKGROUND_SOURCES", "PHOTO_SCENE_CLASSES", "PhotoScenes", "make_photo_scene"]
@@ -286,7 +285,7 @@ def _draw(seed: int, split: str, size: int, min_objects: int, max_objects: int, 
     return image, visible, full, labels
 
 
-class PhotoScenes(Dataset):
+class PhotoScenes(SceneDataset):
     """``n`` scenes of :func:`make_photo_scene`: scene ``i`` is ``make_photo_scene(seed * 1_000_003 + i)``.
 
     ``split="train"`` or ``"test"`` chooses which digits and silhouettes the scenes hold (never
@@ -312,31 +311,16 @@ class PhotoScenes(Dataset):
         split_seed: int = 0,
         transform: Callable[[dict], dict] | None = None,
     ) -> None:
-        self.n, self.seed = check_int(n, "n"), check_int(seed, "seed")
-        self.classes, _ = _check_args(split, size, min_objects, max_objects, classes, min_visible, scale,
-                                      test_size, split_seed)
-        self.label_names = ("background", *self.classes)
+        checked, _ = _check_args(split, size, min_objects, max_objects, classes, min_visible, scale,
+                                 test_size, split_seed)
+        super().__init__(n, seed, checked, transform)
         self.split, self.size = split, int(size)
-        self.scene_kwargs = dict(split=split, size=size, max_objects=max_objects, min_objects=min_objects,
-                                 classes=self.classes, min_visible=min_visible, scale=tuple(scale),
-                                 test_size=test_size, split_seed=split_seed)
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
-        self.transform = transform
+        self.scene_kwargs = {"split": split, "size": size, "max_objects": max_objects,
+                             "min_objects": min_objects, "classes": self.classes, "min_visible": min_visible,
+                             "scale": tuple(scale), "test_size": test_size, "split_seed": split_seed}
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes including background (``len(classes) + 1``)."""
-        return len(self.classes) + 1
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not -self.n <= index < self.n:
-            raise IndexError(f"scene index {index} out of range for {self.n} scenes")
-        scene = make_photo_scene(self.seed * 1_000_003 + index % self.n, **self.scene_kwargs)
-        return self.transform(scene) if self.transform is not None else scene
+    def draw(self, seed: int) -> dict[str, torch.Tensor]:
+        return make_photo_scene(seed, **self.scene_kwargs)
 
 
 # --------------------------------------------------------------------------------------------

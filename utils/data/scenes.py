@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["SHAPE_CLASSES", "ShapesScenes", "collate_scenes", "make_scene"]
+__all__ = ["SHAPE_CLASSES", "SceneDataset", "ShapesScenes", "collate_scenes", "make_scene"]
 
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "cross")
@@ -195,13 +195,47 @@ def make_scene(
     }
 
 
-class ShapesScenes(Dataset):
+class SceneDataset(Dataset):
+    """The common part of the scene sets: ``n`` scenes, scene ``i`` drawn on demand by
+    ``draw(seed * 1_000_003 + i)`` (nothing is stored), so two datasets with different seeds never
+    share a scene. ``classes`` names the objects (label ``k`` is ``classes[k - 1]``), ``label_names``
+    is ``("background", *classes)``, indexed by label; ``transform``, if given, maps each scene dict.
+    """
+
+    def __init__(self, n: int, seed: int, classes: tuple[str, ...],
+                 transform: Callable[[dict], dict] | None) -> None:
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
+        self.n, self.seed = check_int(n, "n"), check_int(seed, "seed")
+        self.classes = classes
+        self.label_names = ("background", *classes)
+        self.transform = transform
+
+    def draw(self, seed: int) -> dict[str, torch.Tensor]:
+        """The scene of ``seed``; each scene set says how it draws one."""
+        raise NotImplementedError
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes including background (``len(classes) + 1``)."""
+        return len(self.classes) + 1
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -self.n <= index < self.n:
+            raise IndexError(f"scene index {index} out of range for {self.n} scenes")
+        scene = self.draw(self.seed * 1_000_003 + index % self.n)
+        return self.transform(scene) if self.transform is not None else scene
+
+
+class ShapesScenes(SceneDataset):
     """``n`` scenes of :func:`make_scene`; scene ``i`` is ``make_scene(seed * 1_000_003 + i, ...)``.
 
-    Scenes are drawn on demand (nothing is stored), so two datasets with different seeds never
-    share a scene. Use ``DataLoader(..., collate_fn=collate_scenes)``. ``classes`` holds the shape
-    names (label ``k`` is ``classes[k - 1]``); ``label_names`` is ``("background", *classes)``,
-    indexed by label directly. ``transform``, if given, is applied to each scene dict.
+    Use ``DataLoader(..., collate_fn=collate_scenes)``. ``classes`` holds the shape names (label
+    ``k`` is ``classes[k - 1]``); ``label_names`` is ``("background", *classes)``, indexed by label
+    directly. ``transform``, if given, is applied to each scene dict (see :class:`SceneDataset`).
     The object-detection and segmentation chapters use it.
     """
 
@@ -218,30 +252,14 @@ class ShapesScenes(Dataset):
         min_visible: float = 0.5,
         transform: Callable[[dict], dict] | None = None,
     ) -> None:
-        check_int(n, "n"), check_int(seed, "seed")
-        self.classes = _check_scene_args(size, min_objects, max_objects, classes, background, min_visible)
-        self.label_names = ("background", *self.classes)
-        self.n, self.seed, self.size = int(n), int(seed), int(size)
-        self.scene_kwargs = dict(
-            size=size, max_objects=max_objects, min_objects=min_objects, classes=self.classes,
-            background=background, min_visible=min_visible,
-        )
-        self.transform = transform
+        classes = _check_scene_args(size, min_objects, max_objects, classes, background, min_visible)
+        super().__init__(n, seed, classes, transform)
+        self.size = int(size)
+        self.scene_kwargs = {"size": size, "max_objects": max_objects, "min_objects": min_objects,
+                             "classes": self.classes, "background": background, "min_visible": min_visible}
 
-    @property
-    def num_classes(self) -> int:
-        """Number of classes including background (``len(classes) + 1``)."""
-        return len(self.classes) + 1
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        if not -self.n <= index < self.n:
-            raise IndexError(f"scene index {index} out of range for {self.n} scenes")
-        index = index % self.n
-        scene = make_scene(self.seed * 1_000_003 + index, **self.scene_kwargs)
-        return self.transform(scene) if self.transform is not None else scene
+    def draw(self, seed: int) -> dict[str, torch.Tensor]:
+        return make_scene(seed, **self.scene_kwargs)
 
 
 def collate_scenes(batch: Sequence[dict[str, torch.Tensor]]) -> dict[str, Any]:
