@@ -48,20 +48,33 @@ For instructors: adding a chapter
 """
 from __future__ import annotations
 
+from .challenge import MakeItWork
 from .checks import QuestionSet, assignments, get_assignment, register, unregister
+from .compare import BoxSet
 from .core import Case, CaseResult, Code, Question, QuestionResult, compare
+from .forbid import AUTOGRAD, COURSE
 from .generate import LeakError, MarkerError, check_sync, find_leaks, find_regions, generate_all, generate_exercise
 from .inline import check, evaluate, resolve_question, use
+from .notebook import NotebookNotFound, grade_notebook
+from .review import Review
+from .watch import ForbiddenCallError
 
 __all__ = [
+    "AUTOGRAD",
+    "COURSE",
+    "BoxSet",
     "Case",
     "CaseResult",
     "Code",
+    "ForbiddenCallError",
     "LeakError",
+    "MakeItWork",
     "MarkerError",
+    "NotebookNotFound",
     "Question",
     "QuestionResult",
     "QuestionSet",
+    "Review",
     "assignments",
     "check",
     "check_sync",
@@ -78,12 +91,3 @@ __all__ = [
     "unregister",
     "use",
 ]
-
-
-def __getattr__(name: str):
-    # the grader needs nbclient, which a notebook that only calls `check` does not
-    if name == "grade_notebook":
-        from .grader import grade_notebook
-
-        return grade_notebook
-    raise AttributeError(f"module 'utils.grading' has no attribute {name!r}")

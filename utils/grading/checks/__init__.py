@@ -17,7 +17,11 @@ import pkgutil
 import re
 from dataclasses import dataclass
 
+from ..challenge import MakeItWork
 from ..core import Question
+from ..review import Review
+
+KINDS = (Question, MakeItWork, Review)
 
 __all__ = ["QuestionSet", "assignments", "get_assignment", "load_errors", "register", "unregister"]
 
@@ -39,13 +43,14 @@ class QuestionSet:
             raise ValueError(f"assignment {self.assignment}: no questions")
         seen: set[str] = set()
         for q in self.questions:
-            if not isinstance(q, Question):
-                raise TypeError(f"assignment {self.assignment}: QUESTIONS must hold Question objects, got {type(q).__name__}")
+            if not isinstance(q, KINDS):
+                raise TypeError(f"assignment {self.assignment}: QUESTIONS must hold Question, MakeItWork or Review "
+                                f"objects, got {type(q).__name__}")
             if q.id in seen:
                 raise ValueError(f"assignment {self.assignment}: question id {q.id!r} appears twice")
             seen.add(q.id)
 
-    def question(self, qid: str) -> Question:
+    def question(self, qid: str) -> Question | MakeItWork | Review:
         for q in self.questions:
             if q.id == qid:
                 return q
