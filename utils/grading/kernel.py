@@ -92,7 +92,7 @@ class Kernel:
         self.client = Client(
             nb, km=km, timeout=timeout, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
             error_on_timeout={"ename": "TimeoutError", "evalue": f"cell timed out after {timeout} s", "traceback": []},
-            record_timing=False,
+            record_timing=False, shutdown_kernel="immediate",
         )
         self.client.on_cell_executed = self._on_cell_executed
         self.n_cells = len(nb.cells)  # the notebook's own cells; the grader's requests are appended after them

@@ -26,23 +26,25 @@ FOLDERS = ("chapters", "solutions", "exercises")
 
 _TEMPLATE = '''\
 # Setup, the same first cell in every notebook: on a hosted runtime (Colab and the like) it installs
-# the course package, release {ref}; locally it installs nothing. Either way it checks that `utils`
-# is the course package, not a file of yours that shadows it. (Written by `python -m utils.grading setup-cells`.)
+# the course package, release {ref}; locally it installs nothing. Either way it checks that `utils` is
+# the course package, not a file of yours that shadows it. (`python -m utils.grading setup-cells` writes it.)
 import importlib
 import importlib.util
 import os
 
+INSTALL = "git+{url}@{ref}"
 _course = importlib.util.find_spec("utils")
-if _course is not None and not any(os.path.isdir(os.path.join(p, "grading")) for p in _course.submodule_search_locations or []):
-    raise ImportError(f"{{_course.origin or list(_course.submodule_search_locations)[0]}} shadows the course package "
-                      "`utils`: rename it (for example to my_utils.py) and restart the kernel")
+_folders = list(_course.submodule_search_locations or []) if _course is not None else []
+if _course is not None and not any(os.path.isdir(os.path.join(p, "grading")) for p in _folders):
+    raise ImportError(f"{{_course.origin or _folders[0]}} shadows the course package `utils`: "
+                      "rename it (for example to my_utils.py) and restart the kernel")
 try:
     import utils.grading  # the course package is installed
 except ModuleNotFoundError:
-    get_ipython().run_line_magic("pip", "install --quiet git+{url}@{ref}")
+    get_ipython().run_line_magic("pip", f"install --quiet {{INSTALL}}")
     importlib.invalidate_caches()
     import utils.grading
-del _course'''
+del _course, _folders, INSTALL'''
 
 
 def release(root: str | Path) -> tuple[str, str]:
