@@ -48,8 +48,9 @@ def test_solution_scores_full_marks_through_grade_notebook(path, monkeypatch, ca
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_untouched_exercise_scores_zero_through_the_command_line(path, tmp_path):
     report_path = tmp_path / "report.json"
-    out = subprocess.run([sys.executable, "-m", "utils.grading", "grade", str(ROOT / "exercises" / path.name),
-                          "--json", str(report_path), "--timeout", "300"], capture_output=True, text=True, timeout=1200)
+    command = [sys.executable, "-m", "utils.grading", "grade", str(ROOT / "exercises" / path.name),
+               "--json", str(report_path), "--timeout", "300"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(report_path.read_text())
     assert report["max_score"] == get_assignment(path.stem).max_score > 0

@@ -19,8 +19,8 @@ from utils.grading import AUTOGRAD, COURSE, Question, assignments, evaluate, get
 from utils.grading.forbid import ForbidSpecError, forbid_spec
 from utils.grading.watch import ForbiddenCallError, Watch
 
-SPEC = forbid_spec(("torch.nn.functional.conv2d", "torch.sigmoid", "torch.nn.functional.max_pool2d", *AUTOGRAD, *COURSE),
-                   "the test says so")
+SPEC = forbid_spec(("torch.nn.functional.conv2d", "torch.sigmoid", "torch.nn.functional.max_pool2d",
+                    *AUTOGRAD, *COURSE), "the test says so")
 X, W = torch.randn(1, 1, 5, 5), torch.randn(1, 1, 3, 3)
 CAPTURED = F.conv2d  # a reference taken before the check, as a notebook's top-level code could
 
@@ -34,7 +34,8 @@ def _scratch_conv():
 ATTEMPTS = {  # label -> (call, the forbidden name the message must give)
     "F.conv2d": (lambda: F.conv2d(X, W), "torch.nn.functional.conv2d"),
     "torch.conv2d": (lambda: torch.conv2d(X, W), "torch.nn.functional.conv2d"),
-    "torch._C._VariableFunctions": (lambda: torch._C._VariableFunctions.conv2d(X, W), "torch.nn.functional.conv2d"),
+    "torch._C._VariableFunctions": (lambda: torch._C._VariableFunctions.conv2d(X, W),
+                                    "torch.nn.functional.conv2d"),
     "captured before the check": (lambda: CAPTURED(X, W), "torch.nn.functional.conv2d"),
     "a default argument": ((lambda conv=F.conv2d: conv(X, W)), "torch.nn.functional.conv2d"),
     "nn.Conv2d": (lambda: torch.nn.Conv2d(1, 1, 3)(X), "torch.nn.functional.conv2d"),
@@ -45,13 +46,17 @@ ATTEMPTS = {  # label -> (call, the forbidden name the message must give)
     "nn.Sigmoid": (lambda: torch.nn.Sigmoid()(X), "torch.sigmoid"),
     "getattr": (lambda: getattr(torch, "sig" + "moid")(X), "torch.sigmoid"),
     "F.max_pool2d": (lambda: F.max_pool2d(X, 2), "torch.nn.functional.max_pool2d"),
-    "F.max_pool2d with indices": (lambda: F.max_pool2d(X, 2, return_indices=True), "torch.nn.functional.max_pool2d"),
+    "F.max_pool2d with indices": (lambda: F.max_pool2d(X, 2, return_indices=True),
+                                  "torch.nn.functional.max_pool2d"),
     "Tensor.backward": (lambda: (X.clone().requires_grad_() * 2).sum().backward(), "torch.Tensor.backward"),
-    "torch.autograd.grad": (lambda: torch.autograd.grad(X.clone().requires_grad_().sum(), []), "torch.autograd.grad"),
+    "torch.autograd.grad": (lambda: torch.autograd.grad(X.clone().requires_grad_().sum(), []),
+                            "torch.autograd.grad"),
     "torch.func.grad": (lambda: torch.func.grad(lambda t: (t ** 2).sum())(X), "torch.autograd.grad"),
     "utils.scratch imported before": (_scratch_conv(), "utils.scratch"),
-    "import utils.scratch inside": (lambda: exec("import utils.scratch.conv", {"__name__": "__main__"}), "utils.scratch"),
-    "from utils import metrics inside": (lambda: exec("from utils import metrics", {"__name__": "__main__"}), "utils.metrics"),
+    "import utils.scratch inside": (lambda: exec("import utils.scratch.conv", {"__name__": "__main__"}),
+                                    "utils.scratch"),
+    "from utils import metrics inside": (lambda: exec("from utils import metrics", {"__name__": "__main__"}),
+                                         "utils.metrics"),
     "sys.setprofile(None)": (lambda: sys.setprofile(None), "sys.setprofile"),
 }
 
@@ -63,7 +68,8 @@ def test_the_watch_catches_every_form(label):
     with pytest.raises(ForbiddenCallError) as info:
         with watch:
             call()
-    assert name in str(info.value) and str(info.value).endswith("which this question forbids: the test says so")
+    assert name in str(info.value)
+    assert str(info.value).endswith("which this question forbids: the test says so")
     assert watch.violation == str(info.value)
     assert sys.getprofile() is None  # the watch leaves no hook behind
 
@@ -109,7 +115,8 @@ def test_the_kernel_side_modules_import_only_the_standard_library():
         for node in tree.body:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
-                assert all(m.split(".")[0] in sys.stdlib_module_names or m == "__future__" for m in modules), (name, modules)
+                stdlib = all(m.split(".")[0] in sys.stdlib_module_names or m == "__future__" for m in modules)
+                assert stdlib, (name, modules)
 
 
 # --------------------------------------------------------------------------- held-out shortcuts score zero
@@ -119,7 +126,8 @@ SHORTCUTS = {  # (assignment, question) -> notebook code that gives right answer
 def linear_forward(x, W, b):
     return torch.nn.functional.linear(x, W.T, b)
 def linear_backward(dout, x, W):
-    xr, wr, br = x.clone().requires_grad_(), W.clone().requires_grad_(), torch.zeros(W.shape[1], dtype=W.dtype, requires_grad=True)
+    xr, wr = x.clone().requires_grad_(), W.clone().requires_grad_()
+    br = torch.zeros(W.shape[1], dtype=W.dtype, requires_grad=True)
     (xr @ wr + br).backward(dout)
     return xr.grad, wr.grad, br.grad
 ''',
@@ -156,8 +164,8 @@ def macro_f1(pred, y, num_classes):
     ("04_optimizers", "q2"): '''
 def adam_step(params, grads, m, v, t, lr, betas, eps):
     steps = [torch.tensor(float(t - 1)) for _ in params]
-    torch.optim._functional.adam(params, grads, m, v, [], steps, amsgrad=False, beta1=betas[0], beta2=betas[1],
-                                 lr=lr, weight_decay=0.0, eps=eps, maximize=False)
+    torch.optim._functional.adam(params, grads, m, v, [], steps, amsgrad=False, beta1=betas[0],
+                                 beta2=betas[1], lr=lr, weight_decay=0.0, eps=eps, maximize=False)
 ''',
     ("05_init_norm_reg", "q1"): '''
 def he_init_(weight, fan_mode="fan_in"):
@@ -187,7 +195,8 @@ class BasicBlock(torchvision.models.resnet.BasicBlock):
     def __init__(self, in_ch, out_ch, stride=1):
         down = None
         if stride != 1 or in_ch != out_ch:
-            down = torch.nn.Sequential(torch.nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), torch.nn.BatchNorm2d(out_ch))
+            down = torch.nn.Sequential(torch.nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                                       torch.nn.BatchNorm2d(out_ch))
         super().__init__(in_ch, out_ch, stride, downsample=down)
 ''',
     ("08_training_cnns", "q1"): '''
@@ -223,9 +232,11 @@ def _solution_namespace(path: Path) -> dict:
     ns: dict = {"__name__": "__main__", "utils": utils}
     for cell in nbformat.read(path, as_version=4).cells:
         source = cell.source.lstrip()
-        if cell.cell_type != "code" or source.startswith(("check(", "for question in", "# Setup")) or "grade_notebook" in source:
+        skipped = source.startswith(("check(", "# Setup")) or "grade_notebook" in source
+        if cell.cell_type != "code" or skipped:
             continue
-        exec(compile("\n".join(l for l in cell.source.splitlines() if not l.startswith("%")), str(path), "exec"), ns)
+        code = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+        exec(compile(code, str(path), "exec"), ns)
     return ns
 
 

@@ -26,12 +26,14 @@ from utils.grading.runner import safe
 def test_compare_dicts_of_tensors():
     expected = {"boxes": torch.ones(2, 4), "labels": torch.tensor([1, 2])}
     assert compare({"labels": torch.tensor([1, 2]), "boxes": torch.ones(2, 4)}, expected) is None
-    assert compare({"boxes": torch.ones(2, 4)}, expected) == "expected the keys ['boxes', 'labels']: missing ['labels']"
+    missing = "expected the keys ['boxes', 'labels']: missing ['labels']"
+    assert compare({"boxes": torch.ones(2, 4)}, expected) == missing
     extra = {**expected, "scores": torch.ones(2)}
     assert compare(extra, expected) == "expected the keys ['boxes', 'labels']: unexpected ['scores']"
     message = compare({"boxes": torch.ones(2, 4) * 2, "labels": torch.tensor([1, 2])}, expected, atol=0.1)
     assert message.startswith("key 'boxes': values off: max abs error 1")
-    assert compare(torch.ones(2), expected).startswith("expected a dict with keys ['boxes', 'labels'], got torch.Tensor")
+    not_a_dict = "expected a dict with keys ['boxes', 'labels'], got torch.Tensor"
+    assert compare(torch.ones(2), expected) == not_a_dict
 
 
 def _detections(order):
@@ -51,25 +53,28 @@ def test_boxset_ignores_order_and_checks_labels_and_scores():
     moved = _detections([0, 1, 2])
     moved["boxes"][1] += 5  # IoU with the expected box far below 0.95
     message = compare(moved, expected)
-    assert message.startswith("1 of 3 expected boxes have no match with IoU >= 0.95, e.g. [20, 20, 40, 50] (label 2)")
+    assert message.startswith("1 of 3 expected boxes have no match with IoU >= 0.95, "
+                              "e.g. [20, 20, 40, 50] (label 2)")
     relabelled = _detections([0, 1, 2])
     relabelled["labels"][1] = 3
     assert "no returned box has that label" in compare(relabelled, expected)
     rescored = _detections([1, 0, 2])
     rescored["scores"][0] = 0.5
-    assert compare(rescored, expected).startswith("the box matched to [20, 20, 40, 50] has score 0.5, expected 0.8")
+    message = compare(rescored, expected)
+    assert message.startswith("the box matched to [20, 20, 40, 50] has score 0.5, expected 0.8")
     assert compare({k: v[:2] for k, v in want.items()}, expected) == "expected 3 boxes, got 2"
     assert compare({"boxes": want["boxes"]}, expected) == "expected 'labels' as a torch.Tensor, got none"
 
 
 def test_boxset_of_boxes_only_and_empty_sets():
     boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [1.0, 1.0, 3.0, 5.0]])
-    assert compare(boxes.flip(0), BoxSet(boxes)) is None  # a Tensor[K, 4] is accepted when only boxes are expected
+    assert compare(boxes.flip(0), BoxSet(boxes)) is None  # a Tensor[K, 4] does when only boxes are expected
     assert compare(torch.zeros(0, 4), BoxSet(torch.zeros(0, 4))) is None
     assert compare({"boxes": torch.zeros(0, 4)}, BoxSet(boxes)) == "expected 2 boxes, got 0"
     # a list of BoxSets: one per image
     assert compare([boxes, boxes[:1]], [BoxSet(boxes), BoxSet(boxes[:1])]) is None
-    assert compare([boxes, boxes], [BoxSet(boxes), BoxSet(boxes[:1])]).startswith("output[1]: expected 1 boxes, got 2")
+    message = compare([boxes, boxes], [BoxSet(boxes), BoxSet(boxes[:1])])
+    assert message.startswith("output[1]: expected 1 boxes, got 2")
     with pytest.raises(ValueError, match="labels has 1 entries for 2 boxes"):
         BoxSet(boxes, labels=torch.tensor([1]))
 
@@ -96,7 +101,8 @@ def test_requires_grad_of_returned_and_input_tensors():
 
 def test_measure_runs_in_the_grading_process():
     values = torch.randn(100_000, generator=torch.Generator().manual_seed(0))
-    case = Case("std", "f", {}, torch.tensor(1.0, dtype=torch.float64), rtol=0.02, measure=lambda v: v.double().std())
+    case = Case("std", "f", {}, torch.tensor(1.0, dtype=torch.float64), rtol=0.02,
+                measure=lambda v: v.double().std())
     assert judge(case, CallOutcome(value=values)).passed
     assert "values off" in judge(case, CallOutcome(value=values * 2)).message
     broken = judge(case, CallOutcome(value="not a tensor"))
@@ -145,7 +151,8 @@ def test_review_answers(q, given, right, fragment):
 
 
 def test_review_without_answers_and_bad_questions():
-    assert INT.verdict(None) == (False, "no dict named `answers` in the notebook (did the cell that creates it run?)")
+    message = "no dict named `answers` in the notebook (did the cell that creates it run?)"
+    assert INT.verdict(None) == (False, message)
     assert INT.verdict([7])[1] == "`answers` must be a dict of answers by question id, got list"
     assert INT.verdict({"r2": 7})[1] == "no answer: set answers['r1'] to an int"
     with pytest.raises(ValueError, match="explain must say"):
@@ -176,19 +183,22 @@ def test_classification_metrics_match_scikit_learn(seed):
     pred, y = _labels(200, 5, seed, 0.7)
     batches = [torch.zeros(len(chunk)) for chunk in y.split(64)]
     outputs = list(pred.split(64))
-    assert math.isclose(score_predictions(_question(), outputs, batches, y), accuracy_score(y, pred), abs_tol=1e-12)
+    accuracy = score_predictions(_question(), outputs, batches, y)
+    assert math.isclose(accuracy, accuracy_score(y, pred), abs_tol=1e-12)
     expected = f1_score(y, pred, labels=range(5), average="macro", zero_division=0)
     f1 = score_predictions(_question("macro_f1", num_classes=5), outputs, batches, y)
     assert math.isclose(f1, expected, abs_tol=1e-12)
     # scores (B, C) count by their argmax
     scores = [torch.nn.functional.one_hot(p, 5).float() + 0.01 * torch.rand(len(p), 5) for p in outputs]
-    assert math.isclose(score_predictions(_question("macro_f1", num_classes=5), scores, batches, y), expected, abs_tol=1e-12)
+    from_scores = score_predictions(_question("macro_f1", num_classes=5), scores, batches, y)
+    assert math.isclose(from_scores, expected, abs_tol=1e-12)
 
 
 def test_miou_matches_scikit_learn():
     g = torch.Generator().manual_seed(0)
     target = torch.randint(0, 4, (6, 8, 8), generator=g)
-    pred = torch.where(torch.rand(6, 8, 8, generator=g) < 0.6, target, torch.randint(0, 4, (6, 8, 8), generator=g))
+    noise = torch.randint(0, 4, (6, 8, 8), generator=g)
+    pred = torch.where(torch.rand(6, 8, 8, generator=g) < 0.6, target, noise)
     expected = jaccard_score(target.reshape(-1), pred.reshape(-1), labels=range(4), average="macro")
     batches = [torch.zeros(3, 1, 8, 8), torch.zeros(3, 1, 8, 8)]
     got = score_predictions(_question("miou", num_classes=4), list(pred.split(3)), batches, target)
@@ -206,7 +216,8 @@ def test_map_uses_the_course_detection_metric(monkeypatch):
     assert score_predictions(_question("map"), [[det, det]], batches, ["t1", "t2"]) == 0.42
     assert score_predictions(_question("map_50"), [[det, det]], batches, ["t1", "t2"]) == 0.7
     assert len(calls[0][0]) == 2 and calls[0][1] == ["t1", "t2"]
-    assert score_predictions(_question("map"), [[det]], batches, []) .startswith("batch 0: expected a list of 2 dicts")
+    message = score_predictions(_question("map"), [[det]], batches, [])
+    assert message.startswith("batch 0: expected a list of 2 dicts")
 
 
 def test_make_it_work_steps_and_messages():
@@ -217,10 +228,12 @@ def test_make_it_work_steps_and_messages():
     good = Prediction(outputs=list(y.split(4)), seconds=0.5)
     points, text, forbidden = verdict(q, good, batches, y, 10)
     assert points == 2 and not forbidden
-    assert text == "accuracy 1.0000 on 10 held-out inputs (2/2 points; steps: 2 at 0.9, 1 at 0.6); predict took 0.5 s of its 60 s budget"
+    assert text == ("accuracy 1.0000 on 10 held-out inputs (2/2 points; steps: 2 at 0.9, 1 at 0.6); "
+                    "predict took 0.5 s of its 60 s budget")
     half = Prediction(outputs=[1 - y[:4], y[4:8], y[8:]])
     assert verdict(q, half, batches, y, 10)[0] == 1
-    assert verdict(q, Prediction(outputs=[y[:4], y[4:8]]), batches, y, 10)[1] == "expected outputs for 3 batches, got 2"
+    short = verdict(q, Prediction(outputs=[y[:4], y[4:8]]), batches, y, 10)
+    assert short[1] == "expected outputs for 3 batches, got 2"
     wrong_shape = Prediction(outputs=[y[:3], y[4:8], y[8:]])
     assert verdict(q, wrong_shape, batches, y, 10)[1].startswith("batch 0: expected labels of shape (4, ...)")
     late = Prediction(problem="predict ran past its time budget and was interrupted")
@@ -241,7 +254,8 @@ def test_make_it_work_inline_check_uses_the_preview(capsys, monkeypatch):
     try:
         result = check("q1", lambda images: (images[:, 0] > 0).long(), assignment="96_challenge")
         assert result.passed and result.score == 2
-        assert "accuracy 1.0000 on 50 preview inputs (the grader uses held-out ones)" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "accuracy 1.0000 on 50 preview inputs (the grader uses held-out ones)" in out
         result = check("q1", lambda images: (torch.sign(images[:, 0]) > 0).long(), assignment="96_challenge")
         assert result.score == 0 and "calls torch.sign, which this question forbids" in result.feedback()
         points, text, _ = run_inline(q, lambda images: torch.zeros(len(images), dtype=torch.long), 0)
@@ -257,7 +271,8 @@ def test_review_inline_check_tells_the_form_only(capsys, monkeypatch):
         ns = {"check": check, "answers": {"r1": 9, "r3": "bd"}}
         exec('a = check("r1", assignment="95_review"); b = check("r3", assignment="95_review")', ns)
         out = capsys.readouterr().out
-        assert "answer recorded (an int); the grader says whether it is right" in out  # 9 is wrong: not said here
+        # 9 is wrong, which only the grader says
+        assert "answer recorded (an int); the grader says whether it is right" in out
         assert ns["a"].score == 0 and ns["b"].status == "error" and "'bd' is not one of the choices" in out
         exec('c = check("r1", assignment="95_review")', {"check": check})
         assert "no dict named `answers` yet" in capsys.readouterr().out
@@ -269,7 +284,8 @@ def test_review_inline_check_tells_the_form_only(capsys, monkeypatch):
 
 
 def test_answer_lines_become_ellipses():
-    source = ('answers = {}\nanswers["r1"] = 7  # ANSWER (an int)\nanswers["r2"] = {"a", "c"}  # ANSWER: letters\n'
+    source = ('answers = {}\nanswers["r1"] = 7  # ANSWER (an int)\n'
+              'answers["r2"] = {"a", "c"}  # ANSWER: letters\n'
               "r3 = 0.5   # ANSWER\nx = 1  # answer, not a marker\n")
     assert answer_lines(source) == [2, 3, 4]
     assert _blank_answers(source, notebook="n", cell=0) == (
@@ -277,5 +293,6 @@ def test_answer_lines_become_ellipses():
         "r3 = ...   # ANSWER\nx = 1  # answer, not a marker\n")
     with pytest.raises(MarkerError, match="an answer line .* inside a solution region"):
         _blank_answers("# BEGIN SOLUTION\nr1 = 7  # ANSWER\n# END SOLUTION\n", notebook="n", cell=3)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('answers = {"r1": 1}\nanswers["r1"] = 7  # ANSWER')])
-    assert generate_exercise(nb, name="99_x.ipynb").cells[0].source == 'answers = {"r1": 1}\nanswers["r1"] = ...  # ANSWER'
+    cell = nbformat.v4.new_code_cell('answers = {"r1": 1}\nanswers["r1"] = 7  # ANSWER')
+    exercise = generate_exercise(nbformat.v4.new_notebook(cells=[cell]), name="99_x.ipynb")
+    assert exercise.cells[0].source == 'answers = {"r1": 1}\nanswers["r1"] = ...  # ANSWER'

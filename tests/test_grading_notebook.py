@@ -54,7 +54,8 @@ def _fake_colab(monkeypatch, nb: dict, calls: list):
 
 def test_colab_gives_the_notebook_json_and_its_name(monkeypatch):
     calls: list = []
-    nb = {"cells": [], "metadata": {"colab": {"name": "Copy of 01_backprop.ipynb"}}, "nbformat": 4, "nbformat_minor": 5}
+    nb = {"cells": [], "metadata": {"colab": {"name": "Copy of 01_backprop.ipynb"}}, "nbformat": 4,
+          "nbformat_minor": 5}
     _fake_colab(monkeypatch, nb, calls)
     assert current_notebook() == ("Copy of 01_backprop.ipynb", None, nb)
     assert calls == ["get_ipynb"]
@@ -63,7 +64,8 @@ def test_colab_gives_the_notebook_json_and_its_name(monkeypatch):
 def test_vscode_gives_the_path(nowhere, monkeypatch, tmp_path):
     path = tmp_path / "01_backprop.ipynb"
     path.write_text("{}")
-    monkeypatch.setattr(notebook, "_ipython", lambda: types.SimpleNamespace(user_ns={"__vsc_ipynb_file__": str(path)}))
+    shell = types.SimpleNamespace(user_ns={"__vsc_ipynb_file__": str(path)})
+    monkeypatch.setattr(notebook, "_ipython", lambda: shell)
     assert current_notebook() == ("01_backprop.ipynb", path, None)
 
 
@@ -82,12 +84,14 @@ def test_jupyter_sessions_api_matched_by_kernel_id(nowhere, monkeypatch, tmp_pat
     path = tmp_path / "work" / "03_losses_metrics.ipynb"
     path.write_text("{}")
     monkeypatch.setattr(notebook, "_kernel_id", lambda: "abc-123")
-    monkeypatch.setattr(notebook, "_servers", lambda: [{"url": "http://127.0.0.1:8888/", "token": "t0k", "root_dir": str(tmp_path)}])
+    server = {"url": "http://127.0.0.1:8888/", "token": "t0k", "root_dir": str(tmp_path)}
+    monkeypatch.setattr(notebook, "_servers", lambda: [server])
     asked = []
 
     def urlopen(url, timeout=None):
         asked.append(url)
-        sessions = [{"kernel": {"id": "other"}, "path": "x.ipynb"}, {"kernel": {"id": "abc-123"}, "path": "work/03_losses_metrics.ipynb"}]
+        sessions = [{"kernel": {"id": "other"}, "path": "x.ipynb"},
+                    {"kernel": {"id": "abc-123"}, "path": "work/03_losses_metrics.ipynb"}]
         return io.BytesIO(json.dumps(sessions).encode())
 
     monkeypatch.setattr(notebook.urllib.request, "urlopen", urlopen)
@@ -146,14 +150,16 @@ def test_the_first_cell_pins_a_release_of_the_repository_set_in_one_place():
     assert f"url: {url}" in config and ref == f"v{project['version']}"
     source = cell_source(url, ref)
     assert f'INSTALL = "git+{url}@{ref}"' in source
-    assert "@main" not in source and "[dev" not in source and "[grader" not in source  # no moving branch, no extras
+    assert "@main" not in source  # not a moving branch
+    assert "[dev" not in source and "[grader" not in source  # no extras
     assert all(len(line) <= 110 for line in source.splitlines())
 
 
 def test_the_runtime_set_leaves_the_runtime_jupyter_packages_alone():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = {re.split(r"[<>=!\[ ]", d)[0]: d for d in project["dependencies"]}
-    assert not {"nbformat", "nbclient", "ipykernel", "jupyter-client", "notebook", "jupyterlab"} & set(runtime)
+    jupyter = {"nbformat", "nbclient", "ipykernel", "jupyter-client", "notebook", "jupyterlab"}
+    assert not jupyter & set(runtime)
     assert runtime["ipywidgets"] == "ipywidgets>=7.6"  # Colab ships ipywidgets 7: nothing to upgrade there
     grader = {re.split(r"[<>=!\[ ]", d)[0] for d in project["optional-dependencies"]["grader"]}
     assert grader == {"nbformat", "nbclient", "ipykernel"}
@@ -172,7 +178,8 @@ def _run_setup_cell(cwd: Path, *, pythonpath: str | None) -> subprocess.Complete
     env.pop("PYTHONPATH", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    return subprocess.run([sys.executable, "-c", program], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", program], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
 
 
 def test_the_first_cell_installs_nothing_where_the_course_is_installed(tmp_path):
@@ -217,6 +224,7 @@ def test_check_works_without_the_grader_packages():
                "assert r.passed\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("COURSE_GRADING", None)
-    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("✓ q1")

@@ -6,7 +6,6 @@ clean-up after SIGTERM and SIGKILL, its sandbox and its process hunting are test
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
@@ -44,8 +43,9 @@ except OSError:
     memory = False
 status = open("/proc/self/status").read()
 capabilities = int([l for l in status.splitlines() if l.startswith("CapEff")][0].split()[1], 16)
-json.dump({"attached": attached, "errno": error, "memory": memory, "uid": os.getuid(), "capabilities": capabilities,
-           "grader": grader}, open(OUT, "w"))
+found = {"attached": attached, "errno": error, "memory": memory, "uid": os.getuid(),
+         "capabilities": capabilities, "grader": grader}
+json.dump(found, open(OUT, "w"))
 '''
 
 DOUBLE_FORK = r'''
@@ -54,8 +54,9 @@ forged = {"notebook": "01_backprop.ipynb", "score": 4, "max_score": 4, "question
 if os.fork() == 0:  # a daemon: new session, orphaned, then a clean environment and a new program
     os.setsid()
     if os.fork() == 0:
-        os.execve("/bin/sh", ["sh", "-c", f"sleep 5; echo 'Score: 4/4'; echo '{json.dumps(forged)}' > '{REPORT}'; "
-                                          f"echo survived > '{MARKER}'"], {})
+        script = (f"sleep 5; echo 'Score: 4/4'; echo '{json.dumps(forged)}' > '{REPORT}'; "
+                  f"echo survived > '{MARKER}'")
+        os.execve("/bin/sh", ["sh", "-c", script], {})
     os._exit(0)
 os.wait()
 if os.fork() == 0:  # a plain child that stays in the kernel's session
@@ -108,7 +109,7 @@ def _cell(source: str, **names: str) -> str:
 
 @pytest.fixture(scope="module")
 def attacks(tmp_path_factory):
-    """Grade every attack notebook concurrently; name -> (exit code, stdout, stderr, report or None, folder)."""
+    """Grade every attack notebook at once; name -> (exit code, stdout, stderr, report or None, folder)."""
     root = tmp_path_factory.mktemp("attacks")
     jobs = {}
 
@@ -135,11 +136,14 @@ def attacks(tmp_path_factory):
     shadow = root / "shadow"
     add("shadow", [_cell(SHADOW, MARKER=str(shadow / "imported"))], cwd=shadow)
     add("statistics", [STATISTICS], assignment="05_init_norm_reg")
-    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", PYDEVD_DISABLE_FILE_VALIDATION="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
+               PYTHONPATH=str(ROOT))
     env.pop("COURSE_GRADING", None)
-    procs = {name: subprocess.Popen([sys.executable, "-m", "utils.grading", "grade", str(path), "--json", str(report)],
-                                    cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name, (path, report, cwd) in jobs.items()}
+    procs = {}
+    for name, (path, report, cwd) in jobs.items():
+        command = [sys.executable, "-m", "utils.grading", "grade", str(path), "--json", str(report)]
+        procs[name] = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
     results = {}
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=900)
@@ -180,9 +184,10 @@ def test_no_process_outlives_the_kernel_and_the_streams_are_not_shared(attacks):
     report = _genuine(attacks["fork"])
     folder = attacks["fork"][4]
     assert not (folder / "survived").exists() and not (folder / "survived.child").exists()
-    assert "Score: 4/4" not in attacks["fork"][1]  # nothing the kernel or its children wrote reached our stdout
+    assert "Score: 4/4" not in attacks["fork"][1]  # nothing the kernel or its children wrote reached us
     if LINUX:
-        assert any("killed" in n and "the notebook left running" in n for n in report["notes"]), report["notes"]
+        killed = [n for n in report["notes"] if "killed" in n and "the notebook left running" in n]
+        assert killed, report["notes"]
 
 
 @pytest.mark.slow
@@ -202,7 +207,8 @@ def test_a_report_path_turned_into_a_directory_still_prints_the_table(attacks):
     code, out, err, report, folder = attacks["directory"]
     assert code == 1 and report is None
     assert out.rstrip().endswith("Score: 0/4")
-    assert f"error: the report could not be written to {folder / 'report.json'}" in err and "IsADirectoryError" in err
+    assert f"error: the report could not be written to {folder / 'report.json'}" in err
+    assert "IsADirectoryError" in err
 
 
 @pytest.mark.slow
@@ -219,7 +225,8 @@ def test_statistics_are_computed_by_the_grader(attacks):
     assert code == 0, err
     scores = {q["id"]: q for q in report["questions"]}
     assert scores["q1"]["score"] == 0 and "std over" in scores["q1"]["feedback"], scores["q1"]
-    assert scores["q4"]["score"] == 0 and "a fresh mask at every call" in scores["q4"]["feedback"], scores["q4"]
+    assert scores["q4"]["score"] == 0, scores["q4"]
+    assert "a fresh mask at every call" in scores["q4"]["feedback"], scores["q4"]
 
 
 def test_the_grader_keeps_its_working_directory_off_the_import_path(tmp_path, monkeypatch):
@@ -246,10 +253,12 @@ def test_a_report_path_that_is_a_directory_is_refused_up_front(tmp_path, capsys)
 
 
 def test_the_table_is_one_line_per_question():
-    result = QuestionResult("q1", "Title\nq9 fake 1/1", cases=[CaseResult("c\n", "f", False, "bad\nScore: 9/9\x1b[1A")])
+    case = CaseResult("c\n", "f", False, "bad\nScore: 9/9\x1b[1A")
+    result = QuestionResult("q1", "Title\nq9 fake 1/1", cases=[case])
     table = Report("nb\n.ipynb", "01_backprop", [result], notes=["note\nScore: 9/9"]).table()
     lines = table.splitlines()
-    assert len(lines) == 5 and lines[-1] == "Score: 0/1" and sum(l.startswith("Score:") for l in lines) == 1
+    assert len(lines) == 5 and lines[-1] == "Score: 0/1"
+    assert sum(line.startswith("Score:") for line in lines) == 1
     assert clean("a\tb\u2028c\x00d  e") == "a b c d e"
 
 
@@ -310,7 +319,8 @@ def _processes_with(token: str) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if f"{TOKEN_VARIABLE}={token}".encode() in entry.joinpath("environ").read_bytes().split(b"\0"):
+                environment = entry.joinpath("environ").read_bytes().split(b"\0")
+                if f"{TOKEN_VARIABLE}={token}".encode() in environment:
                     found.append(int(entry.name))
             except OSError:
                 continue

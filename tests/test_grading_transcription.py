@@ -75,8 +75,8 @@ def offenders(sets=None) -> set[tuple[str, str]]:
 def test_no_exercise_transcribes_its_chapter():
     found = offenders()
     new = sorted(found - ALLOWED)
-    assert not new, ("these exercises ask for functions their chapter defines under the same name; ask for what "
-                     f"the lesson did not print, or mark the question lesson_review=True: {new}")
+    assert not new, ("these exercises ask for functions their chapter defines under the same name; ask for "
+                     f"what the lesson did not print, or mark the question lesson_review=True: {new}")
     stale = sorted(ALLOWED - found)
     assert not stale, f"no longer transcribed: remove these entries from ALLOWED in {__file__}: {stale}"
 

@@ -100,13 +100,15 @@ def _shape(t: torch.Tensor) -> str:
     return "() (a 0-dim tensor)" if shape == () else str(shape)
 
 
-def compare(actual: Any, expected: Any, *, atol: float = 0.0, rtol: float = 0.0, outputs: tuple[str, ...] = ()) -> str | None:
+def compare(actual: Any, expected: Any, *, atol: float = 0.0, rtol: float = 0.0,
+            outputs: tuple[str, ...] = ()) -> str | None:
     """Compare a learner's output with the reference; ``None`` when it matches, else one sentence
     (see the module docstring for what each kind of expected value checks)."""
     if isinstance(actual, Raised):
         return actual.describe()
     if isinstance(expected, (tuple, list)):
-        names = tuple(outputs) if len(outputs) == len(expected) else tuple(f"output[{i}]" for i in range(len(expected)))
+        names = tuple(outputs) if len(outputs) == len(expected) else tuple(f"output[{i}]"
+                                                                             for i in range(len(expected)))
         listing = f"{len(expected)} values ({', '.join(names)})"
         if not isinstance(actual, (tuple, list)):
             return f"expected a tuple of {listing}, got {type_name(actual)}"
@@ -130,7 +132,8 @@ def compare(actual: Any, expected: Any, *, atol: float = 0.0, rtol: float = 0.0,
     if isinstance(expected, int):
         if isinstance(actual, bool) or not isinstance(actual, int):
             shown = f" {actual!r}" if isinstance(actual, float) else ""
-            return f"expected an int, got {type_name(actual)}{shown} (return an int, e.g. with // or int(...))"
+            return (f"expected an int, got {type_name(actual)}{shown} "
+                    "(return an int, e.g. with // or int(...))")
         if abs(actual - expected) > atol + rtol * abs(expected):
             return f"values off: got {actual}, expected {expected} ({tolerance_text(atol, rtol)})"
         return None
@@ -183,7 +186,8 @@ def _compare_tensor(actual: Any, expected: torch.Tensor, atol: float, rtol: floa
         if bad.any():
             n_nan = int(torch.isnan(actual)[bad].sum())
             n_inf = int(bad.sum()) - n_nan
-            what = " and ".join(part for part in (f"{n_nan} NaN" if n_nan else "", f"{n_inf} Inf" if n_inf else "") if part)
+            parts = (f"{n_nan} NaN" if n_nan else "", f"{n_inf} Inf" if n_inf else "")
+            what = " and ".join(part for part in parts if part)
             return f"contains {what} (of {actual.numel()} values) where the reference is finite"
         if actual.numel() == 0:
             return None
@@ -194,11 +198,13 @@ def _compare_tensor(actual: Any, expected: torch.Tensor, atol: float, rtol: floa
         over = diff > allowed
         if over.any():
             worst = int(torch.argmax(torch.where(over, diff - allowed, torch.zeros_like(diff))))
-            index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), actual.shape)) if actual.dim() else ()
+            index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), actual.shape)) \
+                if actual.dim() else ()
             where = f" at index {index}" if index else ""
-            return (f"values off: max abs error {float(diff.max()):.3g} ({int(over.sum())} of {actual.numel()} values "
-                    f"outside the tolerance; e.g.{where} got {float(actual.reshape(-1)[worst]):.8g}, expected "
-                    f"{float(expected.reshape(-1)[worst]):.8g}); {tolerance_text(atol, rtol)}")
+            got, want = float(actual.reshape(-1)[worst]), float(expected.reshape(-1)[worst])
+            return (f"values off: max abs error {float(diff.max()):.3g} ({int(over.sum())} of "
+                    f"{actual.numel()} values outside the tolerance; e.g.{where} got {got:.8g}, "
+                    f"expected {want:.8g}); {tolerance_text(atol, rtol)}")
         return None
     if not torch.equal(actual, expected):
         n = int((actual != expected).sum())
@@ -228,7 +234,8 @@ def _compare_boxes(actual: Any, expected: BoxSet) -> str | None:
         return f"expected a dict with {wanted} (or a Tensor[K, 4] of boxes), got {type_name(actual)}"
     for name in wanted:
         if not isinstance(fields.get(name), torch.Tensor):
-            return f"expected {name!r} as a torch.Tensor, got {type_name(fields.get(name)) if name in fields else 'none'}"
+            got = type_name(fields.get(name)) if name in fields else "none"
+            return f"expected {name!r} as a torch.Tensor, got {got}"
     boxes = fields["boxes"].detach().cpu().to(torch.float64)
     if boxes.dim() != 2 or boxes.shape[-1] != 4:
         if not (boxes.numel() == 0 and len(expected.boxes) == 0):
@@ -258,14 +265,15 @@ def _compare_boxes(actual: Any, expected: BoxSet) -> str | None:
         e = unmatched[0]
         label = f" (label {int(expected.labels[e])})" if expected.labels is not None else ""
         best = float(iou[e].max()) if iou.shape[1] else 0.0
-        near = f"; the closest returned box{' with that label' if expected.labels is not None else ''} has IoU {best:.3f}" \
-            if best >= 0 else "; no returned box has that label"
-        return (f"{len(unmatched)} of {len(expected.boxes)} expected boxes have no match with IoU >= {expected.min_iou:g}, "
-                f"e.g. {_box_text(expected.boxes[e])}{label}{near}")
+        same = " with that label" if expected.labels is not None else ""
+        near = f"; the closest returned box{same} has IoU {best:.3f}" if best >= 0 \
+            else "; no returned box has that label"
+        return (f"{len(unmatched)} of {len(expected.boxes)} expected boxes have no match with IoU >= "
+                f"{expected.min_iou:g}, e.g. {_box_text(expected.boxes[e])}{label}{near}")
     if expected.scores is not None:
         got = fields["scores"].detach().cpu().to(torch.float64).reshape(-1)
         for e, a in pairs:
             if abs(float(got[a]) - float(expected.scores[e])) > expected.score_atol:
-                return (f"the box matched to {_box_text(expected.boxes[e])} has score {float(got[a]):.6g}, expected "
-                        f"{float(expected.scores[e]):.6g} (tolerance {expected.score_atol:g})")
+                return (f"the box matched to {_box_text(expected.boxes[e])} has score {float(got[a]):.6g}, "
+                        f"expected {float(expected.scores[e]):.6g} (tolerance {expected.score_atol:g})")
     return None

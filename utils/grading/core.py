@@ -54,7 +54,8 @@ class Code:
 
     def build(self) -> Callable:
         """Evaluate the source and return the callable."""
-        namespace = {"torch": torch, "nn": torch.nn, "F": torch.nn.functional, "math": math, "__builtins__": builtins}
+        namespace = {"torch": torch, "nn": torch.nn, "F": torch.nn.functional, "math": math,
+                     "__builtins__": builtins}
         fn = eval(self.source, namespace)  # noqa: S307 - source written by the course, not the learner
         if not callable(fn):
             raise TypeError(f"Code({self.source!r}) does not evaluate to a callable")
@@ -102,14 +103,18 @@ class Case:
 
     def __post_init__(self) -> None:
         if self.harness is not None and not isinstance(self.harness, Code):
-            raise TypeError(f"Case {self.name!r}: harness must be a Code(...) source string, got {type(self.harness).__name__}")
+            raise TypeError(f"Case {self.name!r}: harness must be a Code(...) source string, "
+                            f"got {type(self.harness).__name__}")
         if not isinstance(self.args, dict):
-            raise TypeError(f"Case {self.name!r}: args must be a dict name -> value, got {type(self.args).__name__}")
+            raise TypeError(f"Case {self.name!r}: args must be a dict name -> value, "
+                            f"got {type(self.args).__name__}")
         unknown = [n for n in self.unchanged if n not in self.args]
         if unknown:
-            raise ValueError(f"Case {self.name!r}: unchanged names {unknown} are not arguments ({list(self.args)})")
+            raise ValueError(f"Case {self.name!r}: unchanged names {unknown} are not arguments "
+                             f"({list(self.args)})")
         if self.atol < 0 or self.rtol < 0:
-            raise ValueError(f"Case {self.name!r}: tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}")
+            raise ValueError(f"Case {self.name!r}: tolerances must be >= 0, "
+                             f"got atol={self.atol}, rtol={self.rtol}")
         if self.measure is not None and not callable(self.measure):
             raise TypeError(f"Case {self.name!r}: measure must be a function of the returned value")
         self.unchanged = tuple(self.unchanged)
@@ -157,27 +162,30 @@ class Question:
             self.functions = (self.functions,)
         self.functions = tuple(self.functions)
         if not self.functions or not all(isinstance(f, str) and f.isidentifier() for f in self.functions):
-            raise ValueError(f"question {self.id}: functions must be a non-empty tuple of names, got {self.functions!r}")
+            raise ValueError(f"question {self.id}: functions must be a non-empty tuple of names, "
+                             f"got {self.functions!r}")
         check_points(self.id, self.points)
         if isinstance(self.forbid, str):
             self.forbid = (self.forbid,)
         self.forbid = tuple(self.forbid)
 
     def cases(self, seed: int) -> list[Case]:
-        """Build the cases from ``torch.Generator().manual_seed(seed)`` and check they name this question's functions."""
+        """The cases built from ``torch.Generator().manual_seed(seed)``, each calling one of ``functions``."""
         generator = torch.Generator().manual_seed(int(seed))
         cases = list(self.build(generator))
         if not cases:
             raise ValueError(f"question {self.id}: build() returned no cases")
         for case in cases:
             if not isinstance(case, Case):
-                raise TypeError(f"question {self.id}: build() must return Case objects, got {type(case).__name__}")
+                raise TypeError(f"question {self.id}: build() must return Case objects, "
+                                f"got {type(case).__name__}")
             if case.function not in self.functions:
-                raise ValueError(f"question {self.id}: case {case.name!r} calls {case.function!r}, not one of {self.functions}")
+                raise ValueError(f"question {self.id}: case {case.name!r} calls {case.function!r}, "
+                                 f"not one of {self.functions}")
         return cases
 
     def watch_spec(self) -> dict | None:
-        """The watch spec of ``forbid`` (``None`` when nothing is forbidden); see :mod:`utils.grading.forbid`."""
+        """The watch spec of ``forbid`` (``None`` when nothing is forbidden): :mod:`utils.grading.forbid`."""
         from .forbid import forbid_spec
 
         why = self.why or f"{self.id} asks you to write this yourself"
@@ -216,9 +224,10 @@ class CaseResult:
 
 
 def _same(before: Any, after: Any) -> bool:
-    """Exact equality of an argument before and after a call (tensors: shape, dtype, values, requires_grad)."""
+    """Exact equality of an argument before and after a call (tensors: shape, dtype, values, grad flag)."""
     if isinstance(before, torch.Tensor):
-        return (isinstance(after, torch.Tensor) and after.shape == before.shape and after.dtype == before.dtype
+        return (isinstance(after, torch.Tensor) and after.shape == before.shape
+                and after.dtype == before.dtype
                 and after.requires_grad == before.requires_grad
                 and torch.equal(after.detach().cpu(), before.detach().cpu()))
     if isinstance(before, Code):
@@ -243,7 +252,8 @@ def judge(case: Case, outcome: CallOutcome) -> CaseResult:
         if name not in outcome.args_after:
             return fail(f"could not read back argument {name!r} after the call", "")
         if not _same(case.args[name], outcome.args_after[name]):
-            return fail(f"the call modified its argument `{name}`{_change(case.args[name], outcome.args_after[name])} "
+            change = _change(case.args[name], outcome.args_after[name])
+            return fail(f"the call modified its argument `{name}`{change} "
                         "(it must be left exactly as it was)")
     for name, flag in outcome.grad_flags.items():
         before = case.args.get(name)
@@ -324,7 +334,7 @@ class QuestionResult:
 
     @property
     def first_failure(self) -> CaseResult | None:
-        """The failure to report: a forbidden call first (it explains the zero), else the first failed case."""
+        """The failure to report: a forbidden call first (it explains the zero), else the first failure."""
         failures = [c for c in self.cases if not c.passed]
         return next((c for c in failures if c.forbidden), failures[0] if failures else None)
 
@@ -339,7 +349,8 @@ class QuestionResult:
         text = f"{self.cases_passed}/{len(self.cases)} cases passed"
         failure = self.first_failure
         if failure is not None:
-            text += f"; {'forbidden call in' if failure.forbidden else 'first failure:'} case '{failure.name}' "
+            kind = "forbidden call in" if failure.forbidden else "first failure:"
+            text += f"; {kind} case '{failure.name}' "
             text += f"({failure.function}): {failure.message}"
             if failure.hint:
                 text += f". Hint: {failure.hint}"
@@ -352,8 +363,9 @@ class QuestionResult:
         return f"{mark} {self.question}{title} — {self.feedback()}"
 
     def __repr__(self) -> str:
-        return (f"QuestionResult({self.question!r}, passed={self.passed}, score={_fmt(self.score)}/{_fmt(self.max_score)}, "
+        return (f"QuestionResult({self.question!r}, passed={self.passed}, "
+                f"score={_fmt(self.score)}/{_fmt(self.max_score)}, "
                 f"cases={self.cases_passed}/{len(self.cases)}, status={self.status!r})")
 
     def _ipython_display_(self) -> None:
-        """``check`` already printed the line: a bare ``check(...)`` at the end of a cell shows nothing more."""
+        """``check`` printed the line already: a bare ``check(...)`` ending a cell shows nothing more."""

@@ -61,7 +61,9 @@ def _resolve(name: str):
             try:
                 obj = getattr(obj, attr)
             except AttributeError:
-                raise ForbidSpecError(f"forbidden name {name!r}: {'.'.join(parts[:cut])} has no attribute {attr!r}") from None
+                module = ".".join(parts[:cut])
+                message = f"forbidden name {name!r}: {module} has no attribute {attr!r}"
+                raise ForbidSpecError(message) from None
         return obj
     raise ForbidSpecError(f"forbidden name {name!r}: no module {parts[0]!r}")
 
@@ -99,7 +101,8 @@ def _operator_forms(op: str) -> list[object]:
     import torch.nn.functional as F
 
     forms = []
-    for owner, name in ((torch, op), (torch, op + "_"), (torch.Tensor, op), (torch.Tensor, op + "_"), (F, op)):
+    places = ((torch, op), (torch, op + "_"), (torch.Tensor, op), (torch.Tensor, op + "_"), (F, op))
+    for owner, name in places:
         obj = getattr(owner, name, None)
         if obj is not None and callable(obj) and not isinstance(obj, type):
             forms.append(obj)
@@ -122,7 +125,8 @@ def _add_callable(obj, shown: str, spec: dict, *, expand: bool = True) -> None:
         return
     functions = _python_functions(obj) if isinstance(inspect.unwrap(obj), types.FunctionType) else []
     for fn in functions:
-        entry = [fn.__code__.co_name, _file_tail(fn.__code__, fn.__module__), fn.__code__.co_firstlineno, shown]
+        code = fn.__code__
+        entry = [code.co_name, _file_tail(code, fn.__module__), code.co_firstlineno, shown]
         if all(e[:3] != entry[:3] for e in spec["py"]):
             spec["py"].append(entry)
     if not functions:

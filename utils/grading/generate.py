@@ -18,6 +18,10 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import nbformat
 
 
 __all__ = [
@@ -89,7 +93,8 @@ def find_regions(source: str, *, notebook: str = "<source>", cell: int | None = 
             continue
         if match["kind"] == "BEGIN":
             if open_at is not None:
-                raise MarkerError(notebook, cell, number, f"nested {BEGIN!r}: the region opened at line {open_at[0]} is not closed yet")
+                problem = f"nested {BEGIN!r}: the region opened at line {open_at[0]} is not closed yet"
+                raise MarkerError(notebook, cell, number, problem)
             open_at = (number, match["indent"])
         else:
             if open_at is None:
@@ -108,7 +113,8 @@ def answer_lines(source: str) -> list[int]:
 
 def _blank_answers(source: str, *, notebook: str, cell: int | None) -> str:
     lines = source.splitlines()
-    inside = {n for r in find_regions(source, notebook=notebook, cell=cell) for n in range(r.begin, r.end + 1)}
+    regions = find_regions(source, notebook=notebook, cell=cell)
+    inside = {n for r in regions for n in range(r.begin, r.end + 1)}
     for number in answer_lines(source):
         if number in inside:
             raise MarkerError(notebook, cell, number, "an answer line (# ANSWER) inside a solution region")
@@ -135,7 +141,8 @@ def _stable_id(name: str, index: int) -> str:
     return hashlib.sha1(f"{name}:{index}".encode()).hexdigest()[:8]
 
 
-def generate_exercise(nb: nbformat.NotebookNode, *, name: str = "notebook", assignment: str | None = None) -> nbformat.NotebookNode:
+def generate_exercise(nb: nbformat.NotebookNode, *, name: str = "notebook",
+                      assignment: str | None = None) -> nbformat.NotebookNode:
     """Return the exercise notebook for solution notebook ``nb`` (``nb`` itself is not changed).
 
     Solution regions become :data:`PLACEHOLDER`; on answer lines (``answers["r1"] = 7  # ANSWER``)
@@ -144,8 +151,6 @@ def generate_exercise(nb: nbformat.NotebookNode, *, name: str = "notebook", assi
     ``name`` is used in error messages and for the metadata ``course.assignment`` (``assignment``
     overrides it). Raises :class:`MarkerError` for bad markers; the result is deterministic.
     """
-    import nbformat
-
     ex = copy.deepcopy(nb)
     wants_ids = (ex.get("nbformat", 4), ex.get("nbformat_minor", 0)) >= (4, 5)
     for index, cell in enumerate(ex.cells):
@@ -180,13 +185,15 @@ def solution_lines(nb: nbformat.NotebookNode, *, name: str = "notebook") -> list
         for region in find_regions(cell.source, notebook=name, cell=index):
             for number in range(region.begin + 1, region.end):
                 line = lines[number - 1].strip()
-                if line.startswith("#") or len(re.sub(r"\s+", "", line)) < _MIN_LEAK_CHARS or _TRIVIAL.match(line):
+                short = len(re.sub(r"\s+", "", line)) < _MIN_LEAK_CHARS
+                if line.startswith("#") or short or _TRIVIAL.match(line):
                     continue
                 found.append((index, number, line))
     return found
 
 
-def find_leaks(solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode, *, name: str = "notebook") -> list[str]:
+def find_leaks(solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode, *,
+               name: str = "notebook") -> list[str]:
     """Lines of the solution's regions that appear in ``exercise`` (any cell, spaces ignored).
 
     Returns one message per leaked line, naming the solution cell and line; empty when clean.
@@ -197,7 +204,8 @@ def find_leaks(solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode,
         needle = re.sub(r"\s+", "", line)
         hits = [i for i, text in enumerate(cells) if needle in text]
         if hits:
-            leaks.append(f"{name}: solution line {line!r} (cell {index}, line {number}) appears in the exercise (cell {hits[0]})")
+            leaks.append(f"{name}: solution line {line!r} (cell {index}, line {number}) appears in the "
+                         f"exercise (cell {hits[0]})")
     return leaks
 
 
@@ -227,7 +235,7 @@ def _notebooks(folder: Path) -> list[Path]:
 
 
 def generate_all(solutions_dir: str | Path, exercises_dir: str | Path) -> list[Path]:
-    """Write ``exercises_dir/NAME.ipynb`` for every ``solutions_dir/NAME.ipynb``; return the files that changed.
+    """Write ``exercises_dir/NAME.ipynb`` for every ``solutions_dir/NAME.ipynb``; return those that changed.
 
     Files already up to date are not rewritten. Raises on the first bad notebook (nothing is written
     for it).
@@ -273,7 +281,8 @@ def check_sync(solutions_dir: str | Path, exercises_dir: str | Path) -> list[str
         elif target.read_text(encoding="utf-8") != text:
             problems.append(f"{target} is out of sync with {path}: run `make exercises`")
             try:
-                problems.extend(find_leaks(nbformat.read(path, as_version=4), nbformat.read(target, as_version=4), name=str(target)))
+                solution, exercise = nbformat.read(path, as_version=4), nbformat.read(target, as_version=4)
+                problems.extend(find_leaks(solution, exercise, name=str(target)))
             except Exception as err:
                 problems.append(f"{target}: cannot be read as a notebook ({type(err).__name__}: {err})")
     if exercises.is_dir():

@@ -39,7 +39,8 @@ from .review import ANSWERS, Review
 from .sandbox import Sandbox
 from .setup_cell import shadowing
 
-__all__ = ["DEFAULT_TIMEOUT", "Report", "UsageError", "clean", "grade_notebook", "resolve_assignment", "write_report"]
+__all__ = ["DEFAULT_TIMEOUT", "Report", "UsageError", "clean", "grade_notebook", "resolve_assignment",
+           "write_report"]
 
 DEFAULT_TIMEOUT = 120
 COPY_LIMIT = 50_000_000  # bytes of the notebook's folder copied into a sandboxed kernel's own folder
@@ -84,18 +85,21 @@ def resolve_assignment(path: str | Path, *, explicit: str | None = None, metadat
     claimed = course.get("assignment") if isinstance(course, dict) else None
     if explicit:
         if explicit not in known:
-            raise UsageError(f"unknown assignment {explicit!r}; known assignments: {', '.join(sorted(known)) or 'none'}")
+            raise UsageError(f"unknown assignment {explicit!r}; "
+                             f"known assignments: {', '.join(sorted(known)) or 'none'}")
         name = explicit
     else:
         name = _from_filename(path, known)
         if name is None:
-            hint = f" (its metadata claims {claimed!r}, which only --assignment can confirm)" if claimed else ""
+            hint = f" (its metadata claims {claimed!r}, which only --assignment can confirm)" \
+                if claimed else ""
             raise UsageError(f"cannot tell which assignment {Path(path).name} is{hint}: pass --assignment "
-                             f"(known: {', '.join(sorted(known)) or 'none'}) or keep the number and topic in the file "
-                             "name, e.g. 01_backprop.ipynb")
+                             f"(known: {', '.join(sorted(known)) or 'none'}) or keep the number and topic in "
+                             "the file name, e.g. 01_backprop.ipynb")
     if claimed is not None and claimed != name:
-        raise UsageError(f"{Path(path).name} is graded as {name}, but its metadata says {claimed!r}: the notebook "
-                         f"belongs to another assignment (pass --assignment {claimed} if that is the one to grade)")
+        raise UsageError(f"{Path(path).name} is graded as {name}, but its metadata says {claimed!r}: the "
+                         f"notebook belongs to another assignment (pass --assignment {claimed} if that is "
+                         "the one to grade)")
     return name
 
 
@@ -132,8 +136,8 @@ class Report:
             "max_score": num(self.max_score),
             "questions": [
                 {"id": q.question, "title": clean(q.title), "kind": q.kind, "score": num(q.score),
-                 "max_score": num(q.max_score), "feedback": clean(q.feedback()), "cases_passed": q.cases_passed,
-                 "cases_total": len(q.cases), "seed": q.seed}
+                 "max_score": num(q.max_score), "feedback": clean(q.feedback()),
+                 "cases_passed": q.cases_passed, "cases_total": len(q.cases), "seed": q.seed}
                 for q in self.questions
             ],
             "notes": [clean(n) for n in self.notes],
@@ -148,7 +152,8 @@ class Report:
         for q in self.questions:
             score = f"{_fmt(q.score)}/{_fmt(q.max_score)}"
             mark = "✓" if q.passed else ("½" if q.score > 0 else "✗")
-            lines.append(f"{q.question:<4} {clean(q.title):<{width}} {score:>7}  {mark} {clean(q.feedback())}")
+            title = clean(q.title)
+            lines.append(f"{q.question:<4} {title:<{width}} {score:>7}  {mark} {clean(q.feedback())}")
         lines.append(f"Score: {_fmt(self.score)}/{_fmt(self.max_score)}")
         return "\n".join(lines)
 
@@ -168,7 +173,7 @@ def write_report(report: Report, path: str | Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
-# --------------------------------------------------------------------------- preparing (before the kernel starts)
+# --------------------------------------------------------------------------- before the kernel starts
 
 
 @dataclass
@@ -248,12 +253,14 @@ def _execute_notebook(kernel: Kernel, notes: list[str]) -> None:
         if kernel.timed_out:
             notes.append(f"{where} ran longer than {kernel.timeout} s and was interrupted")
             if not kernel.responsive():
-                notes.append("the kernel stopped responding after the interrupt; the cells after it did not run")
+                notes.append("the kernel stopped responding after the interrupt; "
+                             "the cells after it did not run")
                 return
             continue
         errors = [o for o in nb.cells[index].get("outputs", []) if o.get("output_type") == "error"]
         if errors:
-            notes.append(f"{where} raised {errors[0].get('ename', 'an error')}: {str(errors[0].get('evalue', ''))[:200]}")
+            value = str(errors[0].get("evalue", ""))[:200]
+            notes.append(f"{where} raised {errors[0].get('ename', 'an error')}: {value}")
 
 
 def _encode_arg(value: Any) -> Any:
@@ -267,8 +274,9 @@ def _encode_arg(value: Any) -> Any:
 
 
 def _call(kernel: Kernel, case: Case, spec: dict | None, call_timeout: float) -> CallOutcome:
-    payload = {"mode": "call", "function": case.function, "args": [(n, _encode_arg(v)) for n, v in case.args.items()],
-               "unchanged": list(case.unchanged), "harness": _encode_arg(case.harness), "watch": spec}
+    args = [(n, _encode_arg(v)) for n, v in case.args.items()]
+    payload = {"mode": "call", "function": case.function, "args": args, "unchanged": list(case.unchanged),
+               "harness": _encode_arg(case.harness), "watch": spec}
     result, problem, _ = kernel.request(payload, call_timeout)
     fn = case.function
     if problem is not None:
@@ -279,7 +287,8 @@ def _call(kernel: Kernel, case: Case, spec: dict | None, call_timeout: float) ->
         return CallOutcome(problem=f"{fn} {problem}" if problem.startswith("called") else f"{fn}: {problem}")
     status = result.get("status")
     if status == "missing":
-        return CallOutcome(problem=f"function {fn} is not defined in the notebook (did its cell run without errors?)")
+        return CallOutcome(problem=f"function {fn} is not defined in the notebook "
+                                   "(did its cell run without errors?)")
     if status == "not_callable":
         return CallOutcome(problem=f"{fn} is a {result.get('type')}, not a function")
     if status == "raised":
@@ -287,31 +296,36 @@ def _call(kernel: Kernel, case: Case, spec: dict | None, call_timeout: float) ->
     if status == "ok":
         after, flags = decode(result.get("args_after") or {}), result.get("grad_flags") or {}
         violation = result.get("violation")
-        return CallOutcome(value=decode(result.get("value")), args_after=after if isinstance(after, dict) else {},
-                           grad_flags={str(k): bool(v) for k, v in flags.items()} if isinstance(flags, dict) else {},
+        flags = {str(k): bool(v) for k, v in flags.items()} if isinstance(flags, dict) else {}
+        after = after if isinstance(after, dict) else {}
+        return CallOutcome(value=decode(result.get("value")), args_after=after, grad_flags=flags,
                            violation=str(violation) if violation else None)
     return CallOutcome(problem=f"unexpected result from calling {fn}")
 
 
-def _grade_implement(kernel: Kernel, plan: _Plan, result: QuestionResult, call_timeout: float, notes: list[str]) -> None:
+def _grade_implement(kernel: Kernel, plan: _Plan, result: QuestionResult, call_timeout: float,
+                     notes: list[str]) -> None:
     q, cases = plan.question, plan.cases
     for number, case in enumerate(cases):
         if kernel.dead:
-            result.cases.extend(CaseResult(c.name, c.function, False, "not run: the kernel is no longer running")
-                                for c in cases[number:])
+            gone = "not run: the kernel is no longer running"
+            result.cases.extend(CaseResult(c.name, c.function, False, gone) for c in cases[number:])
             break
         try:
             result.cases.append(judge(case, _call(kernel, case, plan.spec, call_timeout)))
         except Exception as err:
-            result.cases.append(CaseResult(case.name, case.function, False, f"grader error: {type(err).__name__}: {err}"))
+            message = f"grader error: {type(err).__name__}: {err}"
+            result.cases.append(CaseResult(case.name, case.function, False, message))
         if kernel.timed_out:
-            result.cases.extend(CaseResult(c.name, c.function, False, "not run after the timeout") for c in cases[number + 1:])
+            result.cases.extend(CaseResult(c.name, c.function, False, "not run after the timeout")
+                                for c in cases[number + 1:])
             if not kernel.responsive():
                 notes.append(f"the kernel stopped responding after {case.function} was interrupted ({q.id}); "
                              "the questions after it were not graded")
             break
         if kernel.dead:
-            notes.append(f"the kernel died while {case.function} ran ({q.id}); the questions after it were not graded")
+            notes.append(f"the kernel died while {case.function} ran ({q.id}); "
+                         "the questions after it were not graded")
 
 
 def _grade_make_it_work(kernel: Kernel, plan: _Plan, result: QuestionResult, notes: list[str]) -> None:
@@ -320,12 +334,14 @@ def _grade_make_it_work(kernel: Kernel, plan: _Plan, result: QuestionResult, not
     reply, problem, seconds = kernel.request(payload, q.budget)
     prediction = Prediction(seconds=seconds)
     if problem is not None:
-        prediction.problem = (f"{q.function} ran past its time budget and was interrupted" if problem.startswith("timed out")
+        late = problem.startswith("timed out")
+        prediction.problem = (f"{q.function} ran past its time budget and was interrupted" if late
                               else f"{q.function}: {problem}")
         if kernel.timed_out and not kernel.responsive():
             notes.append(f"the kernel stopped responding after {q.function} was interrupted ({q.id})")
     elif reply.get("status") == "missing":
-        prediction.problem = f"function {q.function} is not defined in the notebook (did its cell run without errors?)"
+        prediction.problem = (f"function {q.function} is not defined in the notebook "
+                              "(did its cell run without errors?)")
     elif reply.get("status") == "not_callable":
         prediction.problem = f"{q.function} is a {reply.get('type')}, not a function"
     elif reply.get("status") == "raised":
@@ -337,7 +353,8 @@ def _grade_make_it_work(kernel: Kernel, plan: _Plan, result: QuestionResult, not
             prediction.problem = f"{q.function} took {seconds:.1f} s, past its time budget"
     points, text, forbidden = verdict(q, prediction, plan.batches, plan.targets, plan.n_inputs)
     result.awarded, result.summary = points, text
-    result.cases.append(CaseResult("held-out data", q.function, points >= q.points, text, forbidden=forbidden))
+    result.cases.append(CaseResult("held-out data", q.function, points >= q.points, text,
+                                   forbidden=forbidden))
 
 
 def _answers(kernel: Kernel) -> tuple[Any, str | None]:
@@ -358,7 +375,8 @@ def _grade_all(kernel: Kernel, plans: list[_Plan], qset: QuestionSet, call_timeo
             result.status, result.error = "error", plan.error
             continue
         if kernel.dead:
-            result.status, result.error = "error", "not graded: the notebook's kernel is not running (see the notes)"
+            result.status = "error"
+            result.error = "not graded: the notebook's kernel is not running (see the notes)"
             continue
         try:
             if isinstance(q, Question):
@@ -379,8 +397,8 @@ def _grade_all(kernel: Kernel, plans: list[_Plan], qset: QuestionSet, call_timeo
 
 
 def _all_failed(qset: QuestionSet, message: str) -> list[QuestionResult]:
-    return [QuestionResult(q.id, q.title, qset.assignment, float(q.points), status="error", error=message, kind=q.kind)
-            for q in qset.questions]
+    return [QuestionResult(q.id, q.title, qset.assignment, float(q.points), status="error", error=message,
+                           kind=q.kind) for q in qset.questions]
 
 
 def _read(path: Path):
@@ -401,7 +419,7 @@ def _read(path: Path):
 def grade_notebook(path: str | Path, *, assignment: str | None = None, timeout: int = DEFAULT_TIMEOUT,
                    call_timeout: int | None = None, seed: int | None = None,
                    workdir: str | Path | None = None) -> Report:
-    """Grade one notebook in this process (see the module docstring); never raises for problems of the notebook.
+    """Grade one notebook in this process (see the module docstring); never raises for its problems.
 
     ``timeout`` limits each cell, ``call_timeout`` (default: ``timeout``) each call of a learner's
     function; ``seed`` fixes the random inputs (default: a fresh seed per question); ``workdir`` is
@@ -421,7 +439,8 @@ def grade_notebook(path: str | Path, *, assignment: str | None = None, timeout: 
         nb = _read(path)
     except Exception as err:
         read_error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    name = resolve_assignment(path, explicit=assignment, metadata=dict(nb.metadata) if nb is not None else None)
+    metadata = dict(nb.metadata) if nb is not None else None
+    name = resolve_assignment(path, explicit=assignment, metadata=metadata)
     qset = get_assignment(name)
     report = Report(path.name, name)
     if nb is None:
@@ -449,15 +468,18 @@ def grade_notebook(path: str | Path, *, assignment: str | None = None, timeout: 
         except Exception as err:
             log = box.grader_dir / "kernel.log"
             tail = log.read_text(errors="replace")[-1000:].strip() if log.exists() else ""
-            report.notes.append(f"the kernel could not be run: {type(err).__name__}: {err}" + (f"; kernel output: {tail}" if tail else ""))
+            output = f"; kernel output: {tail}" if tail else ""
+            report.notes.append(f"the kernel could not be run: {type(err).__name__}: {err}{output}")
         finally:
             if kernel is not None:
                 kernel.stop()
             killed = box.kill_leftovers()
             if killed:
-                report.notes.append(f"killed {killed} process{'es' if killed > 1 else ''} the notebook left running")
+                plural = "es" if killed > 1 else ""
+                report.notes.append(f"killed {killed} process{plural} the notebook left running")
     graded = {r.question: r for r in report.questions}
-    report.questions = [graded.get(r.question, r) for r in _all_failed(qset, "not graded: the notebook could not be run (see the notes)")]
+    missing = _all_failed(qset, "not graded: the notebook could not be run (see the notes)")
+    report.questions = [graded.get(r.question, r) for r in missing]
     if load_errors():
         report.notes.append(f"question modules that failed to load: {load_errors()}")
     return report

@@ -43,7 +43,8 @@ def current_assignment() -> str | None:
     return _CURRENT
 
 
-def resolve_question(qid: str, *, assignment: str | None = None, function_names: set[str] | frozenset = frozenset()) -> tuple[QuestionSet, Question]:
+def resolve_question(qid: str, *, assignment: str | None = None,
+                     function_names: set[str] | frozenset = frozenset()) -> tuple[QuestionSet, Question]:
     """Find question ``qid``: in ``assignment`` if given, else in the one chosen with :func:`use`,
     else in the only assignment that has this id, else in the only assignment whose question ``qid``
     uses functions that are all in ``function_names`` (the names defined in the notebook).
@@ -60,12 +61,15 @@ def resolve_question(qid: str, *, assignment: str | None = None, function_names:
         raise KeyError(f"unknown question {qid!r} (known questions: {', '.join(known) or 'none'})")
     if len(candidates) == 1:
         return candidates[0], candidates[0].question(qid)
-    matching = [qs for qs in candidates if set(qs.question(qid).functions or (ANSWERS,)) <= set(function_names)]
+    # a review question "uses" the notebook's answers dict
+    matching = [qs for qs in candidates
+                if set(qs.question(qid).functions or (ANSWERS,)) <= set(function_names)]
     if len(matching) == 1:
         return matching[0], matching[0].question(qid)
     names = ", ".join(qs.assignment for qs in (matching or candidates))
     raise KeyError(f"question {qid!r} exists in several assignments ({names}); "
-                   f"say which with check({qid!r}, ..., assignment=\"{(matching or candidates)[0].assignment}\") "
+                   f"say which with check({qid!r}, ..., "
+                   f"assignment=\"{(matching or candidates)[0].assignment}\") "
                    f"or call utils.grading.use(\"...\") once")
 
 
@@ -77,7 +81,8 @@ def _copy_arg(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _call_watched(fn: Callable, args: list, harness: Callable | None, spec: dict | None) -> tuple[Any, str | None]:
+def _call_watched(fn: Callable, args: list, harness: Callable | None,
+                  spec: dict | None) -> tuple[Any, str | None]:
     """Call under the watch on forbidden calls; ``(value, violation)``. Other exceptions propagate."""
     if not spec:
         return (harness(fn, *args) if harness is not None else fn(*args)), None
@@ -92,7 +97,8 @@ def _call_watched(fn: Callable, args: list, harness: Callable | None, spec: dict
     return value, watch.violation
 
 
-def evaluate(question: Question, functions: dict[str, Callable], *, seed: int | None = None, assignment: str = "") -> QuestionResult:
+def evaluate(question: Question, functions: dict[str, Callable], *, seed: int | None = None,
+             assignment: str = "") -> QuestionResult:
     """Run every case of an implement ``question`` on ``functions`` (name -> callable) in this process.
 
     Arguments are copied before each call, so the "must be unchanged" checks compare with the
@@ -105,7 +111,8 @@ def evaluate(question: Question, functions: dict[str, Callable], *, seed: int | 
         cases = question.cases(seed)
         spec = question.watch_spec()
     except Exception as err:  # a broken question set is reported, not raised at the learner
-        result.status, result.error = "error", f"internal error while building the cases: {type(err).__name__}: {err}"
+        result.status = "error"
+        result.error = f"internal error while building the cases: {type(err).__name__}: {err}"
         return result
     for case in cases:
         args = {name: _copy_arg(value) for name, value in case.args.items()}
@@ -128,7 +135,8 @@ def _safe_str(err: BaseException) -> str:
         return "(the exception could not be printed)"
 
 
-def check(question: str, *functions: Callable, assignment: str | None = None, seed: int | None = None) -> QuestionResult:
+def check(question: str, *functions: Callable, assignment: str | None = None,
+          seed: int | None = None) -> QuestionResult:
     """Check one question and print one line: ✓ or ✗, the cases passed, the first failure and a hint.
 
     ``check("q1", linear_forward, linear_backward)`` passes the functions in the order the question
@@ -151,12 +159,14 @@ def check(question: str, *functions: Callable, assignment: str | None = None, se
     return result
 
 
-def _check(qid: str, functions: tuple, assignment: str | None, seed: int | None, caller_globals: dict) -> QuestionResult:
+def _check(qid: str, functions: tuple, assignment: str | None, seed: int | None,
+           caller_globals: dict) -> QuestionResult:
     def error(message: str, qset: QuestionSet | None = None, q: Question | None = None) -> QuestionResult:
-        return QuestionResult(qid, q.title if q else "", qset.assignment if qset else "", float(q.points) if q else 0.0,
-                              status="error", error=message)
+        return QuestionResult(qid, q.title if q else "", qset.assignment if qset else "",
+                              float(q.points) if q else 0.0, status="error", error=message)
 
-    names = {n for n, v in caller_globals.items() if callable(v) or n == ANSWERS} | {getattr(f, "__name__", "") for f in functions}
+    names = {n for n, v in caller_globals.items() if callable(v) or n == ANSWERS}
+    names |= {getattr(f, "__name__", "") for f in functions}
     try:
         qset, q = resolve_question(qid, assignment=assignment, function_names=names)
     except KeyError as err:
@@ -169,7 +179,8 @@ def _check(qid: str, functions: tuple, assignment: str | None, seed: int | None,
                          f"({', '.join(q.functions)}), in this order; got {len(functions)}", qset, q)
         bad = [name for name, f in zip(q.functions, functions) if not callable(f)]
         if bad:
-            return error(f"{bad[0]}: expected a function, got {type(functions[q.functions.index(bad[0])]).__name__}", qset, q)
+            given = type(functions[q.functions.index(bad[0])]).__name__
+            return error(f"{bad[0]}: expected a function, got {given}", qset, q)
         mapping = dict(zip(q.functions, functions))
     else:
         missing = [name for name in q.functions if not callable(caller_globals.get(name))]
@@ -202,12 +213,14 @@ def _check_make_it_work(q: MakeItWork, qset: QuestionSet, fn: Callable, seed: in
     result = QuestionResult(q.id, q.title, qset.assignment, float(q.points), kind=q.kind)
     if q.preview is None:
         result.status = "deferred"
-        result.summary = f"the grader scores {q.function} on held-out data ({q.steps_text()}; {q.budget:g} s budget)"
+        result.summary = (f"the grader scores {q.function} on held-out data "
+                          f"({q.steps_text()}; {q.budget:g} s budget)")
         return result
     try:
         points, text, _ = run_inline(q, fn, secrets.randbits(62) if seed is None else int(seed))
     except Exception as err:
-        result.status, result.error = "error", f"internal error while preparing the preview: {type(err).__name__}: {err}"
+        result.status = "error"
+        result.error = f"internal error while preparing the preview: {type(err).__name__}: {err}"
         return result
     result.awarded, result.summary = points, text
     return result

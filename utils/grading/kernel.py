@@ -58,7 +58,8 @@ def request_cell(in_path: Path, out_path: Path) -> str:
     namespace = "{'__name__': '__course_grader__', 'USER_NS': __course_grader_ns, " \
                 f"'IN_PATH': {str(in_path)!r}, 'OUT_PATH': {str(out_path)!r}}}"
     parts = ", ".join(repr(source) for source in (*_SOURCES, _MAIN))
-    return (f"(lambda __course_grader_ns: (lambda ns: [exec(s, ns) for s in ({parts},)])({namespace}))(globals())\n")
+    return (f"(lambda __course_grader_ns: (lambda ns: [exec(s, ns) for s in ({parts},)])({namespace}))"
+            "(globals())\n")
 
 
 class Kernel:
@@ -91,13 +92,15 @@ class Kernel:
             else str(sandbox.kernel_dir / ".kernel.json")
         self.client = Client(
             nb, km=km, timeout=timeout, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
-            error_on_timeout={"ename": "TimeoutError", "evalue": f"cell timed out after {timeout} s", "traceback": []},
+            error_on_timeout={"ename": "TimeoutError", "evalue": f"cell timed out after {timeout} s",
+                              "traceback": []},
             record_timing=False, shutdown_kernel="immediate",
         )
         self.client.on_cell_executed = self._on_cell_executed
-        self.n_cells = len(nb.cells)  # the notebook's own cells; the grader's requests are appended after them
+        self.n_cells = len(nb.cells)  # the notebook's own cells; the grader's requests come after them
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._start_kwargs = dict(env=env, cwd=str(cwd), stdout=self._log, stderr=self._log, **sandbox.popen_options())
+        self._start_kwargs = dict(env=env, cwd=str(cwd), stdout=self._log, stderr=self._log,
+                                  **sandbox.popen_options())
 
     def start(self) -> None:
         self.client.start_new_kernel(**self._start_kwargs)
@@ -116,7 +119,8 @@ class Kernel:
 
     def _on_cell_executed(self, cell=None, cell_index=None, execute_reply=None, **_):
         payload = ((execute_reply or {}).get("content") or {}).get("payload") or []
-        if any(isinstance(p, dict) and p.get("source") == "ask_exit" and not p.get("keepkernel") for p in payload):
+        asked = [p for p in payload if isinstance(p, dict) and p.get("source") == "ask_exit"]
+        if any(not p.get("keepkernel") for p in asked):
             self.exited = self.dead = True
 
     def run_cell(self, source: str | None = None, *, index: int | None = None, timeout: float | None = None):
@@ -154,7 +158,7 @@ class Kernel:
         return not self.dead
 
     def warm_up(self) -> bool:
-        """Import torch before the notebook runs, so that its import time does not count against the first cell."""
+        """Import torch before the notebook runs: its import time does not count against the first cell."""
         self.run_cell(_WARM_UP, timeout=max(self.timeout, WARM_UP_TIMEOUT))
         return not (self.dead or self.timed_out)
 

@@ -33,8 +33,8 @@ from .core import QuestionResult
 
 __all__ = ["NotebookNotFound", "current_notebook", "grade_notebook"]
 
-_NOT_FOUND = ("cannot tell which notebook this is (not Colab, VS Code or a Jupyter server that this kernel can "
-              "reach): save it and run `python -m utils.grading grade NOTEBOOK.ipynb` in a terminal")
+_NOT_FOUND = ("cannot tell which notebook this is (not Colab, VS Code or a Jupyter server that this kernel "
+              "can reach): save it and run `python -m utils.grading grade NOTEBOOK.ipynb` in a terminal")
 
 
 class NotebookNotFound(RuntimeError):
@@ -57,7 +57,8 @@ def _colab() -> tuple[str, dict] | None:
     reply = _message.blocking_request("get_ipynb", request="", timeout_sec=120)
     nb = reply.get("ipynb") if isinstance(reply, dict) else None
     if not isinstance(nb, dict):
-        raise NotebookNotFound("the Colab runtime did not return the notebook: save it (File, Save) and try again")
+        raise NotebookNotFound("the Colab runtime did not return the notebook: save it (File, Save) and try "
+                               "again")
     name = (nb.get("metadata", {}).get("colab", {}) or {}).get("name") or "notebook.ipynb"
     return Path(str(name)).name, nb
 
@@ -133,7 +134,8 @@ def current_notebook() -> tuple[str, Path | None, dict | None]:
 def _report(data: dict) -> Any:
     from .grader import Report
 
-    report = Report(str(data.get("notebook", "")), str(data.get("assignment", "")), notes=list(data.get("notes", [])))
+    report = Report(str(data.get("notebook", "")), str(data.get("assignment", "")),
+                    notes=list(data.get("notes", [])))
     for q in data.get("questions", []):
         report.questions.append(QuestionResult(
             str(q.get("id")), str(q.get("title", "")), report.assignment, float(q.get("max_score", 0)),
@@ -142,8 +144,8 @@ def _report(data: dict) -> Any:
     return report
 
 
-def grade_notebook(path: str | Path | None = None, *, assignment: str | None = None, timeout: int | None = None,
-                   in_process: bool | None = None, **kwargs: Any):
+def grade_notebook(path: str | Path | None = None, *, assignment: str | None = None,
+                   timeout: int | None = None, in_process: bool | None = None, **kwargs: Any):
     """Grade a notebook and return its :class:`~utils.grading.grader.Report`.
 
     With no ``path`` (the last cell of an exercise): the notebook this kernel runs, graded by the
@@ -176,23 +178,29 @@ def _grade_in_subprocess(path: str | Path | None, *, assignment: str | None, tim
                 workdir = workdir or Path.cwd()
             else:
                 age = time.time() - path.stat().st_mtime
-                print(f"Grading {path} as last saved ({age:.0f} s ago): save the notebook first if you changed it.")
+                print(f"Grading {path} as last saved ({age:.0f} s ago): save the notebook first if you "
+                      "changed it.")
         shadow = shadowing(Path(workdir or Path(path).resolve().parent))
         if shadow:
             print(shadow)
         report_path = Path(scratch) / "report.json"
-        command = [sys.executable, "-m", "utils.grading", "grade", str(Path(path).resolve()), "--json", str(report_path)]
-        for flag, value in (("--assignment", assignment), ("--timeout", timeout), ("--seed", seed), ("--workdir", workdir)):
+        command = [sys.executable, "-m", "utils.grading", "grade", str(Path(path).resolve()),
+                   "--json", str(report_path)]
+        options = (("--assignment", assignment), ("--timeout", timeout), ("--seed", seed),
+                   ("--workdir", workdir))
+        for flag, value in options:
             if value is not None:
                 command += [flag, str(value)]
         package_root = str(Path(__file__).resolve().parents[2])  # the folder that holds this `utils`
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+        paths = (package_root, os.environ.get("PYTHONPATH"))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
         env.pop("COURSE_GRADING", None)
-        process = subprocess.Popen(command, cwd=scratch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, bufsize=1)
+        process = subprocess.Popen(command, cwd=scratch, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in process.stdout:
             print(line, end="", flush=True)
         process.wait()
         if not report_path.is_file():
-            raise RuntimeError(f"the grader stopped without a report (exit code {process.returncode}); see its output above")
+            raise RuntimeError(f"the grader stopped without a report (exit code {process.returncode}); "
+                               "see its output above")
         return _report(json.loads(report_path.read_text(encoding="utf-8")))

@@ -78,10 +78,12 @@ class Review:
         if isinstance(answer, (str, set, frozenset)):
             letters = _letters(answer)
             if not letters or not all(len(x) == 1 and x.isalpha() for x in letters):
-                raise ValueError(f"review {self.id}: a multiple-choice answer is a letter or a set of letters, got {answer!r}")
+                raise ValueError(f"review {self.id}: a multiple-choice answer is a letter or a set of "
+                                 f"letters, got {answer!r}")
             self.choices = "".join(sorted(set(self.choices.lower()) | letters))
         elif not isinstance(answer, (bool, int, float)):
-            raise TypeError(f"review {self.id}: the answer must be an int, a float, a bool or letters, got {type(answer).__name__}")
+            raise TypeError(f"review {self.id}: the answer must be an int, a float, a bool or letters, "
+                            f"got {type(answer).__name__}")
         if self.atol < 0 or self.rtol < 0:
             raise ValueError(f"review {self.id}: tolerances must be >= 0")
 
@@ -97,7 +99,8 @@ class Review:
             return "a number"
         if isinstance(answer, str):
             return f"one letter from {self.choices[0]}-{self.choices[-1]} (e.g. \"{self.choices[0]}\")"
-        return f"a set of letters from {self.choices[0]}-{self.choices[-1]} (e.g. {{\"{self.choices[0]}\", \"{self.choices[1]}\"}})"
+        first, second = self.choices[0], self.choices[1]
+        return f"a set of letters from {first}-{self.choices[-1]} (e.g. {{\"{first}\", \"{second}\"}})"
 
     def form_error(self, given: Any) -> str | None:
         """``None`` when ``given`` has the right form (whether right or not), else what is wrong with it."""
@@ -109,7 +112,8 @@ class Review:
         if isinstance(answer, int):
             if isinstance(given, bool) or not isinstance(given, int):
                 shown = f" {given!r}" if isinstance(given, float) else ""
-                return f"expected an int, got {type_name(given)}{shown}; this question asks for a whole number"
+                return (f"expected an int, got {type_name(given)}{shown}; "
+                        "this question asks for a whole number")
             return None
         if isinstance(answer, float):
             if isinstance(given, bool) or not isinstance(given, (int, float)):

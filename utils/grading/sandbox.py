@@ -142,18 +142,15 @@ class Sandbox:
 
     def _harden(self) -> None:
         if _libc() is None:
-            self.notes.append("cannot sandbox on this system (not Linux): the kernel runs as your user and could "
-                              "attach to the grader; process-group clean-up still applies")
+            self.notes.append("cannot sandbox on this system (not Linux): the kernel runs as your user and "
+                              "could attach to the grader; process-group clean-up still applies")
             return
-        for get, set_, value in ((PR_GET_DUMPABLE, PR_SET_DUMPABLE, 0), (PR_GET_CHILD_SUBREAPER, None, 1)):
-            if set_ is None:  # PR_GET_CHILD_SUBREAPER writes into an int
-                flag = ctypes.c_int(0)
-                _libc().prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
-                previous, set_ = flag.value, PR_SET_CHILD_SUBREAPER
-            else:
-                previous = _prctl(get)
-            if previous != value and _prctl(set_, value) == 0:
-                self._restore.append((set_, previous))
+        flag = ctypes.c_int(0)  # PR_GET_CHILD_SUBREAPER writes into an int
+        _libc().prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
+        for option, previous, value in ((PR_SET_DUMPABLE, _prctl(PR_GET_DUMPABLE), 0),
+                                        (PR_SET_CHILD_SUBREAPER, flag.value, 1)):
+            if previous != value and _prctl(option, value) == 0:
+                self._restore.append((option, previous))
         if os.getuid() == 0:
             self._choose_user()
 
@@ -168,12 +165,13 @@ class Sandbox:
             os.chown(self.kernel_dir, self.uid, self.gid)
             return
         self.drop_capabilities = True
-        self.notes.append(f"cannot sandbox as user {self.user!r} ({problem}): the kernel runs as root without the "
-                          "capabilities to trace the grader")
+        self.notes.append(f"cannot sandbox as user {self.user!r} ({problem}): the kernel runs as root "
+                          "without the capabilities to trace the grader")
 
     def _probe(self, uid: int, gid: int) -> str | None:
         """Why ``uid`` cannot run this Python with ipykernel and the course package, or None when it can."""
-        code = "import importlib.util as u, sys; sys.exit(0 if u.find_spec('ipykernel') and u.find_spec('utils') else 3)"
+        code = ("import importlib.util as u, sys; "
+                "sys.exit(0 if u.find_spec('ipykernel') and u.find_spec('utils') else 3)")
         try:
             done = subprocess.run([sys.executable, "-c", code], user=uid, group=gid, extra_groups=[],
                                   cwd=self.kernel_dir if os.stat(self.kernel_dir).st_uid == uid else "/",
@@ -230,7 +228,8 @@ class Sandbox:
         return found
 
     def _leftovers(self) -> set[int]:
-        me, token = os.getpid(), self.token.encode()
+        """New children of the grader; processes of the kernel's session or group, or with the run's token."""
+        me = os.getpid()
         found = {p for p in self._children() if p not in self._children_before}
         wanted = f"{TOKEN_VARIABLE}={self.token}".encode()
         if Path("/proc").is_dir():
@@ -242,7 +241,7 @@ class Sandbox:
                 if stat is None:
                     continue
                 in_group = self.kernel_pid is not None and self.kernel_pid in (stat[1], stat[2])
-                if in_group or (token and _has_token(pid, wanted)):
+                if in_group or _has_token(pid, wanted):
                     found.add(pid)
         elif self.kernel_pid is not None:
             try:

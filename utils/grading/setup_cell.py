@@ -99,7 +99,8 @@ def write_setup_cells(root: str | Path, *, check: bool = False) -> list[Path]:
         for path in sorted((root / folder).glob("*.ipynb")):
             nb = nbformat.read(path, as_version=4)
             index = _setup_index(nb)
-            if index is not None and nb.cells[index].source == source and nb.cells[index].get("id") == CELL_ID:
+            cell = nb.cells[index] if index is not None else None
+            if cell is not None and cell.source == source and cell.get("id") == CELL_ID:
                 continue
             changed.append(path)
             if check:

@@ -136,7 +136,8 @@ class Watch:
         if module == "utils" or module.startswith("utils."):
             return False
         filename = str(importer_globals.get("__file__") or "")
-        return not any(part in filename for part in ("site-packages", "dist-packages", os.sep + "lib" + os.sep + "python"))
+        libraries = ("site-packages", "dist-packages", os.sep + "lib" + os.sep + "python")
+        return not any(part in filename for part in libraries)
 
     def _guarded_import(self, name, globals=None, locals=None, fromlist=(), level=0):
         if level == 0 and self.modules and self._learner_import(globals):

@@ -184,13 +184,14 @@ WHY = "chapter 02's exercise asks for the activations written with basic tensor 
 
 QUESTIONS = [
     Question("q1", "Stable sigmoid and its derivative", ("sigmoid", "sigmoid_grad"), sigmoid_cases,
-             forbid=("torch.sigmoid", "torch.special.expit", "torch.nn.functional.logsigmoid", *AUTOGRAD, *COURSE), why=WHY),
+             forbid=("torch.sigmoid", "torch.special.expit", "torch.nn.functional.logsigmoid", *AUTOGRAD,
+                     *COURSE), why=WHY),
     Question("q2", "Exact GELU and its derivative", ("gelu", "gelu_grad"), gelu_cases,
              forbid=("torch.nn.functional.gelu", *AUTOGRAD, *COURSE), why=WHY),
     Question("q3", "Leaky ReLU and its derivative", ("leaky_relu", "leaky_relu_grad"), leaky_cases,
              forbid=("torch.nn.functional.leaky_relu", "torch._C._nn.leaky_relu", "torch.nn.functional.rrelu",
                      *AUTOGRAD, *COURSE), why=WHY),
     Question("q4", "Stable log-softmax along any dimension", ("log_softmax",), log_softmax_cases,
-             forbid=("torch.log_softmax", "torch.special.log_softmax", "torch.logsumexp", "torch.special.logsumexp",
-                     "torch.softmax", *COURSE), why=WHY),
+             forbid=("torch.log_softmax", "torch.special.log_softmax", "torch.logsumexp",
+                     "torch.special.logsumexp", "torch.softmax", *COURSE), why=WHY),
 ]

@@ -78,7 +78,8 @@ def _reference_block(in_ch: int, out_ch: int, stride: int) -> nn.Module:
 # shapes travel as zero tensors of that shape, so that a mismatch reads "wrong shape: expected (...), got (...)"
 SHAPE = Code("lambda Block, in_ch, out_ch, stride, x: torch.zeros(Block(in_ch, out_ch, stride)(x).shape)")
 # parameter shapes come back raw; _count adds them up here
-COUNT = Code("lambda Block, in_ch, out_ch, stride: [list(p.shape) for p in Block(in_ch, out_ch, stride).parameters()]")
+COUNT = Code("lambda Block, in_ch, out_ch, stride: "
+             "[list(p.shape) for p in Block(in_ch, out_ch, stride).parameters()]")
 
 
 def _count(shapes: list[list[int]]) -> int:
@@ -138,7 +139,8 @@ def block_cases(g: torch.Generator) -> list[Case]:
 
 # --------------------------------------------------------------------------- q2 SqueezeExcitation
 
-SE_COUNT = Code("lambda SE, channels, reduction: [list(p.shape) for p in SE(channels, reduction).parameters()]")
+SE_COUNT = Code("lambda SE, channels, reduction: "
+                "[list(p.shape) for p in SE(channels, reduction).parameters()]")
 SE_RUN = Code("lambda SE, channels, reduction, w1, b1, w2, b2, x: (lambda m: ([p.data.copy_(v.reshape(p.shape)) for p, v in "
               "((m.fc1.weight, w1), (m.fc1.bias, b1), (m.fc2.weight, w2), (m.fc2.bias, b2))], m.eval(), m(x).detach())[-1])"
               "(SE(channels, reduction))")
@@ -155,7 +157,8 @@ def se_cases(g: torch.Generator) -> list[Case]:
     for channels, reduction in [(32, 16), (24, 4), (64, 8)]:
         expected = channels * (channels // reduction) * 2 + channels // reduction + channels
         cases.append(Case(f"parameter count, channels={channels}, reduction={reduction}", "SqueezeExcitation",
-                          {"channels": channels, "reduction": reduction}, expected, harness=SE_COUNT, measure=_count,
+                          {"channels": channels, "reduction": reduction}, expected, harness=SE_COUNT,
+                          measure=_count,
                           hint="two layers with biases: fc1 maps channels -> channels // reduction, fc2 maps back"))
     for n, channels, reduction, h, w, label in [
         (2, 16, 4, 5, 5, "16 channels, reduction 4"),
@@ -270,7 +273,8 @@ QUESTIONS = [
     Question("q2", "Squeeze-and-excitation", ("SqueezeExcitation",), se_cases,
              forbid=("torchvision.ops.SqueezeExcitation", "utils.models", *COURSE), why=WHY),
     Question("q3", "Counting parameters", ("count_parameters", "conv_params"), count_cases,
-             forbid=("utils.flops", "utils.models", *COURSE), why="q3 asks for the counts worked out yourself"),
+             forbid=("utils.flops", "utils.models", *COURSE),
+             why="q3 asks for the counts worked out yourself"),
     Question("q4", "ViT patch embedding", ("PatchEmbedding",), patch_cases,
              forbid=("torchvision.models.vision_transformer", "utils.models", *COURSE), why=WHY),
 ]

@@ -225,18 +225,19 @@ def rf_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
-CONV = ("torch.nn.functional.conv2d", "torch.nn.functional.conv1d", "torch.nn.functional.unfold", "torch.convolution",
-        "torch.nn.Conv2d")
+CONV = ("torch.nn.functional.conv2d", "torch.nn.functional.conv1d", "torch.nn.functional.unfold",
+        "torch.convolution", "torch.nn.Conv2d")
 WHY = "chapter 06's exercise asks for the operations written with indexing, slicing and matrix products"
 
 QUESTIONS = [
     Question("q1", "2-D convolution forward (matches F.conv2d)", ("conv2d_forward",), conv_cases,
              forbid=(*CONV, *COURSE), why=WHY),
-    Question("q2", "Max pooling: forward and backward", ("maxpool2d_forward", "maxpool2d_backward"), pool_cases,
-             forbid=("torch.nn.functional.max_pool2d", "torch.nn.MaxPool2d", "torch.nn.functional.unfold", *AUTOGRAD,
-                     *COURSE), why=WHY),
+    Question("q2", "Max pooling: forward and backward", ("maxpool2d_forward", "maxpool2d_backward"),
+             pool_cases, forbid=("torch.nn.functional.max_pool2d", "torch.nn.MaxPool2d",
+                                 "torch.nn.functional.unfold", *AUTOGRAD, *COURSE), why=WHY),
     Question("q3", "Output size of a convolution", ("conv_output_size",), size_cases,
-             forbid=(*CONV, "utils.receptive_field", *COURSE), why="q3 asks for the formula, not a convolution run"),
+             forbid=(*CONV, "utils.receptive_field", *COURSE),
+             why="q3 asks for the formula, not a convolution run"),
     Question("q4", "Receptive field of a stack of layers", ("receptive_field",), rf_cases,
              forbid=(*CONV, *AUTOGRAD, "utils.receptive_field", *COURSE),
              why="q4 asks for the recurrence, not a measurement"),

@@ -5,7 +5,8 @@ Deterministic answers (q2, q3, and the deterministic cases of q4) are compared w
 from ``torch.nn.functional`` and autograd computed in float64 in the grading process. Random answers
 (q1, q4) are checked through statistics: a harness fills a large tensor, or the same tensor many
 times, in the learner's process and returns the raw values, and the statistic is computed in the
-grading process (so patching ``Tensor.var`` or ``torch.equal`` in the notebook changes nothing). Each statistical tolerance is at least
+grading process (so patching ``Tensor.var`` or ``torch.equal`` in the notebook changes nothing).
+Each statistical tolerance is at least
 7 standard deviations of that statistic for a correct solution, so a correct solution fails a case
 with probability below 1e-11 (below 1e-9 over the whole assignment), while the typical mistakes
 are off by 10% or more: fan_in and fan_out swapped, Xavier's 2 / (fan_in + fan_out) instead of
@@ -74,8 +75,8 @@ def _rand(g: torch.Generator, *shape: int, dtype: torch.dtype = F32) -> torch.Te
 
 # Fill a NaN tensor of `shape` `draws` times and return the pooled values (flat): the raw draws come
 # back, and every statistic of them is computed here, in the grading process (see _std, _mean, _kurtosis).
-_FILL = ("torch.cat([(lambda w: (fn(w, fan_mode), w.detach().reshape(-1).clone())[1])(torch.full(shape, float('nan'))) "
-         "for _ in range(draws)])")
+_FILL = ("torch.cat([(lambda w: (fn(w, fan_mode), w.detach().reshape(-1).clone())[1])("
+         "torch.full(shape, float('nan'))) for _ in range(draws)])")
 _FILL_PARAM = ("torch.cat([(lambda w: (fn(w, fan_mode), w.detach().reshape(-1).clone())[1])("
                "nn.Parameter(torch.full(shape, float('nan')))) for _ in range(draws)])")
 HE_VALUES = Code(f"lambda fn, shape, fan_mode, draws: {_FILL}")
@@ -300,7 +301,8 @@ def dropout_cases(g: torch.Generator) -> list[Case]:
     x64 = _randn(g, 4, 8, 16, dtype=F64)
     cases.append(Case(
         "kept values equal x / (1 - p), p = 0.25, float64 x (4, 8, 16)", "dropout", {"x": x64, "p": 0.25},
-        x64 / 0.75, atol=0.0, rtol=1e-12, hint="keep the dtype and shape of x; " + DROP_HINT, harness=DROP_OUT, measure=_kept(x64, 0.25),
+        x64 / 0.75, atol=0.0, rtol=1e-12, hint="keep the dtype and shape of x; " + DROP_HINT,
+        harness=DROP_OUT, measure=_kept(x64, 0.25),
         unchanged=("x",)))
     p = 0.5
     cases.append(Case(
@@ -337,12 +339,15 @@ def dropout_cases(g: torch.Generator) -> list[Case]:
 BATCH_NORM = ("torch.nn.functional.batch_norm", "torch.nn.BatchNorm2d", "torch.nn.functional.instance_norm")
 
 QUESTIONS = [
-    Question("q1", "He initialization (statistics)", ("he_init_",), he_cases, forbid=("torch.nn.init", *COURSE),
+    Question("q1", "He initialization (statistics)", ("he_init_",), he_cases,
+             forbid=("torch.nn.init", *COURSE),
              why="q1 asks for the initialization itself, without torch.nn.init"),
-    Question("q2", "Batch normalization: forward, running statistics", ("batchnorm_forward",), bn_forward_cases,
-             forbid=(*BATCH_NORM, *COURSE), why="q2 asks for batch normalization written with tensor operations"),
+    Question("q2", "Batch normalization: forward, running statistics", ("batchnorm_forward",),
+             bn_forward_cases, forbid=(*BATCH_NORM, *COURSE),
+             why="q2 asks for batch normalization written with tensor operations"),
     Question("q3", "Batch normalization: backward", ("batchnorm_backward",), bn_backward_cases,
-             forbid=(*BATCH_NORM, *AUTOGRAD, *COURSE), why="q3 asks for the gradient derived by hand, without autograd"),
+             forbid=(*BATCH_NORM, *AUTOGRAD, *COURSE),
+             why="q3 asks for the gradient derived by hand, without autograd"),
     Question("q4", "Inverted dropout (statistics)", ("dropout",), dropout_cases,
              forbid=("torch.nn.functional.dropout", "torch.nn.Dropout", *COURSE),
              why="q4 asks for dropout written with a random mask"),

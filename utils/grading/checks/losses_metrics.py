@@ -34,8 +34,9 @@ float64 ``1e-10 + 1e-8 * |expected|``; the confusion matrix must match exactly, 
   count (an int) and a multiple-choice diagnosis, in the notebook's ``answers`` dict.
 
 Forbidden while the answers run (:mod:`utils.grading.forbid`): the reference each question
-reproduces (``F.binary_cross_entropy_with_logits``, ``F.cross_entropy``, torchvision's focal loss,
-scikit-learn) and the course's own modules (``utils.metrics``, ``utils.scratch``, ...).
+reproduces (``F.binary_cross_entropy_with_logits`` in q1, ``F.cross_entropy`` in q2, torchvision's
+focal loss in q3, scikit-learn in q4; building blocks such as ``F.logsigmoid`` stay allowed) and the
+course's own modules (``utils.metrics``, ``utils.scratch``, ...).
 """
 from __future__ import annotations
 
@@ -207,7 +208,7 @@ def classification_cases(g: torch.Generator) -> list[Case]:
     return cm_cases + f1_cases
 
 
-# --------------------------------------------------------------------------- q5 make it work: imbalanced digits
+# --------------------------------------------------------------------------- q5 make it work
 
 IMBALANCE = 40  # classes 5-9 keep 1 training image in IMBALANCE
 N_VALIDATION = 300
@@ -253,40 +254,45 @@ def _validation_digits(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 REVIEW = [
     Review("r1", "Loss of a uniform prediction", 2.302585, atol=0.005, rtol=0.0, points=0.5,
            explain="The probability of the true class is 1/10 whatever the label, so the cross-entropy is "
-                   "-log(1/10) = ln 10 = 2.303: the loss to expect from a freshly initialised 10-class network."),
+                   "-log(1/10) = ln 10 = 2.303: the loss to expect from a freshly initialised 10-class "
+                   "network."),
     Review("r2", "Macro-F1 of a constant classifier", 0.4737,
            atol=0.005, rtol=0.0, points=0.5,
-           explain="Negatives: TP = 90, FP = 10, FN = 0, so F1 = 2*90 / (2*90 + 10 + 0) = 0.947; positives: TP = 0, "
-                   "so F1 = 0; macro-F1 is their plain mean, 0.474 (its accuracy, 0.9, hides the failure)."),
+           explain="Negatives: TP = 90, FP = 10, FN = 0, so F1 = 2*90 / (2*90 + 10 + 0) = 0.947; positives: "
+                   "TP = 0, so F1 = 0; macro-F1 is their plain mean, 0.474 (its accuracy, 0.9, hides the "
+                   "failure)."),
     Review("r3", "F1 from counts", 0.6667, atol=0.005, rtol=0.0, points=0.5,
            explain="Precision = 30/40 = 0.75, recall = 30/50 = 0.6, F1 = 2PR / (P + R) = 0.9 / 1.35 = 0.667 "
                    "(the same as 2TP / (2TP + FP + FN) = 60/90)."),
     Review("r4", "Average precision of a ranking", 0.6042,
            atol=0.005, rtol=0.0, points=0.5,
-           explain="Precision at each correct detection: 1/1, 2/3, 3/4; the fourth positive is never found and "
-                   "counts 0. AP = (1 + 0.667 + 0.75 + 0) / 4 = 0.604 (not the mean over the 3 found, 0.806)."),
+           explain="Precision at each correct detection: 1/1, 2/3, 3/4; the fourth positive is never found "
+                   "and counts 0. AP = (1 + 0.667 + 0.75 + 0) / 4 = 0.604 (not the mean over the 3 found, "
+                   "0.806)."),
     Review("r5", "Misclassified samples of a class", 4,
            points=0.5,
            explain="Row 1 holds the samples of true class 1: 2 + 6 + 2 = 10, of which 6 on the diagonal are "
-                   "right, so 10 - 6 = 4 are misclassified (the column, 1 + 6 + 1, counts predictions instead)."),
-    Review("r6", "Metrics with 1% positives",
-           {"b", "c"}, points=0.5,
-           explain="(a) accuracy is 0.99 for the constant detector and (d) the fraction of negatives predicted "
-                   "negative is 1.0 for it: both look perfect. (b) recall of the positives is 0 for it and (c) "
-                   "average precision ranks the positives: those two tell the detectors apart."),
+                   "right, so 10 - 6 = 4 are misclassified (the column, 1 + 6 + 1, counts predictions "
+                   "instead)."),
+    Review("r6", "Metrics with 1% positives", {"b", "c"}, points=0.5,
+           explain="(a) accuracy is 0.99 for the constant detector and (d) the fraction of negatives "
+                   "predicted negative is 1.0 for it: both look perfect. (b) recall of the positives is 0 "
+                   "for it and (c) average precision ranks the positives: those two tell the detectors "
+                   "apart."),
 ]
 
 QUESTIONS = [
     Question("q1", "Binary cross-entropy from logits (stable)", ("bce_with_logits",), bce_cases,
-             forbid=("torch.nn.functional.binary_cross_entropy_with_logits", "torch.nn.functional.binary_cross_entropy",
-                     "torch.nn.functional.logsigmoid", "torch.nn.BCEWithLogitsLoss", *COURSE),
+             forbid=("torch.nn.functional.binary_cross_entropy_with_logits", "torch.nn.BCEWithLogitsLoss",
+                     *COURSE),
              why="q1 asks for the stable formula written with tensor operations"),
     Question("q2", "Cross-entropy with label smoothing", ("cross_entropy_label_smoothing",), smoothing_cases,
-             forbid=("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss", "torch.nn.CrossEntropyLoss",
-                     *COURSE), why="q2 asks for the smoothed loss written with tensor operations"),
+             forbid=("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss",
+                     "torch.nn.CrossEntropyLoss", *COURSE),
+             why="q2 asks for the smoothed loss written with tensor operations"),
     Question("q3", "Binary focal loss", ("focal_loss",), focal_cases,
-             forbid=("torchvision.ops.sigmoid_focal_loss", "torch.nn.functional.binary_cross_entropy_with_logits",
-                     *COURSE), why="q3 asks for the focal loss written with tensor operations"),
+             forbid=("torchvision.ops.sigmoid_focal_loss", *COURSE),
+             why="q3 asks for the focal loss written with tensor operations"),
     Question("q4", "Confusion matrix and macro-F1", ("confusion_matrix", "macro_f1"), classification_cases,
              forbid=("sklearn", *COURSE), why="q4 asks for the counts and the metric computed yourself"),
     MakeItWork("q5", "Make it work: imbalanced digits", held_out_digits,

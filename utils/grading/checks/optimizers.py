@@ -60,17 +60,19 @@ _FLAT = "torch.cat([t.detach().reshape(-1).clone() for t in {}])"
 _ZEROS = "[torch.zeros_like(p) for p in params]"
 
 
-def _loop(call: str, state: str) -> Code:
-    """A harness running ``call`` (which sees ``ps``, ``gs``, ``k`` and the state lists) once per step."""
+def _loop(call: str, states: tuple[str, ...]) -> Code:
+    """A harness running ``call`` once per step; ``call`` sees ``ps``, ``gs``, ``k`` and the zero-initialised
+    state lists named in ``states``. It returns (trajectory, gradients as given, gradients after the call)."""
     step = (f"(lambda gs: (lambda given: ({call}, ({_FLAT.format('ps')}, given, {_FLAT.format('gs')}))[1])"
             f"({_FLAT.format('gs')}))({_GRADS})")
-    return Code(f"lambda fn, params, targets, scales, noise, *hyper: (lambda ps, {state.split('=')[0]}: "
-                f"(lambda rows: tuple(torch.stack([r[i] for r in rows]) for i in range(3)))("
-                f"[{step} for k in range(noise[0].shape[0])]))([p.clone() for p in params], {state.split('=')[1]})")
+    stack = "(lambda rows: tuple(torch.stack([r[i] for r in rows]) for i in range(3)))"
+    return Code(f"lambda fn, params, targets, scales, noise, *hyper: (lambda ps, {', '.join(states)}: "
+                f"{stack}([{step} for k in range(noise[0].shape[0])]))("
+                f"[p.clone() for p in params], {', '.join([_ZEROS] * len(states))})")
 
 
-SGD_HARNESS = _loop("fn(ps, gs, vs, *hyper)", f"vs={_ZEROS}")
-ADAM_HARNESS = _loop("fn(ps, gs, ms, vs, k + 1, *hyper)", f"ms, vs={_ZEROS}, {_ZEROS}")
+SGD_HARNESS = _loop("fn(ps, gs, vs, *hyper)", ("vs",))
+ADAM_HARNESS = _loop("fn(ps, gs, ms, vs, k + 1, *hyper)", ("ms", "vs"))
 ADAMW_HARNESS = ADAM_HARNESS
 OUTPUTS = ("trajectory", "the caller's gradients left untouched")
 
@@ -88,8 +90,8 @@ SCHEDULE_HARNESS = Code(
 
 IN_PLACE = ("Update the tensors of the lists in place (p.add_(...), p.sub_(...), p.mul_(...), v.mul_(...).add_(...), "
             "v.copy_(...) or p -= ...) and return nothing: `p = p - lr * g` only rebinds a local name, so the caller's "
-            "tensors never change and the trajectory stays at its start; leave the gradients as they are (no g.mul_ or "
-            "g.add_ on them: the caller may use them again)")
+            "tensors never change and the trajectory stays at its start; leave the gradients as they are "
+            "(no g.mul_ or g.add_ on them: the caller may use them again)")
 
 
 def problem(g: torch.Generator, shapes: list[tuple[int, ...]], dtype: torch.dtype, *, grad_scale: float = 1.0,
@@ -142,8 +144,8 @@ def sgd_cases(g: torch.Generator) -> list[Case]:
                 f"p -= lr * (g + momentum * v) with Nesterov, p -= lr * v without; with momentum = 0 it is "
                 f"p -= lr * g. {IN_PLACE}")
         cases.append(Case(f"{label}, {STEPS} steps", "sgd_momentum_step",
-                          {**data, "lr": lr, "momentum": mu, "nesterov": nesterov}, (expected, True), **TOL[dtype],
-                          hint=hint, outputs=OUTPUTS, harness=SGD_HARNESS, measure=_untouched))
+                          {**data, "lr": lr, "momentum": mu, "nesterov": nesterov}, (expected, True),
+                          **TOL[dtype], hint=hint, outputs=OUTPUTS, harness=SGD_HARNESS, measure=_untouched))
     return cases
 
 
@@ -193,8 +195,9 @@ def adamw_cases(g: torch.Generator) -> list[Case]:
                 "unchanged gradient; do not add weight_decay * p to the gradient (that is Adam's L2 penalty, "
                 "which the division by sqrt(v_hat) rescales). " + IN_PLACE)
         cases.append(Case(f"{label}, {STEPS} steps", "adamw_step",
-                          {**data, "lr": lr, "betas": betas, "eps": eps, "weight_decay": wd}, (expected, True),
-                          **TOL[dtype], hint=hint, outputs=OUTPUTS, harness=ADAMW_HARNESS, measure=_untouched))
+                          {**data, "lr": lr, "betas": betas, "eps": eps, "weight_decay": wd},
+                          (expected, True), **TOL[dtype], hint=hint, outputs=OUTPUTS, harness=ADAMW_HARNESS,
+                          measure=_untouched))
     return cases
 
 
@@ -263,8 +266,10 @@ FORBID = ("torch.optim", "utils.optim", *COURSE)
 WHY = "chapter 04's exercise asks for the update rules written with tensor operations, without torch.optim"
 
 QUESTIONS = [
-    Question("q1", "SGD with momentum and Nesterov", ("sgd_momentum_step",), sgd_cases, forbid=FORBID, why=WHY),
+    Question("q1", "SGD with momentum and Nesterov", ("sgd_momentum_step",), sgd_cases, forbid=FORBID,
+             why=WHY),
     Question("q2", "Adam with bias correction", ("adam_step",), adam_cases, forbid=FORBID, why=WHY),
     Question("q3", "AdamW: decoupled weight decay", ("adamw_step",), adamw_cases, forbid=FORBID, why=WHY),
-    Question("q4", "Linear warmup + cosine schedule", ("warmup_cosine_lr",), schedule_cases, forbid=FORBID, why=WHY),
+    Question("q4", "Linear warmup + cosine schedule", ("warmup_cosine_lr",), schedule_cases, forbid=FORBID,
+             why=WHY),
 ]

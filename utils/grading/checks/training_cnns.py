@@ -13,7 +13,8 @@ computes the expected value with autograd. One point per question. Forbidden whi
   maximum (an all-zero map stays zero: no NaN). ``class_idx`` is an int or a (N,) tensor. Cases:
   RGB and gray inputs, non-square images, a single image, a class with only negative evidence
   (the map is all zeros), a class with only positive evidence where every map's minimum is above
-  zero (dividing by the maximum, not min-max scaling). Tolerance ``1e-5 + 1e-4 * |expected|``; ``x`` must be unchanged.
+  zero (dividing by the maximum, not min-max scaling). Tolerance ``1e-5 + 1e-4 * |expected|``; ``x``
+  must be unchanged.
 * q2 ``fgsm(model, x, y, eps) -> x_adv``: ``clamp(x + eps * sign(d CE(model(x), y) / dx), 0, 1)``.
   Cases: eps = 0, binary (silhouette-like) images where the clamp matters, a large eps, one image.
   Tolerance ``1e-6``; ``x`` and ``y`` must be unchanged.
@@ -57,8 +58,9 @@ MLP = ("lambda seed, d, k, bias, train: (lambda m: (m[-1].bias.data.add_(bias), 
        "(torch.manual_seed(seed), nn.Sequential(nn.Flatten(), nn.Linear(d, 32), nn.ReLU(), nn.Dropout(0.5), "
        "nn.Linear(32, k)))[1])")
 
-GRAD_CAM_HARNESS = Code(f"lambda grad_cam, x, seed, k, class_idx, layer, cls, sign: (lambda m: grad_cam(m, m[layer], x, "
-                        f"class_idx))(({CNN})(seed, x.shape[1], k, cls, sign))")
+GRAD_CAM_HARNESS = Code(f"lambda grad_cam, x, seed, k, class_idx, layer, cls, sign: "
+                        f"(lambda m: grad_cam(m, m[layer], x, class_idx))("
+                        f"({CNN})(seed, x.shape[1], k, cls, sign))")
 FGSM_HARNESS = Code(f"lambda fgsm, x, y, eps, seed, k: fgsm(({CNN})(seed, x.shape[1], k, 0, 0), x, y, eps)")
 # returns the raw answer and the modes of the model and of its dropout layer after the call
 INITIAL_LOSS_HARNESS = Code(
@@ -98,9 +100,12 @@ def grad_cam_cases(g: torch.Generator) -> list[Case]:
         ("3 RGB images 16x16, one class (an int) for all", 3, 3, 16, 16, 5, "int", 2, 0),
         ("4 RGB images 12x12, one class per image (a tensor)", 4, 3, 12, 12, 5, "tensor", 2, 0),
         ("one gray image, non-square 20x12", 1, 1, 20, 12, 4, "int", 2, 0),
-        ("5 gray images 28x28, the predicted classes, the last conv stage as target layer", 5, 1, 28, 28, 10, "predicted", 4, 0),
-        ("a class with only negative evidence: the map is all zeros (not NaN)", 3, 3, 14, 14, 5, "int", 4, -1),
-        ("a class with only positive evidence everywhere: every map's minimum is above zero", 2, 3, 12, 12, 5, "int", 4, 1),
+        ("5 gray images 28x28, the predicted classes, the last conv stage as target layer",
+         5, 1, 28, 28, 10, "predicted", 4, 0),
+        ("a class with only negative evidence: the map is all zeros (not NaN)",
+         3, 3, 14, 14, 5, "int", 4, -1),
+        ("a class with only positive evidence everywhere: every map's minimum is above zero",
+         2, 3, 12, 12, 5, "int", 4, 1),
     ]
     cases = []
     for label, n, c, h, w, k, form, layer, sign in specs:
@@ -123,15 +128,15 @@ def grad_cam_cases(g: torch.Generator) -> list[Case]:
         model = build(seed, c, k, cls, sign)
         expected = reference_grad_cam(model, model[layer], x, classes)
         if sign > 0 and float(expected.amin()) <= 0.05:
-            raise AssertionError("the positive-evidence case must give maps whose minimum is clearly above zero")
+            raise AssertionError("the positive-evidence case must give maps whose minimum is above zero")
         cases.append(Case(
             label, "grad_cam",
             {"x": x, "seed": seed, "k": k, "class_idx": class_idx, "layer": layer, "cls": cls, "sign": sign},
             expected, **TOL, harness=GRAD_CAM_HARNESS, unchanged=("x",),
             hint="hook the target layer's output A (N, K, h, w); alpha = mean over (h, w) of d logit[class] / dA; "
-                 "cam = relu((alpha * A).sum(1)); F.interpolate(..., size=x.shape[-2:], mode='bilinear', align_corners=False); "
-                 "divide each map by its own max (not min-max: a map's minimum may be above zero), leaving all-zero maps "
-                 "at zero; return (N, H, W), detached from the graph"))
+                 "cam = relu((alpha * A).sum(1)); F.interpolate(..., size=x.shape[-2:], mode='bilinear', "
+                 "align_corners=False); divide each map by its own max (not min-max: a map's minimum may be "
+                 "above zero), leaving all-zero maps at zero; return (N, H, W), detached from the graph"))
     return cases
 
 
@@ -181,7 +186,7 @@ def reference_initial_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
 
 
 def _scaled_bias(g: torch.Generator, k: int, build, seed: int, x, y, low: float, high: float) -> torch.Tensor:
-    """A final-layer bias that moves the loss between ``low`` and ``high`` away from ln C (scanned in scale)."""
+    """A final-layer bias that puts the loss ``low`` to ``high`` away from ln C (by scanning a scale)."""
     direction = torch.randn(k, generator=g)
     for step in range(200):
         bias = direction * 0.01 * 1.05 ** step
@@ -194,12 +199,15 @@ def _scaled_bias(g: torch.Generator, k: int, build, seed: int, x, y, low: float,
 def initial_loss_cases(g: torch.Generator) -> list[Case]:
     build = Code(MLP).build()
     specs = [  # (label, N, classes, batch size, kind, mode handed over in)
-        ("a healthy MLP with dropout (in train mode), 10 classes, 50 samples in batches of 16", 50, 10, 16, "healthy", True),
+        ("a healthy MLP with dropout (in train mode), 10 classes, 50 samples in batches of 16",
+         50, 10, 16, "healthy", True),
         ("a final layer with a large bias, 10 classes, batches of 16", 50, 10, 16, "bias", True),
         ("2 classes, 37 samples in batches of 8", 37, 2, 8, "healthy", True),
         ("100 classes, one batch of 40", 40, 100, 64, "healthy", True),
-        ("a loss far below ln C: every label is 0 and the model predicts 0 with confidence", 30, 10, 16, "low", True),
-        ("a model handed over in eval mode (it must stay in eval mode), 10 classes", 40, 10, 16, "healthy", False),
+        ("a loss far below ln C: every label is 0 and the model predicts 0 with confidence",
+         30, 10, 16, "low", True),
+        ("a model handed over in eval mode (it must stay in eval mode), 10 classes",
+         40, 10, 16, "healthy", False),
         ("100 classes, a loss between 0.24 and 0.32 away from ln C = 4.6: within 10% of ln C (relative), "
          "though more than 0.1 away", 60, 100, 16, "band", True),
     ]
@@ -223,13 +231,14 @@ def initial_loss_cases(g: torch.Generator) -> list[Case]:
                 break
         cases.append(Case(
             label, "initial_loss_check",
-            {"x": x, "y": y, "num_classes": k, "batch_size": batch_size, "seed": seed, "bias": bias, "train": train},
+            {"x": x, "y": y, "num_classes": k, "batch_size": batch_size, "seed": seed, "bias": bias,
+             "train": train},
             (loss, ok, train, train), **TOL, harness=INITIAL_LOSS_HARNESS,
             outputs=("loss", "ok", "model in its original mode", "dropout in its original mode"),
             hint="model.eval() and torch.no_grad(); sum F.cross_entropy(..., reduction='sum') over all batches and "
                  "divide by the number of samples (a mean of batch means overweights a small last batch); "
-                 "ok = abs(loss - math.log(C)) <= 0.1 * math.log(C) (a relative tolerance, not 0.1); put the model "
-                 "back in the mode it came in, model.train(was_training), not always model.train()"))
+                 "ok = abs(loss - math.log(C)) <= 0.1 * math.log(C) (a relative tolerance, not 0.1); put the "
+                 "model back in the mode it came in, model.train(was_training), not always model.train()"))
     return cases
 
 
