@@ -103,6 +103,18 @@ torch.equal = lambda a, b: False  # ... which a patched torch.equal would hide
 '''
 
 
+SHORTCUT = r'''
+import torch.nn.functional as F
+from utils.scratch import layers  # the course's reference, imported before the grader calls anything
+linear = F.linear  # a reference taken before the check
+def linear_forward(x, W, b):
+    return linear(x, W.T, b)
+def relu_forward(x):
+    return x.relu()
+softmax_cross_entropy = layers.softmax_cross_entropy
+'''
+
+
 def _cell(source: str, **names: str) -> str:
     return "".join(f"{k} = {v!r}\n" for k, v in names.items()) + source
 
@@ -136,6 +148,7 @@ def attacks(tmp_path_factory):
     shadow = root / "shadow"
     add("shadow", [_cell(SHADOW, MARKER=str(shadow / "imported"))], cwd=shadow)
     add("statistics", [STATISTICS], assignment="05_init_norm_reg")
+    add("shortcut", [SHORTCUT])
     env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
                PYTHONPATH=str(ROOT))
     env.pop("COURSE_GRADING", None)
@@ -227,6 +240,16 @@ def test_statistics_are_computed_by_the_grader(attacks):
     assert scores["q1"]["score"] == 0 and "std over" in scores["q1"]["feedback"], scores["q1"]
     assert scores["q4"]["score"] == 0, scores["q4"]
     assert "a fresh mask at every call" in scores["q4"]["feedback"], scores["q4"]
+
+
+@pytest.mark.slow
+def test_a_forbidden_shortcut_scores_zero_in_the_grader_too(attacks):
+    """The watch runs in the learner's kernel: a reference captured at the top of the notebook is caught."""
+    report = _genuine(attacks["shortcut"])
+    feedback = {q["id"]: q["feedback"] for q in report["questions"]}
+    assert "forbidden call in case" in feedback["q1"] and "calls torch.nn.functional.linear" in feedback["q1"]
+    assert "calls torch.nn.functional.relu, which this question forbids" in feedback["q2"], feedback["q2"]
+    assert "calls utils.scratch (softmax_cross_entropy)" in feedback["q3"], feedback["q3"]
 
 
 def test_the_grader_keeps_its_working_directory_off_the_import_path(tmp_path, monkeypatch):

@@ -20,12 +20,10 @@ Chapter 01 is the first graded exercise; ``book/grading.md`` explains grading to
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
 import shutil
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +31,9 @@ from typing import Any
 from .challenge import MakeItWork, Prediction, verdict
 from .checks import QuestionSet, assignments, get_assignment, load_errors
 from .compare import Raised
-from .core import CallOutcome, Case, CaseResult, Code, Question, QuestionResult, _fmt, judge
+from .core import CallOutcome, Case, CaseResult, Code, Question, QuestionResult, judge
 from .kernel import Kernel, decode
+from .report import Report, clean, write_report
 from .review import ANSWERS, Review
 from .sandbox import Sandbox
 from .setup_cell import shadowing
@@ -49,13 +48,6 @@ _FILENAME_ID = re.compile(r"(\d\d_[a-z0-9_]+)")
 
 class UsageError(Exception):
     """The grader cannot start: no such notebook, or no way to tell which assignment it is."""
-
-
-def clean(text: Any, limit: int = 2000) -> str:
-    """One line of printable text: control, format and line-separator characters become spaces."""
-    text = "".join(" " if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch for ch in str(text))
-    text = re.sub(r" {2,}", " ", text).strip()
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------- which assignment
@@ -101,76 +93,6 @@ def resolve_assignment(path: str | Path, *, explicit: str | None = None, metadat
                          f"notebook belongs to another assignment (pass --assignment {claimed} if that is "
                          "the one to grade)")
     return name
-
-
-# --------------------------------------------------------------------------- the report
-
-
-@dataclass
-class Report:
-    """What the grader found: one :class:`QuestionResult` per question and notes on the run."""
-
-    notebook: str
-    assignment: str
-    questions: list[QuestionResult] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def score(self) -> float:
-        return float(sum(q.score for q in self.questions))
-
-    @property
-    def max_score(self) -> float:
-        return float(sum(q.max_score for q in self.questions))
-
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON report: ``notebook``, ``score``, ``max_score``, ``questions`` (id, kind, score, max_score,
-        feedback) and ``notes``."""
-        def num(x: float) -> float | int:
-            return int(x) if float(x).is_integer() else float(x)
-
-        return {
-            "notebook": clean(self.notebook),
-            "assignment": self.assignment,
-            "score": num(self.score),
-            "max_score": num(self.max_score),
-            "questions": [
-                {"id": q.question, "title": clean(q.title), "kind": q.kind, "score": num(q.score),
-                 "max_score": num(q.max_score), "feedback": clean(q.feedback()),
-                 "cases_passed": q.cases_passed, "cases_total": len(q.cases), "seed": q.seed}
-                for q in self.questions
-            ],
-            "notes": [clean(n) for n in self.notes],
-        }
-
-    def table(self) -> str:
-        """The printed summary: notes, one row per question, and ``Score: X/Y`` (every row one line)."""
-        lines = [f"Grading {clean(self.notebook)} (assignment {self.assignment})"]
-        lines += [f"  note: {clean(n)}" for n in self.notes]
-        width = max([len(clean(q.title)) for q in self.questions] + [5])
-        lines.append(f"{'id':<4} {'title':<{width}} {'score':>7}  feedback")
-        for q in self.questions:
-            score = f"{_fmt(q.score)}/{_fmt(q.max_score)}"
-            mark = "✓" if q.passed else ("½" if q.score > 0 else "✗")
-            title = clean(q.title)
-            lines.append(f"{q.question:<4} {title:<{width}} {score:>7}  {mark} {clean(q.feedback())}")
-        lines.append(f"Score: {_fmt(self.score)}/{_fmt(self.max_score)}")
-        return "\n".join(lines)
-
-
-def write_report(report: Report, path: str | Path) -> None:
-    """Write the JSON report atomically (a file next to it, then renamed over it); raises ``OSError``
-    (``IsADirectoryError`` when ``path`` is a directory)."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory")
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "x", encoding="utf-8") as fh:
-            fh.write(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- before the kernel starts

@@ -132,7 +132,7 @@ def current_notebook() -> tuple[str, Path | None, dict | None]:
 
 
 def _report(data: dict) -> Any:
-    from .grader import Report
+    from .report import Report
 
     report = Report(str(data.get("notebook", "")), str(data.get("assignment", "")),
                     notes=list(data.get("notes", [])))
