@@ -359,8 +359,10 @@ def test_a_killed_grader_leaves_no_folder_and_no_kernel(tmp_path, how):
     env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), PYTHONPATH=str(ROOT), JUPYTER_PLATFORM_DIRS="1")
     env.pop("COURSE_GRADING", None)
     (tmp_path / "tmp").mkdir()
+    # a shell that runs the tests in the background makes its children ignore SIGINT: undo that for the grader
     proc = subprocess.Popen([sys.executable, "-m", "utils.grading", "grade", str(path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     base = tmp_path / "tmp" / f"course-grader-{os.getuid()}"
     token, deadline = None, time.monotonic() + 240
     while time.monotonic() < deadline and token is None:
