@@ -5,6 +5,8 @@ The reference solutions are defined here, so these tests do not depend on the so
 (tests/test_exercises.py grades the real notebooks)."""
 from __future__ import annotations
 
+import dataclasses
+
 import textwrap
 
 import pytest
@@ -73,6 +75,12 @@ def test_reference_solutions_pass_every_case(seed):
         assert result.cases_passed == len(result.cases) >= 8
 
 
+def without_forbidden_calls(q):
+    """The question with its watch off: the course's own versions, which learners may not call, must
+    still be right by the question's checks."""
+    return dataclasses.replace(q, forbid=())
+
+
 def test_the_chapter_versions_pass_too():
     """utils.scratch.activations (erfc-based GELU, e / (1 + e)**2 derivatives) is accepted as well."""
     from utils.scratch import activations as A
@@ -80,7 +88,7 @@ def test_the_chapter_versions_pass_too():
     functions = {"sigmoid": A.sigmoid, "sigmoid_grad": A.sigmoid_grad, "gelu": A.gelu, "gelu_grad": A.gelu_grad,
                  "leaky_relu": A.leaky_relu, "leaky_relu_grad": A.leaky_relu_grad, "log_softmax": A.log_softmax}
     for q in QSET.questions:
-        result = evaluate(q, {name: functions[name] for name in q.functions}, seed=3)
+        result = evaluate(without_forbidden_calls(q), {name: functions[name] for name in q.functions}, seed=3)
         assert result.passed, result.line()
 
 

@@ -3,6 +3,8 @@ helpful message. The answers are defined here, so the tests do not depend on the
 every question runs in-process with ``utils.grading.evaluate`` (the harness included)."""
 from __future__ import annotations
 
+import dataclasses
+
 import textwrap
 import time
 
@@ -130,7 +132,10 @@ def test_reference_answers_pass_every_case(seed):
 @pytest.mark.parametrize("qid", list(ALTERNATIVES))
 def test_other_correct_answers_pass(qid):
     ns = namespace(ALTERNATIVES[qid])
-    result = evaluate(QSET.question(qid), functions_for(ns, qid), seed=3)
+    q = QSET.question(qid)
+    if qid == "q1":  # the course's own block is forbidden to learners, and must still be right by the checks
+        q = dataclasses.replace(q, forbid=())
+    result = evaluate(q, functions_for(ns, qid), seed=3)
     assert result.passed, result.line()
 
 
@@ -153,6 +158,13 @@ class BasicBlock(BasicBlock):
         out = F.relu(self.bn2(self.conv2(out)))
         return out + (x if self.downsample is None else self.downsample(x))
 ''', ["torchvision's weights", "values off", "the ReLU comes after the addition"]),
+    "block: an in-place ReLU on its input": ("q1", '''
+class BasicBlock(BasicBlock):
+    def forward(self, x):
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return F.relu_(shortcut.add_(out))  # the identity shortcut is x itself: this writes into the input
+''', ["identity shortcut", "its argument `x`"]),
     "block: always a projection": ("q1", '''
 class BasicBlock(BasicBlock):
     def __init__(self, in_ch, out_ch, stride=1):

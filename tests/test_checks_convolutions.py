@@ -2,6 +2,8 @@
 utils implementations pass too, and plausible mistakes fail with a message that points at them."""
 from __future__ import annotations
 
+import dataclasses
+
 import textwrap
 
 import pytest
@@ -91,6 +93,7 @@ def test_the_course_implementations_pass():
         "receptive_field": lambda layers: rf_table(layers)[-1].size if layers else 1,
     }
     for q in QSET.questions:
+        q = dataclasses.replace(q, forbid=())  # learners may not call the course's versions; they must pass
         result = evaluate(q, {name: answers[name] for name in q.functions}, seed=7)
         assert result.passed, result.line()
 
@@ -171,7 +174,11 @@ def maxpool2d_backward(dout, x, k, stride):
     "true division": ("q3", '''
 def conv_output_size(n, k, stride, padding, dilation):
     return (n + 2 * padding - dilation * (k - 1) - 1) / stride + 1
-''', ["does not divide", "got 13.5, expected 13", "integer division"]),
+''', ["expected an int, got float", "integer division"]),
+    "the right size as a float": ("q3", '''
+def conv_output_size(n, k, stride, padding, dilation):
+    return float((n + 2 * padding - dilation * (k - 1) - 1) // stride + 1)
+''', ["expected an int, got float 26.0 (return an int"]),
     "dilation forgotten": ("q3", '''
 def conv_output_size(n, k, stride, padding, dilation):
     return (n + 2 * padding - k) // stride + 1

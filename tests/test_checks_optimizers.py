@@ -3,6 +3,7 @@ with a message that points at the mistake. The solutions are written here, so th
 depend on the course's notebooks (the exercise tests grade those)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import textwrap
 
@@ -80,7 +81,8 @@ def adam_step(params, grads, m, v, t, lr, betas, eps):
     opt.step()
 _optimizers = {}
 ''')
-    assert run("q2", ns, 3).passed
+    q = dataclasses.replace(QSET.question("q2"), forbid=())  # learners may not call torch.optim: the test may
+    assert evaluate(q, {"adam_step": ns["adam_step"]}, seed=3).passed
 
 
 def test_question_set_covers_the_edge_cases():
@@ -91,8 +93,10 @@ def test_question_set_covers_the_edge_cases():
     assert any(p.dim() == 0 for c in q1 for p in c.args["params"])  # a 0-dim parameter
     assert {c.args["params"][0].dtype for c in q1} == {torch.float32, torch.float64}
     for c in q1 + cases["q2"] + cases["q3"]:
-        assert c.expected.shape[0] >= 50 and c.harness is not None  # 50+ steps, compared step by step
-        assert c.expected.shape[1] == sum(p.numel() for p in c.args["params"])
+        trajectory, untouched = c.expected  # and the caller's gradients must come back untouched
+        assert trajectory.shape[0] >= 50 and c.harness is not None  # 50+ steps, compared step by step
+        assert untouched is True
+        assert trajectory.shape[1] == sum(p.numel() for p in c.args["params"])
     assert any(c.args["noise"][0].abs().max() < 1e-3 for c in cases["q2"])  # tiny gradients
     assert any(c.args["eps"] >= 0.1 for c in cases["q2"]) and any(c.args["betas"][0] == 0.5 for c in cases["q2"])
     assert {c.args["weight_decay"] for c in cases["q3"]} >= {0.0, 0.5}
@@ -106,6 +110,19 @@ def test_question_set_covers_the_edge_cases():
 
 
 BROKEN = {
+    "right steps, but the caller's gradients zeroed": ("q1", '''
+_ref = sgd_momentum_step
+def sgd_momentum_step(params, grads, velocities, lr, momentum, nesterov):
+    _ref(params, grads, velocities, lr, momentum, nesterov)
+    for g in grads:
+        g.zero_()  # like optimizer.zero_grad(), but these gradients belong to the caller
+''', ["the caller's gradients left untouched: expected True, got False", "leave the gradients as they are"]),
+    "weight decay added into the caller's gradient": ("q3", '''
+def adamw_step(params, grads, m, v, t, lr, betas, eps, weight_decay):
+    for p, g in zip(params, grads):
+        g.add_(p, alpha=weight_decay)  # Adam's L2 penalty, and written into the caller's gradient
+    adam_step(params, grads, m, v, t, lr, betas, eps)
+''', ["values off"]),
     "momentum with dampening": ("q1", '''
 def sgd_momentum_step(params, grads, velocities, lr, momentum, nesterov):
     for p, g, v in zip(params, grads, velocities):

@@ -2,6 +2,9 @@
 with a message that says what is wrong, and the packaged versions in utils pass too."""
 from __future__ import annotations
 
+import dataclasses
+
+import math
 import textwrap
 
 import pytest
@@ -81,7 +84,8 @@ def test_the_utils_versions_pass():
     packaged = {"grad_cam": interpret.grad_cam, "fgsm": interpret.fgsm,
                 "initial_loss_check": lambda m, loader, c: tuple(debug.initial_loss_check(m, loader, c))}
     for q in QSET.questions:
-        result = evaluate(q, {n: packaged[n] for n in q.functions}, seed=3)
+        # the watch off: the course's versions, which learners may not call, must still be right by the checks
+        result = evaluate(dataclasses.replace(q, forbid=()), {n: packaged[n] for n in q.functions}, seed=3)
         assert result.passed, result.line()
 
 
@@ -98,6 +102,11 @@ def test_cases_cover_the_edge_cases():
     assert {c.expected[1] for c in loss_cases} == {True, False}
     assert any(len(c.args["y"]) % c.args["batch_size"] for c in loss_cases)  # a smaller last batch
     assert any(c.expected[0] < 0.5 * torch.log(torch.tensor(10.0)) for c in loss_cases)  # far below ln C
+    assert {c.args["train"] for c in loss_cases} == {True, False}  # handed over in train and in eval mode
+    band = [c for c in loss_cases if c.args["num_classes"] == 100 and c.expected[1]]
+    # within 10% of ln C (relative) yet more than 0.1 away (absolute)
+    assert any(0.1 < abs(c.expected[0] - math.log(100)) < 0.1 * math.log(100) for c in band)
+    assert any(c.expected.amin() > 0.05 for c in cam_cases)  # a map whose minimum is above zero
     # fresh inputs per seed, the same for the same seed
     a, b = QSET.question("q2").cases(1)[0].args["x"], QSET.question("q2").cases(2)[0].args["x"]
     assert not torch.equal(a, b) and torch.equal(a, QSET.question("q2").cases(1)[0].args["x"])
@@ -191,7 +200,42 @@ def initial_loss_check(model, loader, num_classes):
     result = _ref(model, loader, num_classes)
     model.eval()
     return result
-''', ["model back in train mode: expected True, got False"]),
+''', ["model in its original mode: expected True, got False"]),
+    "initial loss: always back to train mode": ("q3", '''
+_ref = initial_loss_check
+def initial_loss_check(model, loader, num_classes):
+    result = _ref(model, loader, num_classes)
+    model.train()
+    return result
+''', ["case 'a model handed over in eval mode", "model in its original mode: expected False, got True"]),
+    "initial loss: an absolute tolerance of 0.1": ("q3", '''
+_ref = initial_loss_check
+def initial_loss_check(model, loader, num_classes):
+    loss, _ = _ref(model, loader, num_classes)
+    return loss, abs(loss - math.log(num_classes)) <= 0.1
+''', ["within 10% of ln C (relative)", "ok: expected True, got False"]),
+    "grad-cam with min-max scaling": ("q1", '''
+_ref = grad_cam
+def grad_cam(model, target_layer, x, class_idx):
+    cam = _ref(model, target_layer, x, class_idx)
+    low = cam.amin(dim=(1, 2), keepdim=True)
+    high = cam.amax(dim=(1, 2), keepdim=True)
+    return torch.where(high > low, (cam - low) / (high - low).clamp_min(1e-12), cam)
+''', ["only positive evidence everywhere", "values off", "not min-max"]),
+    "grad-cam attached to the graph": ("q1", '''
+def grad_cam(model, target_layer, x, class_idx):
+    kept = []
+    handle = target_layer.register_forward_hook(lambda module, inputs, output: kept.append(output))
+    logits = model(x)
+    handle.remove()
+    A = kept[0]
+    idx = torch.as_tensor(class_idx).expand(len(x))
+    (dA,) = torch.autograd.grad(logits[torch.arange(len(x)), idx].sum(), A, create_graph=True)
+    cam = F.relu((dA.mean(dim=(2, 3), keepdim=True) * A).sum(dim=1, keepdim=True))
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.amax(dim=(1, 2), keepdim=True)
+    return torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
+''', ["the returned tensor still requires grad"]),
     "initial loss: one-sided tolerance": ("q3", '''
 _ref = initial_loss_check
 def initial_loss_check(model, loader, num_classes):
@@ -201,7 +245,7 @@ def initial_loss_check(model, loader, num_classes):
     "not implemented": ("q3", '''
 def initial_loss_check(model, loader, num_classes):
     raise NotImplementedError("Replace this line with your solution.")
-''', ["0/5 cases passed", "not implemented yet"]),
+''', ["0/7 cases passed", "not implemented yet"]),
 }
 
 

@@ -1,5 +1,8 @@
 """The course's own exercises: in sync with their solutions, solutions score full marks, untouched
-exercises score zero (run through the command-line grader, as a learner would)."""
+exercises score zero. Every solution is graded through ``utils.grading.grade_notebook()`` as a learner
+calls it in the notebook's last cell (the Jupyter lookup of the notebook mocked: ``JPY_SESSION_NAME``),
+which runs the command-line grader in a separate process; every exercise through the command line
+directly. Each notebook is graded once: both ways end in the same command."""
 from __future__ import annotations
 
 import json
@@ -25,28 +28,32 @@ def test_every_solution_has_a_question_set(path):
     assert qset.questions, f"{path.stem} has no questions"
 
 
-def grade(path, tmp_path):
-    report = tmp_path / f"{path.parent.name}_{path.stem}.json"
-    out = subprocess.run([sys.executable, "-m", "utils.grading", "grade", str(path), "--json", str(report),
-                          "--timeout", "300"], capture_output=True, text=True, timeout=1200)
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_solution_scores_full_marks_through_grade_notebook(path, monkeypatch, capsys):
+    from utils.grading import grade_notebook, notebook
+
+    monkeypatch.delenv("COURSE_GRADING", raising=False)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(path))  # what a Jupyter server tells the notebook's kernel
+    monkeypatch.setattr(notebook, "_ipython", lambda: None)
+    monkeypatch.setattr(notebook, "_colab", lambda: None)
+    report = grade_notebook(timeout=300)
+    printed = capsys.readouterr().out
+    assert report.max_score == get_assignment(path.stem).max_score > 0
+    assert report.score == report.max_score, printed
+    assert f"Score: {report.score:g}/{report.max_score:g}" in printed and f"Grading {path}" in printed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
+def test_untouched_exercise_scores_zero_through_the_command_line(path, tmp_path):
+    report_path = tmp_path / "report.json"
+    command = [sys.executable, "-m", "utils.grading", "grade", str(ROOT / "exercises" / path.name),
+               "--json", str(report_path), "--timeout", "300"]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert report.exists(), out.stdout + out.stderr
-    return json.loads(report.read_text()), out.stdout
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
-def test_solution_scores_full_marks(path, tmp_path):
-    report, stdout = grade(path, tmp_path)
+    report = json.loads(report_path.read_text())
     assert report["max_score"] == get_assignment(path.stem).max_score > 0
-    assert report["score"] == report["max_score"], stdout
-    assert f"Score: {report['score']:g}/{report['max_score']:g}" in stdout
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
-def test_untouched_exercise_scores_zero(path, tmp_path):
-    report, stdout = grade(ROOT / "exercises" / path.name, tmp_path)
-    assert report["max_score"] > 0
-    assert report["score"] == 0, stdout
+    assert report["score"] == 0, out.stdout
     assert all(q["score"] == 0 for q in report["questions"])
+    assert out.stdout.rstrip().endswith(f"Score: 0/{report['max_score']:g}")

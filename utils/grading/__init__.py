@@ -1,67 +1,93 @@
-"""Graded exercises: instant checks in the notebook, a grader on the command line, and the generator
-that turns solution notebooks into exercises. Chapter 01 (``01_backprop``) is the first assignment.
+"""Graded exercises: instant checks in the notebook, a grader outside it, and the generator that turns
+solution notebooks into exercises. Chapter 01 (``01_backprop``) is the first assignment.
 
 For learners
 ------------
-Write the functions an exercise asks for, then run its check cell::
+Three kinds of question (``book/grading.md`` says more):
 
-    from utils.grading import check
-    check("q1", linear_forward, linear_backward)   # or check("q1"): functions looked up by name
+* **implement** (``q1``...): write a function; ``check("q1", linear_forward, linear_backward)`` (or
+  ``check("q1")``: looked up by name) calls it on fresh random inputs, compares it with a PyTorch
+  reference and prints one line: ✓/✗, the cases passed, the first failure and a hint. Calls the
+  question forbids (the function it reproduces, autograd, the course's own modules) raise
+  :class:`ForbiddenCallError` while it runs, and the question scores zero;
+* **make it work**: train something and expose ``predict(images)``; the grader scores it on data the
+  notebook never loads, within a time budget; ``check("q5")`` scores it on a validation set;
+* **review** (``r1``...): answers as plain values in one dict, ``answers["r1"] = 7``;
+  ``check("r1")`` checks the form, the grader whether it is right.
 
-``check`` calls your functions on fresh random inputs (a new seed every call), compares them with a
-PyTorch reference at a stated tolerance and prints one line: ``✓``/``✗``, the question, the cases
-passed and, on failure, which case failed, why (wrong shape, dtype, NaN, values off by how much,
-an exception) and a hint. It never raises because of your code; it returns a
-:class:`~utils.grading.core.QuestionResult`. The score comes from the grader::
+The score: ``utils.grading.grade_notebook()`` in the last cell (Jupyter, JupyterLab, VS Code, Colab)
+or ``python -m utils.grading grade exercises/01_backprop.ipynb [--json report.json]``. Both run the
+notebook in a fresh kernel (``COURSE_GRADING=1``: the ``check`` cells then only say that the grader
+checks the question) and compute every verdict outside it.
 
-    python -m utils.grading grade exercises/01_backprop.ipynb [--json report.json] [--timeout 120]
+For instructors: a question in a few lines
+------------------------------------------
+A chapter's questions live in ``utils/grading/checks/<topic>.py`` with ``ASSIGNMENT = "NN_topic"``,
+``TITLE`` and ``QUESTIONS = [...]`` (found automatically). One of each kind::
 
-which runs the whole notebook in a fresh kernel (``COURSE_GRADING=1``: the ``check`` cells then only
-say that the grader checks the question), builds its own random inputs and references, calls your
-functions in that kernel and compares the results in its own process. Each question scores its
-points when every case passes, else 0; the table ends with ``Score: X/Y`` and the exit code is 0
-whenever grading ran (2 for usage errors).
+    def linear_cases(g):                      # implement: fresh inputs from g, expected from a reference
+        x, w = torch.randn(4, 3, generator=g), torch.randn(3, 2, generator=g)
+        return [Case("N=4", "linear_forward", {"x": x, "W": w}, x @ w, atol=1e-6, hint="x @ W")]
+    Question("q1", "Linear layer", ("linear_forward",), linear_cases,
+             forbid=("torch.nn.functional.linear", *AUTOGRAD, *COURSE), why="write it with @")
 
-Which assignment a question belongs to
---------------------------------------
-Question sets are registered per assignment (``01_backprop``) and ids are unique within one.
-``check`` takes ``assignment=`` if given, else the one chosen once with ``use("01_backprop")``,
-else the only assignment that has the id, else the only one whose question uses functions all
-defined in the notebook; otherwise it asks for ``assignment=``. The grader takes ``--assignment``,
-else the notebook metadata ``course.assignment``, else the file name (``Copy of 01_backprop.ipynb``
-works).
+    MakeItWork("q5", "Classify the digits", data=held_out, metric="macro_f1",   # data(seed) -> (x, y)
+               steps=((0.80, 2), (0.70, 1)), budget=30, preview=validation)
 
-For instructors: adding a chapter
----------------------------------
-1. Write ``solutions/NN_topic.ipynb``; put each solution between ``# BEGIN SOLUTION`` and
-   ``# END SOLUTION`` lines inside a code cell (inside the function, below its docstring), and call
-   ``check("q1", ...)`` after each function. Set the metadata ``"course": {"assignment": "NN_topic"}``.
-2. Add ``utils/grading/checks/topic.py`` with ``ASSIGNMENT = "NN_topic"``, ``TITLE`` and
-   ``QUESTIONS = [Question("q1", "Title", ("fn_a", "fn_b"), build_cases, points=1), ...]``. A
-   ``build_cases(generator) -> list[Case]`` draws every random number from the generator, computes the
-   expected value with a torch (or torchvision / scikit-learn) reference and returns
-   ``Case(name, function, {"arg": value, ...}, expected, atol=..., rtol=..., hint=..., unchanged=(...), outputs=(...))``.
-   Callable arguments are ``Code("lambda x: ...")`` source strings. The module is found automatically.
-3. Run ``make exercises`` (``python -m utils.grading generate solutions exercises``); ``--check``
-   fails when ``exercises/`` is out of sync, a marker is unbalanced, or a solution line leaks.
-4. The tests grade every solution (full marks) and every untouched exercise (zero).
+    Review("r1", "Receptive field of 3x3, 3x3, 3x3 with strides 1, 1, 2", 7,
+           explain="r = 1 + 2 + 2 + 2 * 2 = 7: the stride of a layer spreads the layers after it")
+
+* :class:`Case`: ``args`` in call order, ``expected`` a tensor, tuple, dict, number or
+  :class:`BoxSet`, tolerances ``atol``/``rtol``, ``unchanged`` arguments, ``outputs`` names, a
+  ``harness`` (:class:`Code`) when the answer is a class or fills a tensor, ``measure`` for a
+  statistic computed here from the raw values the harness returns.
+* ``forbid``: dotted names of functions, classes or modules (:mod:`utils.grading.forbid` says which
+  aliases are caught); :data:`AUTOGRAD` and :data:`COURSE` are the common groups.
+* ``lesson_review=True`` marks an implement question that deliberately asks again for a function the
+  chapter defines (``tests/test_grading_transcription.py`` fails otherwise).
+* :class:`MakeItWork`: :mod:`utils.grading.challenge`; :class:`Review`: :mod:`utils.grading.review`.
+
+In the solution notebook, solutions sit between ``# BEGIN SOLUTION`` and ``# END SOLUTION`` and
+review answers on lines ending ``# ANSWER``; each question is followed by ``check("qN", ...)``; the
+metadata says ``"course": {"assignment": "NN_topic"}``. Then ``make exercises`` (``python -m
+utils.grading generate solutions exercises``; ``--check`` fails when out of sync, on a bad marker or
+a leaked solution line) and ``python -m utils.grading setup-cells`` (the canonical first cell). The
+tests grade every solution (full marks) and every untouched exercise (zero).
+
+Which assignment a notebook is: ``check`` takes ``assignment=``, else ``use("01_backprop")``, else
+the only assignment with that id. The grader takes ``--assignment`` or the file name (``Copy of
+01_backprop.ipynb`` works) and refuses a notebook whose metadata names another assignment.
 """
 from __future__ import annotations
 
+from .challenge import MakeItWork
 from .checks import QuestionSet, assignments, get_assignment, register, unregister
+from .compare import BoxSet
 from .core import Case, CaseResult, Code, Question, QuestionResult, compare
-from .generate import LeakError, MarkerError, check_sync, find_leaks, find_regions, generate_all, generate_exercise
+from .forbid import AUTOGRAD, COURSE
+from .generate import (LeakError, MarkerError, check_sync, find_leaks, find_regions, generate_all,
+                       generate_exercise)
 from .inline import check, evaluate, resolve_question, use
+from .notebook import NotebookNotFound, grade_notebook
+from .review import Review
+from .watch import ForbiddenCallError
 
 __all__ = [
+    "AUTOGRAD",
+    "COURSE",
+    "BoxSet",
     "Case",
     "CaseResult",
     "Code",
+    "ForbiddenCallError",
     "LeakError",
+    "MakeItWork",
     "MarkerError",
+    "NotebookNotFound",
     "Question",
     "QuestionResult",
     "QuestionSet",
+    "Review",
     "assignments",
     "check",
     "check_sync",
@@ -78,12 +104,3 @@ __all__ = [
     "unregister",
     "use",
 ]
-
-
-def __getattr__(name: str):
-    # the grader needs nbclient, which a notebook that only calls `check` does not
-    if name == "grade_notebook":
-        from .grader import grade_notebook
-
-        return grade_notebook
-    raise AttributeError(f"module 'utils.grading' has no attribute {name!r}")

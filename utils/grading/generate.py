@@ -7,6 +7,8 @@ the code after the region) and replaces each region with one line
 cleared and the notebook metadata ``course.assignment`` is set to the notebook's stem. The output is
 a pure function of the input, so ``--check`` can tell when ``exercises/`` is out of sync.
 A leak check makes sure no non-trivial line of a solution region appears in the exercise.
+Review answers are *answer lines* instead, ``answers["r1"] = 7  # ANSWER (an int)``: the exercise
+keeps the line with the value replaced by ``...``.
 Chapter 01's exercise is the first one built this way.
 """
 from __future__ import annotations
@@ -16,14 +18,18 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
+if TYPE_CHECKING:
+    import nbformat
+
 
 __all__ = [
     "MarkerError",
     "LeakError",
     "Region",
     "PLACEHOLDER",
+    "answer_lines",
     "check_sync",
     "exercise_text",
     "find_leaks",
@@ -39,6 +45,9 @@ PLACEHOLDER = 'raise NotImplementedError("Replace this line with your solution."
 
 _MARKER = re.compile(r"^(?P<indent>[ \t]*)#[ \t]*(?P<kind>BEGIN|END) SOLUTION[ \t]*$")
 _NEAR_MISS = re.compile(r"#.*\b(begin|end)[ _-]*solutions?\b", re.IGNORECASE)
+# an answer line of a review question: `answers["r1"] = 7  # ANSWER (an int)`; the exercise shows `...`
+_ANSWER = re.compile(r"^(?P<head>[ \t]*[A-Za-z_][\w.]*(?:\[[^\]]+\])?[ \t]*=[ \t]*)(?P<value>\S.*?)"
+                     r"(?P<tail>[ \t]+#[ \t]*ANSWER\b.*)$")
 _MIN_LEAK_CHARS = 6  # a line shorter than this (spaces removed) is too generic to count as a leak
 # lines too generic to count as a leak: bare keywords, closing brackets, `return` of plain names
 _TRIVIAL = re.compile(r"^(return\b[\w\s,()]*|pass|break|continue|else:|try:|finally:|[\])}]+[,:]?)$")
@@ -84,7 +93,8 @@ def find_regions(source: str, *, notebook: str = "<source>", cell: int | None = 
             continue
         if match["kind"] == "BEGIN":
             if open_at is not None:
-                raise MarkerError(notebook, cell, number, f"nested {BEGIN!r}: the region opened at line {open_at[0]} is not closed yet")
+                problem = f"nested {BEGIN!r}: the region opened at line {open_at[0]} is not closed yet"
+                raise MarkerError(notebook, cell, number, problem)
             open_at = (number, match["indent"])
         else:
             if open_at is None:
@@ -94,6 +104,24 @@ def find_regions(source: str, *, notebook: str = "<source>", cell: int | None = 
     if open_at is not None:
         raise MarkerError(notebook, cell, open_at[0], f"{BEGIN!r} without a matching {END!r}")
     return regions
+
+
+def answer_lines(source: str) -> list[int]:
+    """1-based numbers of the answer lines of a cell (``<target> = <value>  # ANSWER ...``)."""
+    return [n for n, line in enumerate(source.splitlines(), start=1) if _ANSWER.match(line)]
+
+
+def _blank_answers(source: str, *, notebook: str, cell: int | None) -> str:
+    lines = source.splitlines()
+    regions = find_regions(source, notebook=notebook, cell=cell)
+    inside = {n for r in regions for n in range(r.begin, r.end + 1)}
+    for number in answer_lines(source):
+        if number in inside:
+            raise MarkerError(notebook, cell, number, "an answer line (# ANSWER) inside a solution region")
+        match = _ANSWER.match(lines[number - 1])
+        lines[number - 1] = f"{match['head']}...{match['tail']}"
+    text = "\n".join(lines)
+    return text + "\n" if source.endswith("\n") and lines else text
 
 
 def _replace_regions(source: str, regions: list[Region]) -> str:
@@ -113,8 +141,12 @@ def _stable_id(name: str, index: int) -> str:
     return hashlib.sha1(f"{name}:{index}".encode()).hexdigest()[:8]
 
 
-def generate_exercise(nb: nbformat.NotebookNode, *, name: str = "notebook", assignment: str | None = None) -> nbformat.NotebookNode:
+def generate_exercise(nb: nbformat.NotebookNode, *, name: str = "notebook",
+                      assignment: str | None = None) -> nbformat.NotebookNode:
     """Return the exercise notebook for solution notebook ``nb`` (``nb`` itself is not changed).
+
+    Solution regions become :data:`PLACEHOLDER`; on answer lines (``answers["r1"] = 7  # ANSWER``)
+    the value becomes ``...``.
 
     ``name`` is used in error messages and for the metadata ``course.assignment`` (``assignment``
     overrides it). Raises :class:`MarkerError` for bad markers; the result is deterministic.
@@ -129,6 +161,7 @@ def generate_exercise(nb: nbformat.NotebookNode, *, name: str = "notebook", assi
         regions = find_regions(cell.source, notebook=name, cell=index)
         if regions:
             cell.source = _replace_regions(cell.source, regions)
+        cell.source = _blank_answers(cell.source, notebook=name, cell=index)
         cell.outputs = []
         cell.execution_count = None
         cell.metadata.pop("execution", None)
@@ -152,13 +185,15 @@ def solution_lines(nb: nbformat.NotebookNode, *, name: str = "notebook") -> list
         for region in find_regions(cell.source, notebook=name, cell=index):
             for number in range(region.begin + 1, region.end):
                 line = lines[number - 1].strip()
-                if line.startswith("#") or len(re.sub(r"\s+", "", line)) < _MIN_LEAK_CHARS or _TRIVIAL.match(line):
+                short = len(re.sub(r"\s+", "", line)) < _MIN_LEAK_CHARS
+                if line.startswith("#") or short or _TRIVIAL.match(line):
                     continue
                 found.append((index, number, line))
     return found
 
 
-def find_leaks(solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode, *, name: str = "notebook") -> list[str]:
+def find_leaks(solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode, *,
+               name: str = "notebook") -> list[str]:
     """Lines of the solution's regions that appear in ``exercise`` (any cell, spaces ignored).
 
     Returns one message per leaked line, naming the solution cell and line; empty when clean.
@@ -169,7 +204,8 @@ def find_leaks(solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode,
         needle = re.sub(r"\s+", "", line)
         hits = [i for i, text in enumerate(cells) if needle in text]
         if hits:
-            leaks.append(f"{name}: solution line {line!r} (cell {index}, line {number}) appears in the exercise (cell {hits[0]})")
+            leaks.append(f"{name}: solution line {line!r} (cell {index}, line {number}) appears in the "
+                         f"exercise (cell {hits[0]})")
     return leaks
 
 
@@ -179,9 +215,12 @@ def exercise_text(solution_path: str | Path) -> str:
     Raises :class:`MarkerError` for bad markers, :class:`LeakError` when a solution line would
     appear in the exercise or when the notebook has no solution region at all.
     """
+    import nbformat
+
     path = Path(solution_path)
     nb = nbformat.read(path, as_version=4)
-    if not any(find_regions(c.source, notebook=path.name, cell=i) for i, c in enumerate(nb.cells) if c.cell_type == "code"):
+    if not any(find_regions(c.source, notebook=path.name, cell=i) or answer_lines(c.source)
+               for i, c in enumerate(nb.cells) if c.cell_type == "code"):
         raise LeakError(f"{path.name}: no {BEGIN!r} region, so the exercise would be the solution")
     ex = generate_exercise(nb, name=path.name)
     leaks = find_leaks(nb, ex, name=path.name)
@@ -196,7 +235,7 @@ def _notebooks(folder: Path) -> list[Path]:
 
 
 def generate_all(solutions_dir: str | Path, exercises_dir: str | Path) -> list[Path]:
-    """Write ``exercises_dir/NAME.ipynb`` for every ``solutions_dir/NAME.ipynb``; return the files that changed.
+    """Write ``exercises_dir/NAME.ipynb`` for every ``solutions_dir/NAME.ipynb``; return those that changed.
 
     Files already up to date are not rewritten. Raises on the first bad notebook (nothing is written
     for it).
@@ -221,6 +260,8 @@ def check_sync(solutions_dir: str | Path, exercises_dir: str | Path) -> list[str
     Each message names the file: bad markers, leaks, missing or out-of-date exercises, and exercises
     without a solution. An empty list means in sync.
     """
+    import nbformat
+
     solutions, exercises = Path(solutions_dir), Path(exercises_dir)
     if not solutions.is_dir():
         return [f"solutions folder {solutions} does not exist"]
@@ -240,7 +281,8 @@ def check_sync(solutions_dir: str | Path, exercises_dir: str | Path) -> list[str
         elif target.read_text(encoding="utf-8") != text:
             problems.append(f"{target} is out of sync with {path}: run `make exercises`")
             try:
-                problems.extend(find_leaks(nbformat.read(path, as_version=4), nbformat.read(target, as_version=4), name=str(target)))
+                solution, exercise = nbformat.read(path, as_version=4), nbformat.read(target, as_version=4)
+                problems.extend(find_leaks(solution, exercise, name=str(target)))
             except Exception as err:
                 problems.append(f"{target}: cannot be read as a notebook ({type(err).__name__}: {err})")
     if exercises.is_dir():

@@ -4,7 +4,8 @@ A module ``utils/grading/checks/<topic>.py`` defines
 
 * ``ASSIGNMENT = "NN_topic"``: the stem of ``solutions/NN_topic.ipynb`` and ``exercises/NN_topic.ipynb``;
 * ``TITLE = "..."``: a short title for reports;
-* ``QUESTIONS = [Question(...), ...]``: question ids unique within the assignment.
+* ``QUESTIONS = [Question(...), MakeItWork(...), Review(...), ...]``: ids unique within the assignment
+  (``q1``... for implement and make-it-work questions, ``r1``... for review questions by convention).
 
 :func:`assignments` imports every module of this package once and returns ``{assignment: QuestionSet}``.
 Tests and experiments can add a set with :func:`register` (and take it away with :func:`unregister`).
@@ -17,7 +18,11 @@ import pkgutil
 import re
 from dataclasses import dataclass
 
+from ..challenge import MakeItWork
 from ..core import Question
+from ..review import Review
+
+KINDS = (Question, MakeItWork, Review)
 
 __all__ = ["QuestionSet", "assignments", "get_assignment", "load_errors", "register", "unregister"]
 
@@ -34,18 +39,20 @@ class QuestionSet:
 
     def __post_init__(self) -> None:
         if not ASSIGNMENT_ID.match(self.assignment):
-            raise ValueError(f"assignment id must look like '01_backprop' (NN_ then lowercase letters, digits, _), got {self.assignment!r}")
+            raise ValueError("assignment id must look like '01_backprop' (NN_ then lowercase letters, "
+                             f"digits, _), got {self.assignment!r}")
         if not self.questions:
             raise ValueError(f"assignment {self.assignment}: no questions")
         seen: set[str] = set()
         for q in self.questions:
-            if not isinstance(q, Question):
-                raise TypeError(f"assignment {self.assignment}: QUESTIONS must hold Question objects, got {type(q).__name__}")
+            if not isinstance(q, KINDS):
+                raise TypeError(f"assignment {self.assignment}: QUESTIONS must hold Question, MakeItWork or "
+                                f"Review objects, got {type(q).__name__}")
             if q.id in seen:
                 raise ValueError(f"assignment {self.assignment}: question id {q.id!r} appears twice")
             seen.add(q.id)
 
-    def question(self, qid: str) -> Question:
+    def question(self, qid: str) -> Question | MakeItWork | Review:
         for q in self.questions:
             if q.id == qid:
                 return q
@@ -75,7 +82,8 @@ def _load_modules() -> None:
             continue
         try:
             module = importlib.import_module(f"{__name__}.{info.name}")
-            qset = QuestionSet(module.ASSIGNMENT, getattr(module, "TITLE", module.ASSIGNMENT), list(module.QUESTIONS))
+            title = getattr(module, "TITLE", module.ASSIGNMENT)
+            qset = QuestionSet(module.ASSIGNMENT, title, list(module.QUESTIONS))
         except Exception as err:  # one broken chapter must not take the others down
             _LOAD_ERRORS[info.name] = f"{type(err).__name__}: {err}"
             continue
@@ -107,7 +115,8 @@ def get_assignment(assignment: str) -> QuestionSet:
     return sets[assignment]
 
 
-def register(assignment: str, questions: list[Question], title: str | None = None, *, replace: bool = False) -> QuestionSet:
+def register(assignment: str, questions: list[Question], title: str | None = None, *,
+             replace: bool = False) -> QuestionSet:
     """Register a question set by hand (the modules of this package register themselves)."""
     _load_modules()
     if assignment in _REGISTRY and not replace:

@@ -21,6 +21,10 @@ unchanged.
   ``torch.log_softmax``; logits in the hundreds (float32) and thousands (float64, including
   ``randn + 3000`` and ``randn - 3000``), all-equal logits and a single class.
   Tolerance: float32 ``1e-4 + 1e-5 * |expected|``, float64 ``1e-9 + 1e-9 * |expected|``.
+
+Forbidden while the answers run (:mod:`utils.grading.forbid`): the ready-made activations each
+question reproduces (in their ``torch.*``, ``F.*`` and ``Tensor`` forms), autograd for the
+derivatives, and the course's own modules (``utils.scratch.activations``, ...).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Case, Question
+from ..forbid import AUTOGRAD, COURSE
 
 ASSIGNMENT = "02_activations"
 TITLE = "Activation functions, stable and checked"
@@ -175,9 +180,18 @@ def log_softmax_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
+WHY = "chapter 02's exercise asks for the activations written with basic tensor operations"
+
 QUESTIONS = [
-    Question("q1", "Stable sigmoid and its derivative", ("sigmoid", "sigmoid_grad"), sigmoid_cases),
-    Question("q2", "Exact GELU and its derivative", ("gelu", "gelu_grad"), gelu_cases),
-    Question("q3", "Leaky ReLU and its derivative", ("leaky_relu", "leaky_relu_grad"), leaky_cases),
-    Question("q4", "Stable log-softmax along any dimension", ("log_softmax",), log_softmax_cases),
+    Question("q1", "Stable sigmoid and its derivative", ("sigmoid", "sigmoid_grad"), sigmoid_cases,
+             forbid=("torch.sigmoid", "torch.special.expit", "torch.nn.functional.logsigmoid", *AUTOGRAD,
+                     *COURSE), why=WHY),
+    Question("q2", "Exact GELU and its derivative", ("gelu", "gelu_grad"), gelu_cases,
+             forbid=("torch.nn.functional.gelu", *AUTOGRAD, *COURSE), why=WHY),
+    Question("q3", "Leaky ReLU and its derivative", ("leaky_relu", "leaky_relu_grad"), leaky_cases,
+             forbid=("torch.nn.functional.leaky_relu", "torch._C._nn.leaky_relu", "torch.nn.functional.rrelu",
+                     *AUTOGRAD, *COURSE), why=WHY),
+    Question("q4", "Stable log-softmax along any dimension", ("log_softmax",), log_softmax_cases,
+             forbid=("torch.log_softmax", "torch.special.log_softmax", "torch.logsumexp",
+                     "torch.special.logsumexp", "torch.softmax", *COURSE), why=WHY),
 ]

@@ -3,15 +3,20 @@ against torchvision.
 
 The learner's answers to q1, q2 and q4 are classes (``nn.Module`` s): a harness builds them where the
 learner's code runs, loads weights drawn here, runs fresh random inputs and returns what is compared
-(output shapes as zero tensors of that shape, parameter counts, outputs). References come from torchvision and ``torch.nn.functional`` in
-the grading process. One point per question.
+(output shapes as zero tensors of that shape, the shapes of the parameters, which are added up here,
+outputs). References come from torchvision and ``torch.nn.functional`` in the grading process. One
+point per question. Forbidden while the answers run (:mod:`utils.grading.forbid`): torchvision's
+finished blocks (``torchvision.models.resnet``, ``torchvision.ops.SqueezeExcitation``,
+``torchvision.models.vision_transformer``), ``utils.models``, ``utils.flops`` (q3) and the course's
+reference modules.
 
 * q1 ``BasicBlock(in_ch, out_ch, stride)``: ResNet's basic block with torchvision's parameter names
   ``conv1``, ``bn1``, ``conv2``, ``bn2`` and, only when ``stride != 1`` or ``in_ch != out_ch``, the
   projection shortcut ``downsample.0`` (1x1 convolution) / ``downsample.1`` (batch norm). Checked by
   output shapes, parameter counts (exact), and by loading the ``state_dict`` of a
   ``torchvision.models.resnet.BasicBlock`` with random weights and batch-norm statistics
-  (``strict=True``) and comparing outputs in eval and in train mode: ``1e-4 + 1e-4 * |expected|``.
+  (``strict=True``) and comparing outputs in eval and in train mode: ``1e-4 + 1e-4 * |expected|``;
+  the input must be left unchanged (no in-place ReLU on ``x``).
 * q2 ``SqueezeExcitation(channels, reduction)``: layers ``fc1`` (``channels -> channels // reduction``)
   and ``fc2`` (back), ``nn.Linear`` or 1x1 ``nn.Conv2d``, with biases; reference
   ``torchvision.ops.SqueezeExcitation`` with the same weights; the input must be left unchanged.
@@ -32,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Case, Code, Question
+from ..forbid import COURSE
 
 ASSIGNMENT = "07_architectures"
 TITLE = "CNN architectures: the signature blocks"
@@ -71,7 +77,13 @@ def _reference_block(in_ch: int, out_ch: int, stride: int) -> nn.Module:
 
 # shapes travel as zero tensors of that shape, so that a mismatch reads "wrong shape: expected (...), got (...)"
 SHAPE = Code("lambda Block, in_ch, out_ch, stride, x: torch.zeros(Block(in_ch, out_ch, stride)(x).shape)")
-COUNT = Code("lambda Block, in_ch, out_ch, stride: sum(p.numel() for p in Block(in_ch, out_ch, stride).parameters())")
+# parameter shapes come back raw; _count adds them up here
+COUNT = Code("lambda Block, in_ch, out_ch, stride: "
+             "[list(p.shape) for p in Block(in_ch, out_ch, stride).parameters()]")
+
+
+def _count(shapes: list[list[int]]) -> int:
+    return int(sum(math.prod(shape) for shape in shapes))
 # build, load the reference state dict strictly, switch to eval (or train) mode, run
 RUN_EVAL = Code("lambda Block, in_ch, out_ch, stride, state, x: (lambda m: (m.load_state_dict(state, strict=True), "
                 "m.eval(), m(x).detach())[-1])(Block(in_ch, out_ch, stride))")
@@ -99,7 +111,7 @@ def block_cases(g: torch.Generator) -> list[Case]:
     for in_ch, out_ch, stride, label in [(16, 16, 1, "16 -> 16, stride 1 (no projection)"), (16, 32, 2, "16 -> 32, stride 2"),
                                          (8, 24, 1, "8 -> 24, stride 1 (projection for the channels)")]:
         cases.append(Case(f"parameter count, {label}", "BasicBlock", {"in_ch": in_ch, "out_ch": out_ch, "stride": stride},
-                          _n_params(_reference_block(in_ch, out_ch, stride)), harness=COUNT,
+                          _n_params(_reference_block(in_ch, out_ch, stride)), harness=COUNT, measure=_count,
                           hint="3x3 convolutions without bias (the batch norm has its own shift); a projection shortcut only "
                                "when stride != 1 or in_ch != out_ch, and then a 1x1 convolution without bias plus a BatchNorm2d"))
     for in_ch, out_ch, stride, train, label in [
@@ -118,7 +130,7 @@ def block_cases(g: torch.Generator) -> list[Case]:
         state = {k: v.clone() for k, v in ref.state_dict().items()}
         cases.append(Case(f"torchvision's weights, {label}", "BasicBlock",
                           {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "state": state, "x": x}, expected,
-                          atol=1e-4, rtol=1e-4, harness=RUN_TRAIN if train else RUN_EVAL,
+                          atol=1e-4, rtol=1e-4, harness=RUN_TRAIN if train else RUN_EVAL, unchanged=("x",),
                           hint="use exactly the names conv1, bn1, conv2, bn2 and downsample.0 / downsample.1 (no extra "
                                "parameters); out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)): the ReLU comes "
                                "after the addition. " + BLOCK_HINT))
@@ -127,7 +139,8 @@ def block_cases(g: torch.Generator) -> list[Case]:
 
 # --------------------------------------------------------------------------- q2 SqueezeExcitation
 
-SE_COUNT = Code("lambda SE, channels, reduction: sum(p.numel() for p in SE(channels, reduction).parameters())")
+SE_COUNT = Code("lambda SE, channels, reduction: "
+                "[list(p.shape) for p in SE(channels, reduction).parameters()]")
 SE_RUN = Code("lambda SE, channels, reduction, w1, b1, w2, b2, x: (lambda m: ([p.data.copy_(v.reshape(p.shape)) for p, v in "
               "((m.fc1.weight, w1), (m.fc1.bias, b1), (m.fc2.weight, w2), (m.fc2.bias, b2))], m.eval(), m(x).detach())[-1])"
               "(SE(channels, reduction))")
@@ -145,6 +158,7 @@ def se_cases(g: torch.Generator) -> list[Case]:
         expected = channels * (channels // reduction) * 2 + channels // reduction + channels
         cases.append(Case(f"parameter count, channels={channels}, reduction={reduction}", "SqueezeExcitation",
                           {"channels": channels, "reduction": reduction}, expected, harness=SE_COUNT,
+                          measure=_count,
                           hint="two layers with biases: fc1 maps channels -> channels // reduction, fc2 maps back"))
     for n, channels, reduction, h, w, label in [
         (2, 16, 4, 5, 5, "16 channels, reduction 4"),
@@ -251,9 +265,16 @@ def patch_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
+WHY = "chapter 07's exercise asks you to build the blocks, not to take the finished ones"
+
 QUESTIONS = [
-    Question("q1", "ResNet basic block (with projection shortcut)", ("BasicBlock",), block_cases),
-    Question("q2", "Squeeze-and-excitation", ("SqueezeExcitation",), se_cases),
-    Question("q3", "Counting parameters", ("count_parameters", "conv_params"), count_cases),
-    Question("q4", "ViT patch embedding", ("PatchEmbedding",), patch_cases),
+    Question("q1", "ResNet basic block (with projection shortcut)", ("BasicBlock",), block_cases,
+             forbid=("torchvision.models.resnet", "utils.models", *COURSE), why=WHY),
+    Question("q2", "Squeeze-and-excitation", ("SqueezeExcitation",), se_cases,
+             forbid=("torchvision.ops.SqueezeExcitation", "utils.models", *COURSE), why=WHY),
+    Question("q3", "Counting parameters", ("count_parameters", "conv_params"), count_cases,
+             forbid=("utils.flops", "utils.models", *COURSE),
+             why="q3 asks for the counts worked out yourself"),
+    Question("q4", "ViT patch embedding", ("PatchEmbedding",), patch_cases,
+             forbid=("torchvision.models.vision_transformer", "utils.models", *COURSE), why=WHY),
 ]

@@ -15,6 +15,10 @@ Every case draws fresh random inputs from the generator it is given; the expecte
 * q4 ``numerical_gradient(f, x, h=1e-5)``: central differences on float64 ``x`` of several shapes
   (1-D, 2-D, 3-D, a single value) for separable and non-separable ``f``, compared with the autograd
   gradient at ``1e-8 + 1e-6 * |expected|``; ``x`` must be unchanged after the call.
+
+Forbidden while the answers run (:mod:`utils.grading.forbid`): autograd, the functions of
+``torch.nn.functional`` each question reproduces (and their ``torch.*`` and ``Tensor`` forms), the
+course's own modules (``utils.scratch``, ...).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Case, Code, Question
+from ..forbid import AUTOGRAD, COURSE
 
 ASSIGNMENT = "01_backprop"
 TITLE = "Backpropagation by hand"
@@ -160,9 +165,18 @@ def numgrad_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
+WHY = "chapter 01's exercise asks for the gradients computed by hand, without autograd or torch.nn.functional"
+
 QUESTIONS = [
-    Question("q1", "Linear layer: forward and backward", ("linear_forward", "linear_backward"), linear_cases),
-    Question("q2", "ReLU: forward and backward", ("relu_forward", "relu_backward"), relu_cases),
-    Question("q3", "Softmax cross-entropy: loss and gradient", ("softmax_cross_entropy",), softmax_ce_cases),
-    Question("q4", "Numerical gradient (central differences)", ("numerical_gradient",), numgrad_cases),
+    Question("q1", "Linear layer: forward and backward", ("linear_forward", "linear_backward"), linear_cases,
+             forbid=("torch.nn.functional.linear", "torch.nn.Linear", *AUTOGRAD, *COURSE), why=WHY),
+    Question("q2", "ReLU: forward and backward", ("relu_forward", "relu_backward"), relu_cases,
+             forbid=("torch.nn.functional.relu", "torch.nn.functional.threshold", *AUTOGRAD, *COURSE),
+             why=WHY),
+    Question("q3", "Softmax cross-entropy: loss and gradient", ("softmax_cross_entropy",), softmax_ce_cases,
+             forbid=("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss",
+                     "torch.nn.functional.log_softmax", "torch.nn.functional.softmax", "torch.logsumexp",
+                     *AUTOGRAD, *COURSE), why=WHY),
+    Question("q4", "Numerical gradient (central differences)", ("numerical_gradient",), numgrad_cases,
+             forbid=(*AUTOGRAD, *COURSE), why="q4 asks for the gradient from function values alone"),
 ]

@@ -23,6 +23,10 @@ sizes and receptive fields), computed in the grading process. One point per ques
   unit with respect to the input of a stack of ``F.conv1d`` layers with all-one kernels; exact.
   Includes the empty stack (a pixel sees itself: 1), 1x1 kernels, pooling-like layers (k = s) and
   random stacks with strides and dilations.
+
+Forbidden while the answers run (:mod:`utils.grading.forbid`): the convolutions and pooling of
+``torch.nn.functional`` and ``torch.nn`` (``F.conv2d``, ``F.unfold`` and ``x.unfold``, ``F.max_pool2d``),
+autograd (q2's backward, q4), ``utils.receptive_field`` (q3, q4) and the course's own modules.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Case, Question
+from ..forbid import AUTOGRAD, COURSE
 
 ASSIGNMENT = "06_convolutions"
 TITLE = "Convolutions by hand"
@@ -220,9 +225,20 @@ def rf_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
+CONV = ("torch.nn.functional.conv2d", "torch.nn.functional.conv1d", "torch.nn.functional.unfold",
+        "torch.convolution", "torch.nn.Conv2d")
+WHY = "chapter 06's exercise asks for the operations written with indexing, slicing and matrix products"
+
 QUESTIONS = [
-    Question("q1", "2-D convolution forward (matches F.conv2d)", ("conv2d_forward",), conv_cases),
-    Question("q2", "Max pooling: forward and backward", ("maxpool2d_forward", "maxpool2d_backward"), pool_cases),
-    Question("q3", "Output size of a convolution", ("conv_output_size",), size_cases),
-    Question("q4", "Receptive field of a stack of layers", ("receptive_field",), rf_cases),
+    Question("q1", "2-D convolution forward (matches F.conv2d)", ("conv2d_forward",), conv_cases,
+             forbid=(*CONV, *COURSE), why=WHY),
+    Question("q2", "Max pooling: forward and backward", ("maxpool2d_forward", "maxpool2d_backward"),
+             pool_cases, forbid=("torch.nn.functional.max_pool2d", "torch.nn.MaxPool2d",
+                                 "torch.nn.functional.unfold", *AUTOGRAD, *COURSE), why=WHY),
+    Question("q3", "Output size of a convolution", ("conv_output_size",), size_cases,
+             forbid=(*CONV, "utils.receptive_field", *COURSE),
+             why="q3 asks for the formula, not a convolution run"),
+    Question("q4", "Receptive field of a stack of layers", ("receptive_field",), rf_cases,
+             forbid=(*CONV, *AUTOGRAD, "utils.receptive_field", *COURSE),
+             why="q4 asks for the recurrence, not a measurement"),
 ]

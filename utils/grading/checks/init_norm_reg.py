@@ -4,7 +4,9 @@ backward, and inverted dropout, checked against PyTorch. One point per question.
 Deterministic answers (q2, q3, and the deterministic cases of q4) are compared with references
 from ``torch.nn.functional`` and autograd computed in float64 in the grading process. Random answers
 (q1, q4) are checked through statistics: a harness fills a large tensor, or the same tensor many
-times, in the learner's process and returns the statistic. Each statistical tolerance is at least
+times, in the learner's process and returns the raw values, and the statistic is computed in the
+grading process (so patching ``Tensor.var`` or ``torch.equal`` in the notebook changes nothing).
+Each statistical tolerance is at least
 7 standard deviations of that statistic for a correct solution, so a correct solution fails a case
 with probability below 1e-11 (below 1e-9 over the whole assignment), while the typical mistakes
 are off by 10% or more: fan_in and fan_out swapped, Xavier's 2 / (fan_in + fan_out) instead of
@@ -38,6 +40,9 @@ He's 2 / fan, a missing factor 2, a uniform instead of a normal distribution, a 
   (1000, 1000) input (``rtol = 0.2``, 9 sd: a mask shared across rows or columns fails), a fresh
   mask at every call, evaluation mode and p = 0 returning x, p = 1 returning zeros without NaN;
   x must be unchanged.
+
+Forbidden while the answers run (:mod:`utils.grading.forbid`): ``torch.nn.init`` (q1), batch norm of
+``torch.nn`` (q2, q3), autograd (q3), ``F.dropout`` and ``nn.Dropout`` (q4), the course's own modules.
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Case, Code, Question
+from ..forbid import AUTOGRAD, COURSE
 
 ASSIGNMENT = "05_init_norm_reg"
 TITLE = "Initialization, batch normalization and dropout"
@@ -67,15 +73,29 @@ def _rand(g: torch.Generator, *shape: int, dtype: torch.dtype = F32) -> torch.Te
 
 # --------------------------------------------------------------------------- q1 He initialization
 
-# Fill a NaN tensor of `shape` `draws` times and pool the values (float64, flat).
-_FILL = ("torch.cat([(lambda w: (fn(w, fan_mode), w.detach().reshape(-1).double())[1])(torch.full(shape, float('nan'))) "
-         "for _ in range(draws)])")
-_FILL_PARAM = ("torch.cat([(lambda w: (fn(w, fan_mode), w.detach().reshape(-1).double())[1])("
+# Fill a NaN tensor of `shape` `draws` times and return the pooled values (flat): the raw draws come
+# back, and every statistic of them is computed here, in the grading process (see _std, _mean, _kurtosis).
+_FILL = ("torch.cat([(lambda w: (fn(w, fan_mode), w.detach().reshape(-1).clone())[1])("
+         "torch.full(shape, float('nan'))) for _ in range(draws)])")
+_FILL_PARAM = ("torch.cat([(lambda w: (fn(w, fan_mode), w.detach().reshape(-1).clone())[1])("
                "nn.Parameter(torch.full(shape, float('nan')))) for _ in range(draws)])")
-HE_STD = Code(f"lambda fn, shape, fan_mode, draws: {_FILL}.std()")
-HE_STD_PARAM = Code(f"lambda fn, shape, fan_mode, draws: {_FILL_PARAM}.std()")
-HE_MEAN = Code(f"lambda fn, shape, fan_mode, draws: {_FILL}.mean()")
-HE_KURTOSIS = Code(f"lambda fn, shape, fan_mode, draws: (lambda v: ((v - v.mean()) ** 4).mean() / v.var(unbiased=False) ** 2)({_FILL})")
+HE_VALUES = Code(f"lambda fn, shape, fan_mode, draws: {_FILL}")
+HE_VALUES_PARAM = Code(f"lambda fn, shape, fan_mode, draws: {_FILL_PARAM}")
+
+
+def _std(values: torch.Tensor) -> torch.Tensor:
+    return values.double().std()
+
+
+def _mean(values: torch.Tensor) -> torch.Tensor:
+    return values.double().mean()
+
+
+def _kurtosis(values: torch.Tensor) -> torch.Tensor:
+    v = values.double()
+    centred = v - v.mean()
+    return (centred ** 4).mean() / (centred ** 2).mean() ** 2
+
 
 HE_HINT = ("fill the given weight in place (the check reads the tensor it passed, which starts as NaN), under "
            "torch.no_grad(), with N(0, std^2), e.g. weight.normal_(0, std); std = sqrt(2 / fan), fan_in = "
@@ -104,14 +124,14 @@ def he_cases(g: torch.Generator) -> list[Case]:
         cases.append(Case(
             f"std over {draws} fills of a {label} (fan_in={fan_in}, fan_out={fan_out})", "he_init_",
             {"shape": shape, "fan_mode": mode, "draws": draws}, torch.tensor(std, dtype=F64), rtol=5e-3,
-            hint=HE_HINT, harness=HE_STD))
+            hint=HE_HINT, harness=HE_VALUES, measure=_std))
     shape = (24, 8, 3, 3)
     fan_in, _ = _fans(shape)
     draws = math.ceil(SAMPLES / math.prod(shape))
     cases.append(Case(
         f"std over {draws} fills of an nn.Parameter (24, 8, 3, 3) that requires grad, fan_in", "he_init_",
         {"shape": shape, "fan_mode": "fan_in", "draws": draws}, torch.tensor(math.sqrt(2.0 / fan_in), dtype=F64),
-        rtol=5e-3, harness=HE_STD_PARAM,
+        rtol=5e-3, harness=HE_VALUES_PARAM, measure=_std,
         hint="a Parameter that requires grad cannot be changed in place while autograd records: wrap the fill in "
              "`with torch.no_grad():` (as torch.nn.init does); " + HE_HINT))
     shape, mode = (128, 64), "fan_in"
@@ -120,12 +140,12 @@ def he_cases(g: torch.Generator) -> list[Case]:
     std = math.sqrt(2.0 / 64)
     cases.append(Case(
         f"mean over {draws} fills of a (128, 64) weight", "he_init_", {"shape": shape, "fan_mode": mode, "draws": draws},
-        torch.tensor(0.0, dtype=F64), atol=SIGMAS * std / math.sqrt(n), harness=HE_MEAN,
+        torch.tensor(0.0, dtype=F64), atol=SIGMAS * std / math.sqrt(n), harness=HE_VALUES, measure=_mean,
         hint="the weights must have mean 0: draw from N(0, std^2), not from [0, ...)"))
     cases.append(Case(
         f"kurtosis over {draws} fills of a (128, 64) weight (3 for a normal distribution)", "he_init_",
         {"shape": shape, "fan_mode": mode, "draws": draws}, torch.tensor(3.0, dtype=F64), atol=0.05,
-        harness=HE_KURTOSIS,
+        harness=HE_VALUES, measure=_kurtosis,
         hint="He initialization here is the *normal* one, N(0, 2 / fan) (weight.normal_ or torch.randn); a uniform "
              "distribution with the same variance has kurtosis 1.8, a truncated normal less than 3"))
     return cases
@@ -236,11 +256,29 @@ def bn_backward_cases(g: torch.Generator) -> list[Case]:
 
 # --------------------------------------------------------------------------- q4 dropout
 
-DROP_ZEROS = Code("lambda fn, n, p: (fn(torch.ones(n), p, True) == 0).double().mean()")
-DROP_MEAN = Code("lambda fn, n, p: fn(torch.ones(n), p, True).double().mean()")
-DROP_KEPT = Code("lambda fn, x, p: (lambda out: torch.where(out == 0, x / (1 - p), out))(fn(x, p, True))")
-DROP_ROWS = Code("lambda fn, rows, cols, p: (fn(torch.ones(rows, cols), p, True) == 0).double().mean(dim=1).std()")
-DROP_FRESH = Code("lambda fn, x, p: bool(torch.equal(fn(x, p, True) == 0, fn(x, p, True) == 0))")
+# The harnesses return the raw outputs of dropout; the statistics of them are computed here.
+DROP_ONES = Code("lambda fn, n, p: fn(torch.ones(n), p, True)")
+DROP_OUT = Code("lambda fn, x, p: fn(x, p, True)")
+DROP_GRID = Code("lambda fn, rows, cols, p: fn(torch.ones(rows, cols), p, True)")
+DROP_TWICE = Code("lambda fn, x, p: (fn(x, p, True), fn(x, p, True))")
+
+
+def _zero_fraction(out: torch.Tensor) -> torch.Tensor:
+    return (out == 0).double().mean()
+
+
+def _row_spread(out: torch.Tensor) -> torch.Tensor:
+    return (out == 0).double().mean(dim=1).std()
+
+
+def _same_masks(outs: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    return bool(torch.equal(outs[0] == 0, outs[1] == 0))
+
+
+def _kept(x: torch.Tensor, p: float):
+    """The output with the dropped values replaced by the expected kept value x / (1 - p)."""
+    return lambda out: torch.where(out == 0, x / (1 - p), out)
+
 
 DROP_HINT = ("training: keep each value independently with probability 1 - p (a fresh mask of x's shape at every call, "
              "e.g. torch.rand_like(x) >= p) and divide the kept values by 1 - p; evaluation (training=False): return x; "
@@ -253,35 +291,36 @@ def dropout_cases(g: torch.Generator) -> list[Case]:
         cases.append(Case(
             f"fraction of zeros in dropout(torch.ones({SAMPLES}), p={p}, training=True)", "dropout",
             {"n": SAMPLES, "p": p}, torch.tensor(p, dtype=F64), atol=SIGMAS * math.sqrt(p * (1 - p) / SAMPLES),
-            hint=DROP_HINT, harness=DROP_ZEROS))
+            hint=DROP_HINT, harness=DROP_ONES, measure=_zero_fraction))
     p = 0.3
     x = _randn(g, 64, 128)
     cases.append(Case(
         "kept values equal x / (1 - p), p = 0.3, x (64, 128)", "dropout", {"x": x, "p": p}, x / (1 - p), rtol=1e-6,
         hint="inverted dropout scales what it keeps by 1 / (1 - p), so that the expected output equals x; " + DROP_HINT,
-        harness=DROP_KEPT, unchanged=("x",)))
+        harness=DROP_OUT, measure=_kept(x, p), unchanged=("x",)))
     x64 = _randn(g, 4, 8, 16, dtype=F64)
     cases.append(Case(
         "kept values equal x / (1 - p), p = 0.25, float64 x (4, 8, 16)", "dropout", {"x": x64, "p": 0.25},
-        x64 / 0.75, atol=0.0, rtol=1e-12, hint="keep the dtype and shape of x; " + DROP_HINT, harness=DROP_KEPT,
+        x64 / 0.75, atol=0.0, rtol=1e-12, hint="keep the dtype and shape of x; " + DROP_HINT,
+        harness=DROP_OUT, measure=_kept(x64, 0.25),
         unchanged=("x",)))
     p = 0.5
     cases.append(Case(
         f"mean of dropout(torch.ones({SAMPLES}), p={p}, training=True)", "dropout", {"n": SAMPLES, "p": p},
         torch.tensor(1.0, dtype=F64), atol=SIGMAS * math.sqrt(p / (1 - p) / SAMPLES),
         hint="the expected output must equal the input: scale the kept values by 1 / (1 - p); " + DROP_HINT,
-        harness=DROP_MEAN))
+        harness=DROP_ONES, measure=_mean))
     rows, cols, p = 1000, 1000, 0.2
     cases.append(Case(
         "independent values: spread of the zero fraction over the rows of a (1000, 1000) input, p = 0.2", "dropout",
         {"rows": rows, "cols": cols, "p": p}, torch.tensor(math.sqrt(p * (1 - p) / cols), dtype=F64), rtol=0.2,
         hint="draw one coin per value (a mask with the shape of x), not one per row or per column; " + DROP_HINT,
-        harness=DROP_ROWS))
+        harness=DROP_GRID, measure=_row_spread))
     x = _randn(g, 32, 128)
     cases.append(Case(
         "a fresh mask at every call (two calls must differ)", "dropout", {"x": x, "p": 0.5}, False,
         hint="do not seed the generator inside dropout: every forward pass must drop a different random subset",
-        harness=DROP_FRESH))
+        harness=DROP_TWICE, measure=_same_masks))
     x = _randn(g, 8, 16)
     cases.append(Case(
         "evaluation mode (training=False) returns x", "dropout", {"x": x, "p": 0.5, "training": False}, x.clone(),
@@ -297,9 +336,19 @@ def dropout_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
+BATCH_NORM = ("torch.nn.functional.batch_norm", "torch.nn.BatchNorm2d", "torch.nn.functional.instance_norm")
+
 QUESTIONS = [
-    Question("q1", "He initialization (statistics)", ("he_init_",), he_cases),
-    Question("q2", "Batch normalization: forward, running statistics", ("batchnorm_forward",), bn_forward_cases),
-    Question("q3", "Batch normalization: backward", ("batchnorm_backward",), bn_backward_cases),
-    Question("q4", "Inverted dropout (statistics)", ("dropout",), dropout_cases),
+    Question("q1", "He initialization (statistics)", ("he_init_",), he_cases,
+             forbid=("torch.nn.init", *COURSE),
+             why="q1 asks for the initialization itself, without torch.nn.init"),
+    Question("q2", "Batch normalization: forward, running statistics", ("batchnorm_forward",),
+             bn_forward_cases, forbid=(*BATCH_NORM, *COURSE),
+             why="q2 asks for batch normalization written with tensor operations"),
+    Question("q3", "Batch normalization: backward", ("batchnorm_backward",), bn_backward_cases,
+             forbid=(*BATCH_NORM, *AUTOGRAD, *COURSE),
+             why="q3 asks for the gradient derived by hand, without autograd"),
+    Question("q4", "Inverted dropout (statistics)", ("dropout",), dropout_cases,
+             forbid=("torch.nn.functional.dropout", "torch.nn.Dropout", *COURSE),
+             why="q4 asks for dropout written with a random mask"),
 ]

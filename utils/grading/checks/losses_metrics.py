@@ -25,6 +25,18 @@ float64 ``1e-10 + 1e-8 * |expected|``; the confusion matrix must match exactly, 
   num_classes)`` (like ``sklearn.metrics.f1_score(y, pred, labels=range(C), average="macro",
   zero_division=0)``): classes never predicted, never true, or absent from both (they count with
   F1 = 0), N = 1, two classes, perfect and all-wrong predictions. Both must leave their inputs unchanged.
+* q5 (make it work, 2 points) ``predict(images (B, 1, 8, 8)) -> labels (B,)`` (or scores (B, 10)) of a
+  classifier trained on :func:`imbalanced_digits` (classes 5-9 with 3 training images each): its
+  macro-F1 on the 360 images of the digits' test split, which the exercise never loads; 2 points
+  from 0.80, 1 from 0.70 (plain cross-entropy reaches about 0.72, class weights or oversampling
+  about 0.83); 30 s for all predictions.
+* r1-r6 (review, half a point each): a loss, macro-F1, F1, average precision, a confusion-matrix
+  count (an int) and a multiple-choice diagnosis, in the notebook's ``answers`` dict.
+
+Forbidden while the answers run (:mod:`utils.grading.forbid`): the reference each question
+reproduces (``F.binary_cross_entropy_with_logits`` in q1, ``F.cross_entropy`` in q2, torchvision's
+focal loss in q3, scikit-learn in q4; building blocks such as ``F.logsigmoid`` stay allowed) and the
+course's own modules (``utils.metrics``, ``utils.scratch``, ...).
 """
 from __future__ import annotations
 
@@ -33,8 +45,13 @@ import warnings
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import confusion_matrix, f1_score
+from torchvision.ops import sigmoid_focal_loss
 
+from ..challenge import MakeItWork
 from ..core import Case, Question
+from ..forbid import COURSE
+from ..review import Review
 
 ASSIGNMENT = "03_losses_metrics"
 TITLE = "Losses and metrics"
@@ -128,8 +145,6 @@ def focal_cases(g: torch.Generator) -> list[Case]:
         ("float64, gamma 1, alpha 0.25", _randn(g, 4, 6, dtype=F64) * 4, _binary(g, 4, 6, dtype=F64), 0.25, 1.0),
         ("logits in the hundreds (randn * 100), alpha 0.25, gamma 2", _randn(g, 16) * 100, _binary(g, 16, p=0.5), 0.25, 2.0),
     ]
-    from torchvision.ops import sigmoid_focal_loss
-
     cases = []
     for label, logits, targets, alpha, gamma in inputs:
         expected = sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="mean")
@@ -150,8 +165,6 @@ F1_HINT = ("per class c: F1_c = 2 TP / (2 TP + FP + FN), and 0 when 2 TP + FP + 
 
 
 def _sklearn_reference(pred: torch.Tensor, y: torch.Tensor, c: int) -> tuple[torch.Tensor, float]:
-    from sklearn.metrics import confusion_matrix, f1_score
-
     labels = np.arange(c)
     cm = torch.from_numpy(confusion_matrix(y.numpy(), pred.numpy(), labels=labels).astype(np.int64))
     with warnings.catch_warnings():
@@ -195,9 +208,95 @@ def classification_cases(g: torch.Generator) -> list[Case]:
     return cm_cases + f1_cases
 
 
+# --------------------------------------------------------------------------- q5 make it work
+
+IMBALANCE = 40  # classes 5-9 keep 1 training image in IMBALANCE
+N_VALIDATION = 300
+
+
+def imbalanced_digits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The data of q5: ``(x_fit (N, 1, 8, 8), y_fit (N,), x_val (300, 1, 8, 8), y_val (300,))``.
+
+    From the training split of ``utils.data.digits``: 300 random images make a balanced validation
+    set; of the rest, classes 0-4 keep every image and classes 5-9 one in 40 (3 each). The grader
+    scores ``predict`` on the digits' test split, which the exercise never loads.
+    """
+    import utils.data
+
+    train = utils.data.digits("train")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    val, fit = order[:N_VALIDATION], order[N_VALIDATION:]
+    keep = []
+    for c in range(10):
+        idx = fit[train.targets[fit] == c]
+        keep.append(idx[:max(1, round(len(idx) / IMBALANCE))] if c >= 5 else idx)
+    keep = torch.cat(keep)
+    return train.images[keep], train.targets[keep], train.images[val], train.targets[val]
+
+
+def held_out_digits(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grader's data for q5: the 360 images of the digits' test split (balanced), and their labels."""
+    del seed  # a fixed split: the exercise never loads it
+    import utils.data
+
+    test = utils.data.digits("test")
+    return test.images, test.targets
+
+
+def _validation_digits(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    del seed
+    _, _, x_val, y_val = imbalanced_digits()
+    return x_val, y_val
+
+
+# --------------------------------------------------------------------------- review questions
+
+REVIEW = [
+    Review("r1", "Loss of a uniform prediction", 2.302585, atol=0.005, rtol=0.0, points=0.5,
+           explain="The probability of the true class is 1/10 whatever the label, so the cross-entropy is "
+                   "-log(1/10) = ln 10 = 2.303: the loss to expect from a freshly initialised 10-class "
+                   "network."),
+    Review("r2", "Macro-F1 of a constant classifier", 0.4737,
+           atol=0.005, rtol=0.0, points=0.5,
+           explain="Negatives: TP = 90, FP = 10, FN = 0, so F1 = 2*90 / (2*90 + 10 + 0) = 0.947; positives: "
+                   "TP = 0, so F1 = 0; macro-F1 is their plain mean, 0.474 (its accuracy, 0.9, hides the "
+                   "failure)."),
+    Review("r3", "F1 from counts", 0.6667, atol=0.005, rtol=0.0, points=0.5,
+           explain="Precision = 30/40 = 0.75, recall = 30/50 = 0.6, F1 = 2PR / (P + R) = 0.9 / 1.35 = 0.667 "
+                   "(the same as 2TP / (2TP + FP + FN) = 60/90)."),
+    Review("r4", "Average precision of a ranking", 0.6042,
+           atol=0.005, rtol=0.0, points=0.5,
+           explain="Precision at each correct detection: 1/1, 2/3, 3/4; the fourth positive is never found "
+                   "and counts 0. AP = (1 + 0.667 + 0.75 + 0) / 4 = 0.604 (not the mean over the 3 found, "
+                   "0.806)."),
+    Review("r5", "Misclassified samples of a class", 4,
+           points=0.5,
+           explain="Row 1 holds the samples of true class 1: 2 + 6 + 2 = 10, of which 6 on the diagonal are "
+                   "right, so 10 - 6 = 4 are misclassified (the column, 1 + 6 + 1, counts predictions "
+                   "instead)."),
+    Review("r6", "Metrics with 1% positives", {"b", "c"}, points=0.5,
+           explain="(a) accuracy is 0.99 for the constant detector and (d) the fraction of negatives "
+                   "predicted negative is 1.0 for it: both look perfect. (b) recall of the positives is 0 "
+                   "for it and (c) average precision ranks the positives: those two tell the detectors "
+                   "apart."),
+]
+
 QUESTIONS = [
-    Question("q1", "Binary cross-entropy from logits (stable)", ("bce_with_logits",), bce_cases),
-    Question("q2", "Cross-entropy with label smoothing", ("cross_entropy_label_smoothing",), smoothing_cases),
-    Question("q3", "Binary focal loss", ("focal_loss",), focal_cases),
-    Question("q4", "Confusion matrix and macro-F1", ("confusion_matrix", "macro_f1"), classification_cases),
+    Question("q1", "Binary cross-entropy from logits (stable)", ("bce_with_logits",), bce_cases,
+             forbid=("torch.nn.functional.binary_cross_entropy_with_logits", "torch.nn.BCEWithLogitsLoss",
+                     *COURSE),
+             why="q1 asks for the stable formula written with tensor operations"),
+    Question("q2", "Cross-entropy with label smoothing", ("cross_entropy_label_smoothing",), smoothing_cases,
+             forbid=("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss",
+                     "torch.nn.CrossEntropyLoss", *COURSE),
+             why="q2 asks for the smoothed loss written with tensor operations"),
+    Question("q3", "Binary focal loss", ("focal_loss",), focal_cases,
+             forbid=("torchvision.ops.sigmoid_focal_loss", *COURSE),
+             why="q3 asks for the focal loss written with tensor operations"),
+    Question("q4", "Confusion matrix and macro-F1", ("confusion_matrix", "macro_f1"), classification_cases,
+             forbid=("sklearn", *COURSE), why="q4 asks for the counts and the metric computed yourself"),
+    MakeItWork("q5", "Make it work: imbalanced digits", held_out_digits,
+               metric="macro_f1", num_classes=10, steps=((0.80, 2), (0.70, 1)), budget=30, batch_size=128,
+               preview=_validation_digits),
+    *REVIEW,
 ]

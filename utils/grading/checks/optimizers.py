@@ -14,7 +14,11 @@ parameters. A harness runs 60 steps of the learner's function in a loop (in the 
 reference runs the same loop with the ``torch.optim`` optimizer (``p.grad = g_t; optimizer.step()``)
 in the grading process. The whole trajectory, the parameters flattened and concatenated after every
 step, shape (60, P), is compared, so a failure names the first step (row) where they part.
-Tolerances: float32 ``1e-5 + 1e-4 * |expected|``, float64 ``1e-10 + 1e-8 * |expected|``.
+Tolerances: float32 ``1e-5 + 1e-4 * |expected|``, float64 ``1e-10 + 1e-8 * |expected|``. The
+gradients handed to the learner's function are recorded before and after every call and must come
+back exactly as they were (the comparison is made here, from the raw records).
+Forbidden while the answers run (:mod:`utils.grading.forbid`): ``torch.optim`` (its optimizers, its
+functional forms and its schedulers) and the course's own modules (``utils.optim``, ...).
 
 * q1 ``sgd_momentum_step(params, grads, velocities, lr, momentum, nesterov)``: momentum 0 (plain
   SGD), heavy ball, Nesterov, float64, a 0-dim parameter; against ``torch.optim.SGD``.
@@ -38,6 +42,7 @@ import torch
 from torch.optim import lr_scheduler
 
 from ..core import Case, Code, Question
+from ..forbid import COURSE
 
 ASSIGNMENT = "04_optimizers"
 TITLE = "Optimizers and learning-rate schedules"
@@ -47,22 +52,37 @@ TOL = {F32: {"atol": 1e-5, "rtol": 1e-4}, F64: {"atol": 1e-10, "rtol": 1e-8}}
 STEPS = 60
 
 # The loop each step function runs in (inside the learner's kernel): the gradients are computed from the
-# current parameters, the learner's function updates them in place, and the parameters are recorded.
+# current parameters, the learner's function updates the parameters in place, and the parameters are
+# recorded, together with the gradients as given and as they are after the call (the caller's gradients
+# must come back untouched). The harness returns these raw records; _untouched compares them here.
 _GRADS = "[s * (p - c) + n[k] for p, c, s, n in zip(ps, targets, scales, noise)]"
-_RECORD = "torch.cat([p.detach().reshape(-1).clone() for p in ps])"
+_FLAT = "torch.cat([t.detach().reshape(-1).clone() for t in {}])"
 _ZEROS = "[torch.zeros_like(p) for p in params]"
-SGD_HARNESS = Code(
-    "lambda fn, params, targets, scales, noise, lr, momentum, nesterov: (lambda ps, vs: torch.stack(["
-    f"(fn(ps, {_GRADS}, vs, lr, momentum, nesterov), {_RECORD})[1] for k in range(noise[0].shape[0])]))"
-    f"([p.clone() for p in params], {_ZEROS})")
-ADAM_HARNESS = Code(
-    "lambda fn, params, targets, scales, noise, lr, betas, eps: (lambda ps, ms, vs: torch.stack(["
-    f"(fn(ps, {_GRADS}, ms, vs, k + 1, lr, betas, eps), {_RECORD})[1] for k in range(noise[0].shape[0])]))"
-    f"([p.clone() for p in params], {_ZEROS}, {_ZEROS})")
-ADAMW_HARNESS = Code(
-    "lambda fn, params, targets, scales, noise, lr, betas, eps, weight_decay: (lambda ps, ms, vs: torch.stack(["
-    f"(fn(ps, {_GRADS}, ms, vs, k + 1, lr, betas, eps, weight_decay), {_RECORD})[1] "
-    f"for k in range(noise[0].shape[0])]))([p.clone() for p in params], {_ZEROS}, {_ZEROS})")
+
+
+def _loop(call: str, states: tuple[str, ...]) -> Code:
+    """A harness running ``call`` once per step; ``call`` sees ``ps``, ``gs``, ``k`` and the zero-initialised
+    state lists named in ``states``. It returns (trajectory, gradients as given, gradients after the call)."""
+    step = (f"(lambda gs: (lambda given: ({call}, ({_FLAT.format('ps')}, given, {_FLAT.format('gs')}))[1])"
+            f"({_FLAT.format('gs')}))({_GRADS})")
+    stack = "(lambda rows: tuple(torch.stack([r[i] for r in rows]) for i in range(3)))"
+    return Code(f"lambda fn, params, targets, scales, noise, *hyper: (lambda ps, {', '.join(states)}: "
+                f"{stack}([{step} for k in range(noise[0].shape[0])]))("
+                f"[p.clone() for p in params], {', '.join([_ZEROS] * len(states))})")
+
+
+SGD_HARNESS = _loop("fn(ps, gs, vs, *hyper)", ("vs",))
+ADAM_HARNESS = _loop("fn(ps, gs, ms, vs, k + 1, *hyper)", ("ms", "vs"))
+ADAMW_HARNESS = ADAM_HARNESS
+OUTPUTS = ("trajectory", "the caller's gradients left untouched")
+
+
+def _untouched(records: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, bool]:
+    """(trajectory, whether every gradient came back exactly as it was given)."""
+    trajectory, given, after = records
+    return trajectory, bool(torch.equal(given, after))
+
+
 SCHEDULE_HARNESS = Code(
     "lambda fn, total_steps, warmup_steps, base_lr, min_lr, extra: torch.tensor("
     "[float(fn(k, total_steps, warmup_steps, base_lr, min_lr)) for k in range(total_steps + 1 + extra)], "
@@ -70,7 +90,8 @@ SCHEDULE_HARNESS = Code(
 
 IN_PLACE = ("Update the tensors of the lists in place (p.add_(...), p.sub_(...), p.mul_(...), v.mul_(...).add_(...), "
             "v.copy_(...) or p -= ...) and return nothing: `p = p - lr * g` only rebinds a local name, so the caller's "
-            "tensors never change and the trajectory stays at its start")
+            "tensors never change and the trajectory stays at its start; leave the gradients as they are "
+            "(no g.mul_ or g.add_ on them: the caller may use them again)")
 
 
 def problem(g: torch.Generator, shapes: list[tuple[int, ...]], dtype: torch.dtype, *, grad_scale: float = 1.0,
@@ -123,8 +144,8 @@ def sgd_cases(g: torch.Generator) -> list[Case]:
                 f"p -= lr * (g + momentum * v) with Nesterov, p -= lr * v without; with momentum = 0 it is "
                 f"p -= lr * g. {IN_PLACE}")
         cases.append(Case(f"{label}, {STEPS} steps", "sgd_momentum_step",
-                          {**data, "lr": lr, "momentum": mu, "nesterov": nesterov}, expected, **TOL[dtype],
-                          hint=hint, outputs=("trajectory",), harness=SGD_HARNESS))
+                          {**data, "lr": lr, "momentum": mu, "nesterov": nesterov}, (expected, True),
+                          **TOL[dtype], hint=hint, outputs=OUTPUTS, harness=SGD_HARNESS, measure=_untouched))
     return cases
 
 
@@ -149,8 +170,8 @@ def adam_cases(g: torch.Generator) -> list[Case]:
         data = problem(g, shapes, dtype, grad_scale=scale)
         expected = torch_trajectory(lambda ps: torch.optim.Adam(ps, lr=lr, betas=betas, eps=eps), data)
         cases.append(Case(f"{label}, {STEPS} steps", "adam_step", {**data, "lr": lr, "betas": betas, "eps": eps},
-                          expected, **TOL[dtype], hint=ADAM_HINT + IN_PLACE, outputs=("trajectory",),
-                          harness=ADAM_HARNESS))
+                          (expected, True), **TOL[dtype], hint=ADAM_HINT + IN_PLACE, outputs=OUTPUTS,
+                          harness=ADAM_HARNESS, measure=_untouched))
     return cases
 
 
@@ -174,8 +195,9 @@ def adamw_cases(g: torch.Generator) -> list[Case]:
                 "unchanged gradient; do not add weight_decay * p to the gradient (that is Adam's L2 penalty, "
                 "which the division by sqrt(v_hat) rescales). " + IN_PLACE)
         cases.append(Case(f"{label}, {STEPS} steps", "adamw_step",
-                          {**data, "lr": lr, "betas": betas, "eps": eps, "weight_decay": wd}, expected, **TOL[dtype],
-                          hint=hint, outputs=("trajectory",), harness=ADAMW_HARNESS))
+                          {**data, "lr": lr, "betas": betas, "eps": eps, "weight_decay": wd},
+                          (expected, True), **TOL[dtype], hint=hint, outputs=OUTPUTS, harness=ADAMW_HARNESS,
+                          measure=_untouched))
     return cases
 
 
@@ -240,9 +262,14 @@ def schedule_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
+FORBID = ("torch.optim", "utils.optim", *COURSE)
+WHY = "chapter 04's exercise asks for the update rules written with tensor operations, without torch.optim"
+
 QUESTIONS = [
-    Question("q1", "SGD with momentum and Nesterov", ("sgd_momentum_step",), sgd_cases),
-    Question("q2", "Adam with bias correction", ("adam_step",), adam_cases),
-    Question("q3", "AdamW: decoupled weight decay", ("adamw_step",), adamw_cases),
-    Question("q4", "Linear warmup + cosine schedule", ("warmup_cosine_lr",), schedule_cases),
+    Question("q1", "SGD with momentum and Nesterov", ("sgd_momentum_step",), sgd_cases, forbid=FORBID,
+             why=WHY),
+    Question("q2", "Adam with bias correction", ("adam_step",), adam_cases, forbid=FORBID, why=WHY),
+    Question("q3", "AdamW: decoupled weight decay", ("adamw_step",), adamw_cases, forbid=FORBID, why=WHY),
+    Question("q4", "Linear warmup + cosine schedule", ("warmup_cosine_lr",), schedule_cases, forbid=FORBID,
+             why=WHY),
 ]

@@ -1,0 +1,250 @@
+"""Forbidden shortcuts (issue 15, section 4): the watch catches every alias of a forbidden function,
+its Tensor-method forms and the course's own modules, imported before or during the call; held-out
+"solutions" that wrap the torch function or import the course's reference score zero on the question,
+while the course's reference solutions still pass every question with the watch on."""
+from __future__ import annotations
+
+import ast
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import ROOT
+from utils.grading import AUTOGRAD, COURSE, Question, assignments, evaluate, get_assignment
+from utils.grading.forbid import ForbidSpecError, forbid_spec
+from utils.grading.watch import ForbiddenCallError, Watch
+
+SPEC = forbid_spec(("torch.nn.functional.conv2d", "torch.sigmoid", "torch.nn.functional.max_pool2d",
+                    *AUTOGRAD, *COURSE), "the test says so")
+X, W = torch.randn(1, 1, 5, 5), torch.randn(1, 1, 3, 3)
+CAPTURED = F.conv2d  # a reference taken before the check, as a notebook's top-level code could
+
+
+def _scratch_conv():
+    from utils.scratch.conv import conv2d_im2col  # imported before the watch starts
+
+    return lambda: conv2d_im2col(X, W)
+
+
+ATTEMPTS = {  # label -> (call, the forbidden name the message must give)
+    "F.conv2d": (lambda: F.conv2d(X, W), "torch.nn.functional.conv2d"),
+    "torch.conv2d": (lambda: torch.conv2d(X, W), "torch.nn.functional.conv2d"),
+    "torch._C._VariableFunctions": (lambda: torch._C._VariableFunctions.conv2d(X, W),
+                                    "torch.nn.functional.conv2d"),
+    "captured before the check": (lambda: CAPTURED(X, W), "torch.nn.functional.conv2d"),
+    "a default argument": ((lambda conv=F.conv2d: conv(X, W)), "torch.nn.functional.conv2d"),
+    "nn.Conv2d": (lambda: torch.nn.Conv2d(1, 1, 3)(X), "torch.nn.functional.conv2d"),
+    "x.sigmoid()": (lambda: X.sigmoid(), "torch.sigmoid"),
+    "x.sigmoid_()": (lambda: X.clone().sigmoid_(), "torch.sigmoid"),
+    "TensorBase.sigmoid": (lambda: torch._C.TensorBase.sigmoid(X), "torch.sigmoid"),
+    "F.sigmoid": (lambda: F.sigmoid(X), "torch.sigmoid"),
+    "nn.Sigmoid": (lambda: torch.nn.Sigmoid()(X), "torch.sigmoid"),
+    "getattr": (lambda: getattr(torch, "sig" + "moid")(X), "torch.sigmoid"),
+    "F.max_pool2d": (lambda: F.max_pool2d(X, 2), "torch.nn.functional.max_pool2d"),
+    "F.max_pool2d with indices": (lambda: F.max_pool2d(X, 2, return_indices=True),
+                                  "torch.nn.functional.max_pool2d"),
+    "Tensor.backward": (lambda: (X.clone().requires_grad_() * 2).sum().backward(), "torch.Tensor.backward"),
+    "torch.autograd.grad": (lambda: torch.autograd.grad(X.clone().requires_grad_().sum(), []),
+                            "torch.autograd.grad"),
+    "torch.func.grad": (lambda: torch.func.grad(lambda t: (t ** 2).sum())(X), "torch.autograd.grad"),
+    "utils.scratch imported before": (_scratch_conv(), "utils.scratch"),
+    "import utils.scratch inside": (lambda: exec("import utils.scratch.conv", {"__name__": "__main__"}),
+                                    "utils.scratch"),
+    "from utils import metrics inside": (lambda: exec("from utils import metrics", {"__name__": "__main__"}),
+                                         "utils.metrics"),
+    "sys.setprofile(None)": (lambda: sys.setprofile(None), "sys.setprofile"),
+}
+
+
+@pytest.mark.parametrize("label", list(ATTEMPTS))
+def test_the_watch_catches_every_form(label):
+    call, name = ATTEMPTS[label]
+    watch = Watch(SPEC)
+    with pytest.raises(ForbiddenCallError) as info:
+        with watch:
+            call()
+    assert name in str(info.value)
+    assert str(info.value).endswith("which this question forbids: the test says so")
+    assert watch.violation == str(info.value)
+    assert sys.getprofile() is None  # the watch leaves no hook behind
+
+
+def test_catching_the_error_does_not_hide_the_call_and_allowed_calls_run():
+    watch = Watch(SPEC)
+    with watch:
+        try:
+            F.conv2d(X, W)
+        except ForbiddenCallError:
+            pass
+        value = torch.exp(X).sum() + torch.relu(X).sum()  # not forbidden: runs normally
+    assert watch.violation.startswith("calls torch.nn.functional.conv2d") and torch.isfinite(value)
+    clean = Watch(SPEC)
+    with clean:
+        torch.tanh(X) @ torch.ones(5)
+        with torch.no_grad():  # torch.autograd.grad_mode code: not autograd itself
+            torch.ones(1) * 2
+    assert clean.violation is None
+
+
+def test_forbidding_unknown_names_is_an_error_of_the_question_set():
+    with pytest.raises(ForbidSpecError, match="torch.nn.functional has no attribute 'conv7d'"):
+        forbid_spec(("torch.nn.functional.conv7d",), "")
+    with pytest.raises(ForbidSpecError, match="no module 'nonexistent_package'"):
+        forbid_spec(("nonexistent_package.f",), "")
+    assert forbid_spec((), "") is None
+    future = forbid_spec(("utils.not_written_yet",), "")  # a course module before it exists: by its path
+    assert ["utils.not_written_yet", "/utils/not_written_yet/", "utils.not_written_yet"] in future["modules"]
+
+
+def test_every_question_set_forbids_names_that_exist():
+    for name, qset in assignments().items():
+        for q in qset.questions:
+            if q.forbid:
+                assert q.watch_spec() is not None, f"{name} {q.id}"
+
+
+def test_the_kernel_side_modules_import_only_the_standard_library():
+    """watch.py and runner.py run in the learner's kernel from their source: only stdlib at the top."""
+    for name in ("watch.py", "runner.py"):
+        tree = ast.parse((ROOT / "utils" / "grading" / name).read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                stdlib = all(m.split(".")[0] in sys.stdlib_module_names or m == "__future__" for m in modules)
+                assert stdlib, (name, modules)
+
+
+# --------------------------------------------------------------------------- held-out shortcuts score zero
+
+SHORTCUTS = {  # (assignment, question) -> notebook code that gives right answers the forbidden way
+    ("01_backprop", "q1"): '''
+def linear_forward(x, W, b):
+    return torch.nn.functional.linear(x, W.T, b)
+def linear_backward(dout, x, W):
+    xr, wr = x.clone().requires_grad_(), W.clone().requires_grad_()
+    br = torch.zeros(W.shape[1], dtype=W.dtype, requires_grad=True)
+    (xr @ wr + br).backward(dout)
+    return xr.grad, wr.grad, br.grad
+''',
+    ("01_backprop", "q3"): '''
+def softmax_cross_entropy(logits, y):
+    logits = logits.clone().requires_grad_()
+    loss = torch.nn.functional.cross_entropy(logits, y)
+    (grad,) = torch.autograd.grad(loss, logits)
+    return loss.detach(), grad
+''',
+    ("02_activations", "q1"): '''
+def sigmoid(x):
+    return x.sigmoid()
+def sigmoid_grad(x):
+    s = torch.special.expit(x)
+    return s * (1 - s)
+''',
+    ("02_activations", "q4"): '''
+from utils.scratch.activations import log_softmax
+''',
+    ("03_losses_metrics", "q1"): '''
+import torch.nn.functional as F
+def bce_with_logits(logits, targets):
+    return F.binary_cross_entropy_with_logits(logits, targets)
+''',
+    ("03_losses_metrics", "q4"): '''
+import utils.metrics
+def confusion_matrix(pred, y, num_classes):
+    return utils.metrics.confusion_matrix(pred, y, num_classes)
+def macro_f1(pred, y, num_classes):
+    from sklearn.metrics import f1_score
+    return float(f1_score(y, pred, labels=range(num_classes), average="macro", zero_division=0))
+''',
+    ("04_optimizers", "q2"): '''
+def adam_step(params, grads, m, v, t, lr, betas, eps):
+    steps = [torch.tensor(float(t - 1)) for _ in params]
+    torch.optim._functional.adam(params, grads, m, v, [], steps, amsgrad=False, beta1=betas[0],
+                                 beta2=betas[1], lr=lr, weight_decay=0.0, eps=eps, maximize=False)
+''',
+    ("05_init_norm_reg", "q1"): '''
+def he_init_(weight, fan_mode="fan_in"):
+    return torch.nn.init.kaiming_normal_(weight, mode=fan_mode, nonlinearity="relu")
+''',
+    ("05_init_norm_reg", "q4"): '''
+def dropout(x, p, training):
+    return torch.nn.functional.dropout(x, p, training)
+''',
+    ("06_convolutions", "q1"): '''
+from utils.scratch.conv import conv2d_im2col
+def conv2d_forward(x, w, b, stride, padding):
+    return conv2d_im2col(x, w, b, stride=stride, padding=padding)
+''',
+    ("06_convolutions", "q2"): '''
+import torch.nn.functional as F
+def maxpool2d_forward(x, k, stride):
+    return F.max_pool2d(x, k, stride)
+def maxpool2d_backward(dout, x, k, stride):
+    xr = x.clone().requires_grad_()
+    F.max_pool2d(xr, k, stride).backward(dout)
+    return xr.grad
+''',
+    ("07_architectures", "q1"): '''
+import torchvision
+class BasicBlock(torchvision.models.resnet.BasicBlock):
+    def __init__(self, in_ch, out_ch, stride=1):
+        down = None
+        if stride != 1 or in_ch != out_ch:
+            down = torch.nn.Sequential(torch.nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                                       torch.nn.BatchNorm2d(out_ch))
+        super().__init__(in_ch, out_ch, stride, downsample=down)
+''',
+    ("08_training_cnns", "q1"): '''
+from utils import interpret
+def grad_cam(model, target_layer, x, class_idx):
+    return interpret.grad_cam(model, target_layer, x, class_idx)
+''',
+}
+
+
+def _namespace(source: str) -> dict:
+    ns: dict = {"__name__": "__main__", "torch": torch}
+    exec(compile(textwrap.dedent(source), "<notebook>", "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("key", list(SHORTCUTS), ids=lambda k: f"{k[0]}-{k[1]}")
+def test_a_shortcut_scores_zero_with_the_forbidden_call_named(key):
+    assignment, qid = key
+    q = get_assignment(assignment).question(qid)
+    ns = _namespace(SHORTCUTS[key])
+    result = evaluate(q, {name: ns[name] for name in q.functions}, seed=0, assignment=assignment)
+    assert result.score == 0 and not result.passed
+    failure = result.first_failure
+    assert failure.forbidden and "which this question forbids" in failure.message, result.feedback()
+    assert "forbidden call in case" in result.feedback()
+
+
+def _solution_namespace(path: Path) -> dict:
+    """The code cells of a solution notebook run as a notebook would, minus the checks and the install."""
+    import utils
+
+    ns: dict = {"__name__": "__main__", "utils": utils}
+    for cell in nbformat.read(path, as_version=4).cells:
+        source = cell.source.lstrip()
+        skipped = source.startswith(("check(", "# Setup")) or "grade_notebook" in source
+        if cell.cell_type != "code" or skipped:
+            continue
+        code = "\n".join(line for line in cell.source.splitlines() if not line.startswith("%"))
+        exec(compile(code, str(path), "exec"), ns)
+    return ns
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "solutions").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_the_reference_solutions_pass_with_the_watch_on(path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_PROFILE", "smoke")
+    ns = _solution_namespace(path)
+    for q in get_assignment(path.stem).questions:
+        if isinstance(q, Question):
+            result = evaluate(q, {name: ns[name] for name in q.functions}, seed=7, assignment=path.stem)
+            assert result.passed, result.line()
