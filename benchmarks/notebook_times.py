@@ -59,13 +59,15 @@ def run(path: Path, profile: str, cwd: Path | None = None) -> tuple[float, float
 
 
 def row(notebook: str, profile: str, seconds: float, cpu: float, load: float, machine: str) -> str:
-    return f"| {dt.date.today().isoformat()} | {machine} | {notebook} | {profile} | {seconds:.1f} | {cpu:.1f} | {load:.1f} |"
+    return (f"| {dt.date.today().isoformat()} | {machine} | {notebook} | {profile} | {seconds:.1f} "
+            f"| {cpu:.1f} | {load:.1f} |")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", action="append", choices=["smoke", "book", "full"])
-    parser.add_argument("--no-record", action="store_true", help="print the rows, do not append them to the results")
+    parser.add_argument("--no-record", action="store_true", help="print the rows, do not append them")
     parser.add_argument("notebooks", nargs="*", type=Path)
     args = parser.parse_args()
     profiles = args.profile or ["smoke"]

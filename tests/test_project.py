@@ -172,3 +172,27 @@ def test_math_also_compiles_with_latex(path):
     text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
     bad = sorted(set(re.findall(r"[_^]\\(?:max|min|sup|inf|lim|log|exp|sum|prod|arg)\b", text)))
     assert not bad, f"{path.name}: write {bad[0][0]}{{{bad[0][1:]}}} instead of {bad[0]}"
+
+
+@pytest.mark.slow
+def test_wheel_ships_the_typing_marker(tmp_path):
+    """pyproject.toml declares utils/py.typed as package data: the file exists and ends up in the wheel."""
+    import os
+    import shutil
+    import sys
+    import zipfile
+
+    assert (ROOT / "utils" / "py.typed").is_file()
+    source = tmp_path / "source"  # a copy, so that setuptools' build/ folder stays out of the checkout
+    shutil.copytree(ROOT / "utils", source / "utils", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+               "--wheel-dir", str(tmp_path / "dist"), str(source)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                         env={**os.environ, "PIP_NO_INDEX": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "utils/py.typed" in names
+    assert "utils/__init__.py" in names and not any(n.startswith(("tests/", "chapters/")) for n in names)
