@@ -1,4 +1,5 @@
-"""The project's own conventions: layout, one dependency list, clean notebooks, a complete table of contents."""
+"""The project's own conventions: layout, one dependency list, clean notebooks, a complete table of contents,
+a wheel that ships its typing marker."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,8 @@ except ModuleNotFoundError:  # Python 3.10
 from utils import book
 
 TOP_LEVEL = ["book", "chapters", "exercises", "solutions", "utils", "tests", "benchmarks",
-             "_config.yml", "_toc.yml", "environment.yml", "pyproject.toml", "Makefile", "README.md", ".ci/run"]
+             "_config.yml", "_toc.yml", "environment.yml", "pyproject.toml", "Makefile",
+             "README.md", ".ci/run"]
 
 
 def tracked_notebooks() -> list[Path]:
@@ -65,7 +67,8 @@ def test_dependencies_have_lower_bounds_only():
         assert "==" not in dep, f"{dep}: hard pins break on new releases; use a lower bound"
     names = {re.split(r"[<>=!\[ ]", d)[0] for d in project["dependencies"]}
     assert {"torch", "torchvision"} <= names
-    torch_specs = [d for d in project["dependencies"] if re.split(r"[<>=! ]", d)[0] in ("torch", "torchvision")]
+    torch_specs = [d for d in project["dependencies"]
+                   if re.split(r"[<>=! ]", d)[0] in ("torch", "torchvision")]
     assert all("<" not in d for d in torch_specs), "torch/torchvision must resolve as a matched pair"
 
 
@@ -99,7 +102,8 @@ def test_every_topic_has_chapter_exercise_and_solution():
 def test_table_of_contents_names_every_notebook_and_existing_files():
     files = book.toc_files(book.load_toc())
     for f in files:
-        assert any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), f"_toc.yml names {f}, which does not exist"
+        assert any((ROOT / f"{f}{ext}").exists()
+                   for ext in (".md", ".ipynb")), f"_toc.yml names {f}, which does not exist"
     for nb in tracked_notebooks():
         rel = str(nb.relative_to(ROOT).with_suffix(""))
         if rel.split("/")[0] in ("chapters", "exercises", "solutions"):
@@ -116,7 +120,8 @@ def test_toc_without_solutions_drops_only_solutions():
 
 def test_lessons_link_to_their_exercise():
     for path in LESSONS:
-        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown")
+        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
+                         if c.cell_type == "markdown")
         assert f"../exercises/{path.name}" in text, f"{path.name} does not link to its exercise"
 
 
