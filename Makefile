@@ -5,6 +5,7 @@
 #   make grade NB=exercises/01_backprop.ipynb   grade one notebook
 #   make lab         open the notebooks in JupyterLab
 #   make pdf         the whole book as one PDF (needs TeX: see the README)
+#   make gpu-check   on a CUDA machine: GPU tests, every chapter in book and full, model benchmarks
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -20,12 +21,13 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export JUPYTER_PLATFORM_DIRS := 1
 
-.PHONY: help install book pdf test exercises grade lab clean benchmark
+.PHONY: help install book pdf test exercises grade lab clean benchmark gpu-check
 
 help:
 	@echo "make book   - build the website into $(BUILD)/html (COURSE_PROFILE=book by default; SOLUTIONS=0 leaves solutions out)"
 	@echo "make test   - run everything CI runs (unit tests, notebooks, grading, strict book build)"
 	@echo "make pdf    - the whole book as one PDF in $(BUILD)/latex (pdflatex, offline; needs TeX: see the README)"
+	@echo "make gpu-check - on a CUDA machine: GPU tests, every chapter in book and full, model benchmarks"
 	@echo "make exercises | make grade NB=path.ipynb | make lab | make benchmark | make clean"
 
 install: $(STAMP) $(VENV)/.offline-weights
@@ -59,9 +61,11 @@ book: install
 pdf: install
 	COURSE_PROFILE=$${COURSE_PROFILE:-book} $(PY) -m utils.book pdf --solutions $(SOLUTIONS)
 
-# Unit tests, grading, papermill and the strict book build (tests/), plus every lesson and solution
-# notebook executed by nbval in the smoke profile.
+# The linter (ruff, configured in pyproject.toml, notebooks included), then unit tests, grading,
+# papermill and the strict book build (tests/), plus every lesson and solution notebook executed by
+# nbval in the smoke profile.
 test: install
+	$(PY) -m ruff check .
 	COURSE_PROFILE=smoke $(PY) -m pytest tests chapters solutions --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=600 --durations=20
 
@@ -77,6 +81,12 @@ benchmark: install
 	$(PY) benchmarks/bench_backprop.py
 	$(PY) benchmarks/bench_models.py
 	$(PY) benchmarks/bench_detection_metric.py
+
+# Everything that needs a CUDA GPU: `pytest -m gpu`, every chapter in the book and full profiles on
+# the GPU with its assertions, the model benchmarks; writes benchmarks/results/gpu_check_DATE_GPU.md.
+# Stops at once, with one sentence, on a machine without CUDA.
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(BUILD) .pytest_cache

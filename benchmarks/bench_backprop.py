@@ -52,12 +52,13 @@ def time_steps(step, steps: int, dev: torch.device, repeats: int = 5) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--sizes", default="64,256,256,10")
-    parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results file")
+    parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
     args = parser.parse_args()
     dev = utils.device(args.device)
     utils.seed_everything(0)

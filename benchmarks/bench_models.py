@@ -88,15 +88,18 @@ def time_pair(step_a, step_b, dev, steps: int, repeats: int, warmup: int = 2) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: utils.device())")
     parser.add_argument("--models", default="resnet18,resnet50")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=64, help="image size in pixels (224 for ImageNet)")
     parser.add_argument("--steps", type=int, default=2, help="steps per timed run")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per implementation (the median is kept)")
-    parser.add_argument("--precisions", default=None, help="comma-separated: fp32, bf16, fp16 (default: fp32,bf16, plus fp16 on CUDA)")
-    parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results file")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed runs per implementation (the median is kept)")
+    parser.add_argument("--precisions", default=None,
+                        help="comma-separated: fp32, bf16, fp16 (default: fp32,bf16, plus fp16 on CUDA)")
+    parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
     args = parser.parse_args()
     dev = utils.device(args.device)
     if dev.type == "cuda":
@@ -108,7 +111,8 @@ def main() -> None:
     y = torch.randint(0, 1000, (args.batch,), device=dev)
 
     rows = []
-    header = f"{'model':<9} {'precision':<9} {'format':<14} {'utils img/s':>12} {'torchvision img/s':>18} {'ratio':>6}"
+    header = (f"{'model':<9} {'precision':<9} {'format':<14} {'utils img/s':>12} {'torchvision img/s':>18} "
+              f"{'ratio':>6}")
     print(f"{device_name(dev)}; batch {args.batch} of {args.size}x{args.size} px; torch {torch.__version__}")
     print(header)
     for name in args.models.split(","):
@@ -120,7 +124,8 @@ def main() -> None:
                 ours.load_state_dict(ref.state_dict(), strict=True)  # same weights, same work
                 xb = x
                 if memory_format == "channels_last":
-                    ref, ours = ref.to(memory_format=torch.channels_last), ours.to(memory_format=torch.channels_last)
+                    ref = ref.to(memory_format=torch.channels_last)
+                    ours = ours.to(memory_format=torch.channels_last)
                     xb = x.contiguous(memory_format=torch.channels_last)
                 step_ours = make_step(ours, xb, y, dtypes[precision], dev)
                 step_ref = make_step(ref, xb, y, dtypes[precision], dev)
@@ -128,7 +133,8 @@ def main() -> None:
                 ips_ours, ips_ref = args.batch / t_ours, args.batch / t_ref
                 ratio = ips_ours / ips_ref
                 rows.append((name, precision, memory_format, ips_ours, ips_ref, ratio))
-                print(f"{name:<9} {precision:<9} {memory_format:<14} {ips_ours:>12.1f} {ips_ref:>18.1f} {ratio:>6.2f}", flush=True)
+                print(f"{name:<9} {precision:<9} {memory_format:<14} {ips_ours:>12.1f} {ips_ref:>18.1f} "
+                      f"{ratio:>6.2f}", flush=True)
                 del ref, ours, step_ours, step_ref
 
     if args.no_record:
@@ -141,8 +147,9 @@ def main() -> None:
                     "Written by `benchmarks/bench_models.py`. Ratio = utils images/s / torchvision images/s "
                     "(1.00: as fast; the two are timed in alternation in one process, median of the runs).\n")
         f.write(f"\n## {dt.date.today().isoformat()}: {device_name(dev)}\n\n"
-                f"torch {torch.__version__}, torchvision {torchvision.__version__}; batch {args.batch} images of "
-                f"{args.size}x{args.size} px, 1000 classes, SGD with momentum; median of {args.repeats} runs of "
+                f"torch {torch.__version__}, torchvision {torchvision.__version__}; "
+                f"batch {args.batch} images of {args.size}x{args.size} px, 1000 classes, SGD with momentum; "
+                f"median of {args.repeats} runs of "
                 f"{args.steps} steps each.\n\n"
                 "| model | precision | memory format | utils img/s | torchvision img/s | ratio |\n"
                 "| --- | --- | --- | ---: | ---: | ---: |\n")

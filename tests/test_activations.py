@@ -17,7 +17,8 @@ from utils.scratch.layers import softmax_cross_entropy
 
 F32, F64 = torch.float32, torch.float64
 TOL = {F32: {"atol": 1e-6, "rtol": 1e-5}, F64: {"atol": 1e-12, "rtol": 1e-10}}
-EXTREMES = [0.0, -0.0, 1e-3, -1e-3, 1.0, -1.0, 5.0, -5.0, 20.0, -20.0, 30.0, -30.0, 100.0, -100.0, 1e3, -1e3, 1e4, -1e4]
+EXTREMES = [0.0, -0.0, 1e-3, -1e-3, 1.0, -1.0, 5.0, -5.0, 20.0, -20.0, 30.0, -30.0, 100.0, -100.0, 1e3,
+            -1e3, 1e4, -1e4]
 
 
 def inputs(dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
@@ -116,7 +117,8 @@ def test_softplus_matches_torch():
     assert torch.isfinite(A.softplus(x)).all() and A.softplus(torch.tensor([1e4], dtype=F64)).item() == 1e4
 
 
-@pytest.mark.parametrize("shape, channels", [((7,), 1), ((5, 4), 1), ((5, 4), 4), ((2, 3, 4, 4), 3), ((2, 3, 6), 3)])
+@pytest.mark.parametrize("shape, channels",
+                         [((7,), 1), ((5, 4), 1), ((5, 4), 4), ((2, 3, 4, 4), 3), ((2, 3, 6), 3)])
 def test_prelu_forward_and_backward_match_torch(shape, channels):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(*shape, generator=g, dtype=F64)
@@ -159,7 +161,8 @@ def test_tails_are_accurate_where_torch_rounds_to_zero():
     torch.testing.assert_close(A.sigmoid_grad(x), exact_sigmoid_grad, rtol=1e-12, atol=0)
     torch.testing.assert_close(A.sigmoid_grad(-x), exact_sigmoid_grad, rtol=1e-12, atol=0)
     exact_tanh_grad = torch.tensor([1 / math.cosh(v) ** 2 for v in (10.0, 15.0)], dtype=F64)
-    torch.testing.assert_close(A.tanh_grad(torch.tensor([10.0, 15.0], dtype=F64)), exact_tanh_grad, rtol=1e-12, atol=0)
+    torch.testing.assert_close(A.tanh_grad(torch.tensor([10.0, 15.0], dtype=F64)), exact_tanh_grad,
+                               rtol=1e-12, atol=0)
     # GELU's Phi(x) through erfc: accurate where 1 + erf(x / sqrt 2) cancels to 0
     x = torch.tensor([-10.0, -20.0], dtype=F64)
     exact_gelu = torch.tensor([v * 0.5 * math.erfc(-v / math.sqrt(2)) for v in x.tolist()], dtype=F64)
@@ -207,7 +210,9 @@ def test_softmax_backward_and_log_softmax_backward_match_autograd(dim):
 def test_softmax_jacobian_matches_autograd_and_sums_to_zero():
     z = torch.randn(5, dtype=F64)
     J = A.softmax_jacobian(z)
-    torch.testing.assert_close(J, torch.autograd.functional.jacobian(lambda v: torch.softmax(v, 0), z), **TOL[F64])
+    torch.testing.assert_close(J,
+                               torch.autograd.functional.jacobian(lambda v: torch.softmax(v, 0),
+                                                                  z), **TOL[F64])
     torch.testing.assert_close(J, J.T)
     torch.testing.assert_close(J.sum(dim=1), torch.zeros(5, dtype=F64), atol=1e-15, rtol=0)
 
@@ -260,7 +265,8 @@ def test_make_mlp_structure_parameters_and_init():
     first = deep[1]
     assert first.weight.std().item() == pytest.approx(math.sqrt(2 / 400), rel=0.02)
     assert torch.equal(first.bias, torch.zeros(400))
-    assert isinstance(A.make_mlp(4, (3,), 2, "gelu_tanh")[2], nn.GELU) and A.make_mlp(4, (3,), 2, "gelu_tanh")[2].approximate == "tanh"
+    gelu_tanh = A.make_mlp(4, (3,), 2, "gelu_tanh")[2]
+    assert isinstance(gelu_tanh, nn.GELU) and gelu_tanh.approximate == "tanh"
     with pytest.raises(ValueError, match="unknown activation"):
         A.make_mlp(4, (3,), 2, "swishy")
     with pytest.raises(ValueError, match="init_gain > 0"):
@@ -306,7 +312,8 @@ def test_activation_stats_show_saturation_and_switched_off_units():
     large = activation_stats("sigmoid", scale=20.0)
     assert large["grad_mean"] < 0.03 and large["small_grad"] > 0.7  # saturated
     relu = activation_stats("relu", scale=3.0)
-    assert relu["zero_grad"] == pytest.approx(0.5, abs=0.02) and relu["grad_mean"] == pytest.approx(0.5, abs=0.02)
+    assert relu["zero_grad"] == pytest.approx(0.5,
+                                              abs=0.02) and relu["grad_mean"] == pytest.approx(0.5, abs=0.02)
     shifted = activation_stats("relu", scale=1.0, shift=-3.0)
     assert shifted["zero_grad"] > 0.99
     leaky = activation_stats("leaky_relu", scale=1.0, shift=-3.0)

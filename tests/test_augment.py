@@ -2,6 +2,8 @@
 label weights follow the pixels, the collate function feeds utils.train.fit, and bad input fails clearly."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -42,7 +44,8 @@ def test_cutmix_equals_torchvision(alpha, seed, size):
 
 def test_mixed_labels_follow_the_images():
     n, k = 5, 7
-    x = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1).expand(n, 2, 16, 16).contiguous()  # image i is all i
+    # image i is all i
+    x = torch.arange(n, dtype=torch.float32).reshape(n, 1, 1, 1).expand(n, 2, 16, 16).contiguous()
     y = torch.arange(n)
     images, soft = augment.mixup(x, y, num_classes=k, lam=0.3)
     assert torch.allclose(images[:, 0, 0, 0], 0.3 * y + 0.7 * y.roll(1))
@@ -69,11 +72,15 @@ def test_probability_labels_pass_through():
 
 
 @pytest.mark.parametrize("call, match", [
-    (lambda: augment.mixup(torch.rand(3, 8, 8), torch.zeros(3, dtype=torch.long), num_classes=2), r"\(N, C, H, W\)"),
-    (lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.zeros(2, dtype=torch.long), num_classes=2), "one row per image"),
-    (lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2]), num_classes=2), r"lie in \[0, 1\]"),
+    (lambda: augment.mixup(torch.rand(3, 8, 8), torch.zeros(3, dtype=torch.long), num_classes=2),
+     r"\(N, C, H, W\)"),
+    (lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.zeros(2, dtype=torch.long), num_classes=2),
+     "one row per image"),
+    (lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2]), num_classes=2),
+     r"lie in \[0, 1\]"),
     (lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.zeros(3), num_classes=2), "integer class indices"),
-    (lambda: augment.cutmix(torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.long), num_classes=2, lam=1.5), "lam"),
+    (lambda: augment.cutmix(torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.long), num_classes=2,
+                            lam=1.5), "lam"),
     (lambda: augment.sample_lambda(0.0), "alpha"),
     (lambda: augment.MixCollate(1), "num_classes"),
     (lambda: augment.MixCollate(3, p_off=2.0), "p_mixup and p_off"),
@@ -101,17 +108,33 @@ def test_mix_collate_picks_mixup_cutmix_or_nothing():
     assert "MixCollate(num_classes=3" in repr(augment.MixCollate(3))
 
 
+def quadrant_images(n, generator):
+    """(n, 1, 8, 8) noise with one bright 4x4 quadrant; the label (0-3) says which: a learnable task."""
+    labels = torch.randint(0, 4, (n,), generator=generator)
+    images = 0.3 * torch.rand(n, 1, 8, 8, generator=generator)
+    for i, c in enumerate(labels.tolist()):
+        r, col = divmod(c, 2)
+        images[i, 0, 4 * r:4 * r + 4, 4 * col:4 * col + 4] += 0.7
+    return images, labels
+
+
 def test_mix_collate_trains_with_fit():
     import utils.train
 
     g = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.rand(32, 1, 8, 8, generator=g), torch.randint(0, 4, (32,), generator=g))
-    loader = DataLoader(data, batch_size=8, shuffle=True, collate_fn=augment.MixCollate(4),
+    train = TensorDataset(*quadrant_images(256, g))
+    val = TensorDataset(*quadrant_images(128, g))
+    loader = DataLoader(train, batch_size=16, shuffle=True, collate_fn=augment.MixCollate(4),
                         generator=torch.Generator().manual_seed(0))
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
-    history = utils.train.fit(model, loader, loader, epochs=2, progress=False, device="cpu", seed=0)
-    assert len(history) == 2 and all(loss == loss for loss in history.train_loss)
+    history = utils.train.fit(model, loader, DataLoader(val, batch_size=64), epochs=8, lr=0.05,
+                              progress=False,
+                              device="cpu", seed=0)
+    assert len(history) == 8
     assert all(acc != acc for acc in history.train_acc)  # NaN: soft targets have no single right class
+    # it learns from the mixed batches: the loss falls and the (unmixed) validation images are classified
+    assert history.train_loss[-1] < 0.7 * history.train_loss[0]
+    assert history.val_loss[-1] < 0.25 * math.log(4) and history.val_acc[-1] > 0.9  # chance: ln 4, 0.25
 
 
 def test_train_augmentation_keeps_shape_range_and_labels():
@@ -128,4 +151,5 @@ def test_train_augmentation_keeps_shape_range_and_labels():
     assert any(torch.equal(o, image.flip(-1)) for o in outs) and any(torch.equal(o, image) for o in outs)
     erasing = augment.train_augmentation(flip=False, degrees=0, translate=0, scale=(1.0, 1.0), erase=1.0)
     assert (erasing(torch.ones(1, 28, 28)) == 0).any()
-    assert torch.equal(augment.train_augmentation(flip=False, degrees=0, translate=0, scale=(1.0, 1.0))(image), image)
+    assert torch.equal(augment.train_augmentation(flip=False, degrees=0, translate=0,
+                                                  scale=(1.0, 1.0))(image), image)

@@ -111,3 +111,71 @@ def test_mismatched_torchvision_gives_one_clear_sentence(tmp_path):
     assert "torchvision::nms does not exist" in message
     assert "pip install --upgrade --force-reinstall torch torchvision" in message
     assert "Traceback" not in out.stdout
+
+
+# --- CPU threads: default_threads / set_threads -------------------------------------------------
+
+
+@pytest.fixture
+def threads_env(monkeypatch):
+    """No COURSE_THREADS from the caller's shell; torch's own default pinned to 8 for the tests."""
+    monkeypatch.delenv("COURSE_THREADS", raising=False)
+    monkeypatch.setattr(utils, "_TORCH_DEFAULT_THREADS", 8)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("profile", ["smoke", "book", "full"])
+@pytest.mark.parametrize("dev", ["cuda", "mps", "cuda:1"])
+def test_default_threads_never_limits_a_gpu_runtime(threads_env, profile, dev):
+    threads_env.setattr(utils, "_usable_cores", lambda: 2)
+    assert utils.default_threads(dev, profile) == 8
+
+
+@pytest.mark.parametrize("cores, profile, expected", [
+    (2, "book", 1), (1, "full", 1), (2, "smoke", 1),  # the 2-core book machine and CI: one thread
+    (8, "smoke", 1),  # CI stays at one thread whatever the machine
+    (8, "book", 8), (16, "full", 8), (4, "book", 8),  # a laptop: torch's own default, unchanged
+])
+def test_default_threads_on_cpu(threads_env, cores, profile, expected):
+    threads_env.setattr(utils, "_usable_cores", lambda: cores)
+    assert utils.default_threads("cpu", profile) == expected
+
+
+def test_default_threads_reads_profile_and_device_by_default(threads_env):
+    threads_env.setattr(utils, "_usable_cores", lambda: 8)
+    threads_env.setenv("COURSE_DEVICE", "cpu")
+    threads_env.setenv("COURSE_PROFILE", "smoke")
+    assert utils.default_threads() == 1
+    threads_env.setenv("COURSE_PROFILE", "book")
+    assert utils.default_threads() == 8
+
+
+def test_course_threads_environment_wins(threads_env):
+    threads_env.setattr(utils, "_usable_cores", lambda: 2)
+    threads_env.setenv("COURSE_THREADS", "3")
+    assert utils.default_threads("cpu", "book") == 3
+    assert utils.default_threads("cuda", "full") == 3
+    for bad in ("0", "-2", "two", "1.5"):
+        threads_env.setenv("COURSE_THREADS", bad)
+        with pytest.raises(ValueError, match="COURSE_THREADS must be a positive integer"):
+            utils.default_threads("cpu", "book")
+
+
+def test_default_threads_rejects_unknown_profile(threads_env):
+    with pytest.raises(ValueError, match="profile must be one of"):
+        utils.default_threads("cpu", "huge")
+
+
+def test_set_threads_sets_torch_and_returns_the_number(threads_env):
+    before = torch.get_num_threads()
+    try:
+        assert utils.set_threads(2) == 2 and torch.get_num_threads() == 2
+        assert utils.set_threads(np.int64(1)) == 1 and torch.get_num_threads() == 1
+        threads_env.setenv("COURSE_THREADS", "2")
+        assert utils.set_threads() == 2 and torch.get_num_threads() == 2  # None: the default
+        for bad in (0, -1, 1.5, "2", True):
+            with pytest.raises(ValueError, match="positive int"):
+                utils.set_threads(bad)
+        assert torch.get_num_threads() == 2  # a refused value changes nothing
+    finally:
+        torch.set_num_threads(before)

@@ -13,16 +13,19 @@ def test_count_parameters_counts_shared_frozen_and_skips_buffers():
     shared = nn.Linear(4, 4)
     model = nn.Sequential(shared, nn.ReLU(), shared, nn.BatchNorm1d(4), nn.Linear(4, 2))
     model[4].requires_grad_(False)
-    assert count_parameters(model) == 20 + 8 + 10  # the shared layer once; BN weight and bias, not its buffers
+    # the shared layer once; BN weight and bias, not its buffers
+    assert count_parameters(model) == 20 + 8 + 10
     assert count_parameters(model, trainable_only=True) == 28
     with pytest.raises(TypeError, match="nn.Module"):
         count_parameters(torch.zeros(3))
 
 
-@pytest.mark.parametrize("c_in, c_out, k, bias, groups", [(3, 64, 7, False, 1), (64, 64, 3, True, 1), (32, 32, 3, False, 32),
+@pytest.mark.parametrize("c_in, c_out, k, bias, groups",
+                         [(3, 64, 7, False, 1), (64, 64, 3, True, 1), (32, 32, 3, False, 32),
                                                          (16, 48, 1, True, 4)])
 def test_conv_params_matches_nn_conv2d(c_in, c_out, k, bias, groups):
-    assert conv_params(c_in, c_out, k, bias=bias, groups=groups) == count_parameters(nn.Conv2d(c_in, c_out, k, bias=bias, groups=groups))
+    assert conv_params(c_in, c_out, k, bias=bias,
+                       groups=groups) == count_parameters(nn.Conv2d(c_in, c_out, k, bias=bias, groups=groups))
 
 
 def test_conv_params_rejects_bad_input():
@@ -34,7 +37,8 @@ def test_conv_params_rejects_bad_input():
 
 def test_count_flops_of_a_convolution_and_a_linear_layer():
     conv = nn.Conv2d(8, 16, 3, padding=1)
-    assert count_flops(conv, (2, 8, 10, 10)) == 2 * 2 * 16 * 8 * 9 * 10 * 10  # 2 FLOPs per multiply-accumulate
+    # 2 FLOPs per multiply-accumulate
+    assert count_flops(conv, (2, 8, 10, 10)) == 2 * 2 * 16 * 8 * 9 * 10 * 10
     assert count_flops(nn.Linear(5, 7), torch.zeros(3, 5)) == 2 * 3 * 5 * 7
 
 
@@ -62,4 +66,5 @@ def test_count_flops_restores_the_training_mode():
 def test_summarize_and_format_count():
     rows = summarize({"lenet": um.lenet5()}, (1, 1, 28, 28))
     assert rows[0]["model"] == "lenet" and rows[0]["params"] == 61_706 and rows[0]["flops"] > 0
-    assert format_count(11_689_512) == "11.69M" and format_count(3.6e9) == "3.60G" and format_count(12) == "12"
+    assert format_count(11_689_512) == "11.69M" and format_count(3.6e9) == "3.60G"
+    assert format_count(12) == "12"

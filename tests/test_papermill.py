@@ -35,4 +35,5 @@ def test_injected_parameters_take_effect(tmp_path, monkeypatch):
     assert re.search(r"device=cpu\b", text)
     assert re.search(r"epochs=3\b", text)
     assert re.search(r"seed=7\b", text)
-    assert re.search(r"trained for 3 epochs", text, re.I), "the training loop did not run for the injected EPOCHS"
+    assert re.search(r"trained for 3 epochs", text,
+                     re.I), "the training loop did not run for the injected EPOCHS"

@@ -337,5 +337,6 @@ def test_packaged_layers_pass_the_chapter_01_exercise_checks(seed):
     from utils.grading.checks import get_assignment
 
     for question in get_assignment("01_backprop").questions:
-        result = grading.evaluate(question, {name: getattr(layers, name) for name in question.functions}, seed=seed)
+        result = grading.evaluate(question,
+                                  {name: getattr(layers, name) for name in question.functions}, seed=seed)
         assert result.passed, result.line()

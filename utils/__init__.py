@@ -5,7 +5,8 @@ The top level holds the three things every chapter needs first (chapter 01 intro
 * :func:`device` picks the accelerator (CUDA, then Apple MPS, then CPU), overridable;
 * :func:`seed_everything` makes a run reproducible;
 * :func:`profile` reads the compute profile (``smoke`` | ``book`` | ``full``) from the
-  ``COURSE_PROFILE`` environment variable, and :func:`by_profile` picks a value for it.
+  ``COURSE_PROFILE`` environment variable, and :func:`by_profile` picks a value for it;
+* :func:`default_threads` and :func:`set_threads` choose how many CPU threads PyTorch uses.
 
 Everything else lives in modules named by concept: ``utils.data``, ``utils.train``, ``utils.viz``,
 ``utils.metrics``, ``utils.boxes``, ``utils.models``, ``utils.scratch`` and ``utils.grading``.
@@ -139,4 +140,69 @@ def seed_everything(seed: int = 0, deterministic: bool = False) -> int:
     return seed
 
 
-__all__ = ["PROFILES", "by_profile", "device", "profile", "seed_everything", "__version__"]
+# --------------------------------------------------------------------------------------------
+# CPU threads
+# --------------------------------------------------------------------------------------------
+
+# PyTorch's own choice (one thread per physical core), read before anything changes it.
+_TORCH_DEFAULT_THREADS = torch.get_num_threads()
+_default_device = device  # default_threads' argument is also called `device`
+
+
+def _usable_cores() -> int:
+    """Logical cores this process may run on (a container or ``taskset`` may allow fewer than exist)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity mask
+        return os.cpu_count() or 1
+
+
+def default_threads(device: str | torch.device | None = None, profile_name: str | None = None) -> int:
+    """The number of CPU threads a chapter should give PyTorch, for ``device`` and the profile.
+
+    * ``COURSE_THREADS`` (environment variable, a positive integer) wins when it is set;
+    * on a GPU (``cuda``, ``mps``) the models run there and the CPU prepares batches: PyTorch's own
+      default (one thread per physical core), so a GPU runtime is never slowed down;
+    * in the ``smoke`` profile (CI): 1, the tensors are tiny and CI machines are shared;
+    * on a CPU with at most 2 cores: 1. The chapters' models are small; on the 2-core machine that
+      builds the book a second thread spent more time synchronising than it saved, and both cores are
+      often shared with other jobs (chapter 04 and chapter 07 measure it);
+    * on a CPU with more cores (a laptop): PyTorch's own default, unchanged.
+
+    ``device`` defaults to :func:`device`; ``profile_name`` to :func:`profile`. Chapters put
+    ``THREADS = utils.default_threads(DEVICE)`` in their parameters cell and call :func:`set_threads`.
+    """
+    value = os.environ.get("COURSE_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"COURSE_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    dev = torch.device(device) if device is not None else _default_device()
+    if dev.type in ("cuda", "mps"):
+        return _TORCH_DEFAULT_THREADS
+    name = profile_name or profile()
+    if name not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {name!r}")
+    if name == "smoke" or _usable_cores() <= 2:
+        return 1
+    return _TORCH_DEFAULT_THREADS
+
+
+def set_threads(n: int | None = None) -> int:
+    """Let PyTorch use ``n`` CPU threads (``None``: :func:`default_threads`); returns the number set.
+
+    Chapter 01 explains the choice; every chapter calls ``utils.set_threads(THREADS)`` after its
+    parameters cell, so papermill (``-p THREADS 4``) or ``COURSE_THREADS`` can change it.
+    """
+    if n is None:
+        n = default_threads()
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"the number of threads must be a positive int, got {n!r}")
+    torch.set_num_threads(int(n))
+    return int(n)
+
+
+__all__ = [
+    "PROFILES", "by_profile", "default_threads", "device", "profile", "seed_everything", "set_threads",
+    "__version__",
+]
