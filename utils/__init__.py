@@ -9,7 +9,7 @@ The top level holds the three things every chapter needs first (chapter 01 intro
 * :func:`default_threads` and :func:`set_threads` choose how many CPU threads PyTorch uses.
 
 Everything else lives in modules named by concept: ``utils.data``, ``utils.train``, ``utils.viz``,
-``utils.metrics``, ``utils.boxes``, ``utils.models``, ``utils.scratch`` and ``utils.grading``.
+``utils.metrics``, ``utils.ops``, ``utils.models``, ``utils.scratch`` and ``utils.grading``.
 """
 
 from __future__ import annotations

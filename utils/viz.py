@@ -352,7 +352,7 @@ def draw_boxes(image: Any, boxes: Any, labels: Any = None, *, classes: Sequence[
     if not np.isfinite(b).all():
         raise ValueError("boxes hold NaN or infinite coordinates")
     if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
-        raise ValueError("boxes must be xyxy with x1 <= x2 and y1 <= y2; convert xywh / cxcywh boxes first (utils.boxes.box_convert)")
+        raise ValueError("boxes must be xyxy with x1 <= x2 and y1 <= y2; convert xywh / cxcywh boxes first (utils.ops.box_convert)")
     k = b.shape[0]
     label_list = _as_list(labels, "labels", k) if labels is not None else None
     score_list = [float(s) for s in _as_list(scores, "scores", k)] if scores is not None else None

@@ -184,7 +184,7 @@ def make_scene(
     image = np.clip(image, 0.0, 1.0)
 
     instance_masks = torch.from_numpy(np.stack(visible) if visible else np.zeros((0, size, size), dtype=bool))
-    from ..boxes import masks_to_boxes
+    from ..ops.boxes import masks_to_boxes
 
     return {
         "image": torch.from_numpy(image),
