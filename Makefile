@@ -66,6 +66,7 @@ pdf: install
 # nbval in the smoke profile.
 test: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	COURSE_PROFILE=smoke $(PY) -m pytest tests chapters solutions --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=600 --durations=20
 

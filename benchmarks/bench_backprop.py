@@ -8,6 +8,7 @@ benchmarks/results/backprop.md with the device name and date.
 
     python benchmarks/bench_backprop.py [--device cpu|cuda] [--batch 256] [--steps 200]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,9 @@ def time_steps(step, steps: int, dev: torch.device, repeats: int = 5) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default=None)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=200)
@@ -89,8 +91,10 @@ def main() -> None:
     t_scratch = time_steps(scratch_step, args.steps, dev)
     t_ref = time_steps(autograd_step, args.steps, dev)
     ratio = t_scratch / t_ref
-    row = (f"| {dt.date.today().isoformat()} | {device_name(dev)} | torch {torch.__version__} | {sizes} | "
-           f"{args.batch} | {1e3 * t_scratch:.3f} | {1e3 * t_ref:.3f} | {ratio:.2f} |")
+    row = (
+        f"| {dt.date.today().isoformat()} | {device_name(dev)} | torch {torch.__version__} | {sizes} | "
+        f"{args.batch} | {1e3 * t_scratch:.3f} | {1e3 * t_ref:.3f} | {ratio:.2f} |"
+    )
     print("date | device | torch | sizes | batch | scratch ms/step | autograd ms/step | ratio")
     print(row)
     if not args.no_record:
@@ -101,7 +105,8 @@ def main() -> None:
                 "One SGD training step of the same MLP; ratio = scratch / autograd (lower is faster; "
                 "1.0 is parity). Produced by `python benchmarks/bench_backprop.py`.\n\n"
                 "| date | device | torch | sizes | batch | scratch ms/step | autograd ms/step | ratio |\n"
-                "| --- | --- | --- | --- | --- | --- | --- | --- |\n")
+                "| --- | --- | --- | --- | --- | --- | --- | --- |\n"
+            )
         with RESULTS.open("a") as fh:
             fh.write(row + "\n")
 

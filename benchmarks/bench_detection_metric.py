@@ -52,16 +52,26 @@ def random_detections(n_images: int, seed: int, num_classes: int = 20) -> tuple[
         xy = g.uniform(0, 600, (k, 2))
         anywhere = np.concatenate([xy, xy + np.exp(g.uniform(np.log(2), np.log(300), (k, 2)))], 1)
         boxes = np.where((g.random(k) < 0.4)[:, None] | (m == 0), anywhere, near)
-        boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]),
-                                np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
+        boxes = np.concatenate(
+            [np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1
+        )
         labels = g.integers(1, num_classes + 1, k)
         if m:
             labels = np.where(g.random(k) < 0.7, gt_labels[g.integers(0, m, k)], labels)
-        preds.append({"boxes": torch.tensor(boxes, dtype=torch.float32),
-                      "scores": torch.tensor(g.random(k), dtype=torch.float32),
-                      "labels": torch.tensor(labels)})
-        targets.append({"boxes": torch.tensor(gt, dtype=torch.float32), "labels": torch.tensor(gt_labels),
-                        "iscrowd": torch.tensor(g.random(m) < 0.03)})
+        preds.append(
+            {
+                "boxes": torch.tensor(boxes, dtype=torch.float32),
+                "scores": torch.tensor(g.random(k), dtype=torch.float32),
+                "labels": torch.tensor(labels),
+            }
+        )
+        targets.append(
+            {
+                "boxes": torch.tensor(gt, dtype=torch.float32),
+                "labels": torch.tensor(gt_labels),
+                "iscrowd": torch.tensor(g.random(m) < 0.03),
+            }
+        )
     return preds, targets
 
 
@@ -72,17 +82,35 @@ def coco_inputs(preds: list[dict], targets: list[dict]) -> tuple[COCO, list[dict
         images.append({"id": i + 1})
         for b, label, crowd in zip(t["boxes"].double().tolist(), t["labels"].tolist(), t["iscrowd"].tolist()):
             w, h = b[2] - b[0], b[3] - b[1]
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": label,
-                                "bbox": [b[0], b[1], w, h], "area": w * h, "iscrowd": int(crowd)})
-        for b, score, label in zip(p["boxes"].double().tolist(), p["scores"].double().tolist(),
-                                   p["labels"].tolist()):
-            results.append({"image_id": i + 1, "category_id": label, "score": score,
-                            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": label,
+                    "bbox": [b[0], b[1], w, h],
+                    "area": w * h,
+                    "iscrowd": int(crowd),
+                }
+            )
+        for b, score, label in zip(
+            p["boxes"].double().tolist(), p["scores"].double().tolist(), p["labels"].tolist()
+        ):
+            results.append(
+                {
+                    "image_id": i + 1,
+                    "category_id": label,
+                    "score": score,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                }
+            )
     categories = sorted({a["category_id"] for a in annotations} | {r["category_id"] for r in results})
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations,
-                      "categories": [{"id": c} for c in categories]}
+        gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": c} for c in categories],
+        }
         gt.createIndex()
     return gt, results
 
@@ -115,13 +143,15 @@ def timed(fn, *args):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-record", action="store_true",
-                        help="print only, do not append to the results file")
+    parser.add_argument(
+        "--no-record", action="store_true", help="print only, do not append to the results file"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # COCOeval is single-threaded; so is ours here
     preds, targets = random_detections(args.images, args.seed)
@@ -138,13 +168,17 @@ def main() -> None:
     num_dets = sum(len(p["scores"]) for p in preds)
     num_gt = sum(len(t["labels"]) for t in targets)
     machine = f"{platform.machine()} CPU ({os.cpu_count()} cores), 1 thread"
-    row = (f"| {dt.date.today().isoformat()} | {machine} | torch {torch.__version__}, "
-           f"numpy {np.__version__}, "
-           f"pycocotools {metadata.version('pycocotools')} | "
-           f"{args.images} | {num_gt} | {num_dets} | {t_coco:.2f} | {t_load:.2f} | {t_ours:.2f} | "
-           f"{t_coco / t_ours:.1f} | {(t_coco + t_load) / t_ours:.1f} | {diff:.1e} |")
-    print("date | machine | versions | images | objects | detections | COCOeval s | loadRes s | ours s | "
-          "ratio | ratio incl. loadRes | max |stat diff|")
+    row = (
+        f"| {dt.date.today().isoformat()} | {machine} | torch {torch.__version__}, "
+        f"numpy {np.__version__}, "
+        f"pycocotools {metadata.version('pycocotools')} | "
+        f"{args.images} | {num_gt} | {num_dets} | {t_coco:.2f} | {t_load:.2f} | {t_ours:.2f} | "
+        f"{t_coco / t_ours:.1f} | {(t_coco + t_load) / t_ours:.1f} | {diff:.1e} |"
+    )
+    print(
+        "date | machine | versions | images | objects | detections | COCOeval s | loadRes s | ours s | "
+        "ratio | ratio incl. loadRes | max |stat diff|"
+    )
     print(row)
     if not args.no_record:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +194,8 @@ def main() -> None:
                 "times are inflated and noisy; the ratio, measured in the same run, is what counts.\n\n"
                 "| date | machine | versions | images | objects | detections | COCOeval s | loadRes s "
                 "| ours s | ratio | ratio incl. loadRes | max abs stat diff |\n"
-                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+            )
         with RESULTS.open("a") as fh:
             fh.write(row + "\n")
 

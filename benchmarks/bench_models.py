@@ -12,6 +12,7 @@ device name and the date.
 
     python benchmarks/bench_models.py [--device cpu|cuda] [--batch 16] [--size 64] [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,17 +89,22 @@ def time_pair(step_a, step_b, dev, steps: int, repeats: int, warmup: int = 2) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: utils.device())")
     parser.add_argument("--models", default="resnet18,resnet50")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=64, help="image size in pixels (224 for ImageNet)")
     parser.add_argument("--steps", type=int, default=2, help="steps per timed run")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed runs per implementation (the median is kept)")
-    parser.add_argument("--precisions", default=None,
-                        help="comma-separated: fp32, bf16, fp16 (default: fp32,bf16, plus fp16 on CUDA)")
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed runs per implementation (the median is kept)"
+    )
+    parser.add_argument(
+        "--precisions",
+        default=None,
+        help="comma-separated: fp32, bf16, fp16 (default: fp32,bf16, plus fp16 on CUDA)",
+    )
     parser.add_argument("--no-record", action="store_true", help="print only, do not append to the results")
     args = parser.parse_args()
     dev = utils.device(args.device)
@@ -111,8 +117,10 @@ def main() -> None:
     y = torch.randint(0, 1000, (args.batch,), device=dev)
 
     rows = []
-    header = (f"{'model':<9} {'precision':<9} {'format':<14} {'utils img/s':>12} {'torchvision img/s':>18} "
-              f"{'ratio':>6}")
+    header = (
+        f"{'model':<9} {'precision':<9} {'format':<14} {'utils img/s':>12} {'torchvision img/s':>18} "
+        f"{'ratio':>6}"
+    )
     print(f"{device_name(dev)}; batch {args.batch} of {args.size}x{args.size} px; torch {torch.__version__}")
     print(header)
     for name in args.models.split(","):
@@ -133,8 +141,11 @@ def main() -> None:
                 ips_ours, ips_ref = args.batch / t_ours, args.batch / t_ref
                 ratio = ips_ours / ips_ref
                 rows.append((name, precision, memory_format, ips_ours, ips_ref, ratio))
-                print(f"{name:<9} {precision:<9} {memory_format:<14} {ips_ours:>12.1f} {ips_ref:>18.1f} "
-                      f"{ratio:>6.2f}", flush=True)
+                print(
+                    f"{name:<9} {precision:<9} {memory_format:<14} {ips_ours:>12.1f} {ips_ref:>18.1f} "
+                    f"{ratio:>6.2f}",
+                    flush=True,
+                )
                 del ref, ours, step_ours, step_ref
 
     if args.no_record:
@@ -143,16 +154,20 @@ def main() -> None:
     new = not RESULTS.exists()
     with RESULTS.open("a", encoding="utf-8") as f:
         if new:
-            f.write("# utils.models vs torchvision.models: one training step\n\n"
-                    "Written by `benchmarks/bench_models.py`. Ratio = utils images/s / torchvision images/s "
-                    "(1.00: as fast; the two are timed in alternation in one process, median of the runs).\n")
-        f.write(f"\n## {dt.date.today().isoformat()}: {device_name(dev)}\n\n"
-                f"torch {torch.__version__}, torchvision {torchvision.__version__}; "
-                f"batch {args.batch} images of {args.size}x{args.size} px, 1000 classes, SGD with momentum; "
-                f"median of {args.repeats} runs of "
-                f"{args.steps} steps each.\n\n"
-                "| model | precision | memory format | utils img/s | torchvision img/s | ratio |\n"
-                "| --- | --- | --- | ---: | ---: | ---: |\n")
+            f.write(
+                "# utils.models vs torchvision.models: one training step\n\n"
+                "Written by `benchmarks/bench_models.py`. Ratio = utils images/s / torchvision images/s "
+                "(1.00: as fast; the two are timed in alternation in one process, median of the runs).\n"
+            )
+        f.write(
+            f"\n## {dt.date.today().isoformat()}: {device_name(dev)}\n\n"
+            f"torch {torch.__version__}, torchvision {torchvision.__version__}; "
+            f"batch {args.batch} images of {args.size}x{args.size} px, 1000 classes, SGD with momentum; "
+            f"median of {args.repeats} runs of "
+            f"{args.steps} steps each.\n\n"
+            "| model | precision | memory format | utils img/s | torchvision img/s | ratio |\n"
+            "| --- | --- | --- | ---: | ---: | ---: |\n"
+        )
         for name, precision, memory_format, a, b, r in rows:
             f.write(f"| {name} | {precision} | {memory_format} | {a:.1f} | {b:.1f} | {r:.2f} |\n")
     print(f"appended to {RESULTS}")

@@ -17,6 +17,7 @@ current data-centre GPU (the total is in the file; a slower run says so).
 
     python benchmarks/gpu_check.py [--jobs 4] [--profiles book,full] [--skip-benchmark] [NOTEBOOK ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).parent / "results"
 BUDGET_SECONDS = 600  # the whole check on a current data-centre GPU
-NO_CUDA = ("make gpu-check needs a CUDA GPU and PyTorch with CUDA support, and this machine has none "
-           "(torch.cuda.is_available() is False); run it on a GPU machine.")
+NO_CUDA = (
+    "make gpu-check needs a CUDA GPU and PyTorch with CUDA support, and this machine has none "
+    "(torch.cuda.is_available() is False); run it on a GPU machine."
+)
 
 
 @dataclasses.dataclass
@@ -63,8 +66,13 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def write_results(steps: list[Step], device_name: str, versions: dict[str, str], date: dt.date | None = None,
-                  results_dir: Path = RESULTS_DIR) -> Path:
+def write_results(
+    steps: list[Step],
+    device_name: str,
+    versions: dict[str, str],
+    date: dt.date | None = None,
+    results_dir: Path = RESULTS_DIR,
+) -> Path:
     """Write the dated results file of a gpu-check run and return its path.
 
     ``steps`` in the order they ran; ``versions`` e.g. ``{"torch": "2.9.0", "CUDA": "12.8"}``.
@@ -73,9 +81,7 @@ def write_results(steps: list[Step], device_name: str, versions: dict[str, str],
     date = date or dt.date.today()
     total = sum(s.seconds for s in steps)
     failed = [s for s in steps if not s.passed]
-    outcome = (
-        f"{len(failed)} of {len(steps)} steps FAILED" if failed else f"all {len(steps)} steps passed"
-    )
+    outcome = f"{len(failed)} of {len(steps)} steps FAILED" if failed else f"all {len(steps)} steps passed"
     over = "" if total <= BUDGET_SECONDS else f" (over the {BUDGET_SECONDS} s aim)"
 
     def summary(s: Step) -> str:  # a passed step shows its last line (pytest's count); a failure points below
@@ -97,8 +103,10 @@ def write_results(steps: list[Step], device_name: str, versions: dict[str, str],
         "",
         "| step | result | seconds | detail |",
         "| --- | --- | ---: | --- |",
-        *(f"| {_cell(s.name)} | {'passed' if s.passed else 'FAILED'} | {s.seconds:.1f} | {summary(s)} |"
-          for s in steps),
+        *(
+            f"| {_cell(s.name)} | {'passed' if s.passed else 'FAILED'} | {s.seconds:.1f} | {summary(s)} |"
+            for s in steps
+        ),
     ]
     for s in failed:
         lines += ["", f"## {s.name}", "", "```", s.detail.rstrip()[-4000:], "```"]
@@ -120,8 +128,9 @@ def run(name: str, command: list[str], env: dict[str, str], timeout: float) -> S
     return Step(name, passed, time.perf_counter() - start, "\n".join(text.strip().splitlines()[-40:]))
 
 
-def chapter_steps(notebooks: list[Path], profiles: list[str], jobs: int, timeout: float,
-                  out_dir: Path) -> list[Step]:
+def chapter_steps(
+    notebooks: list[Path], profiles: list[str], jobs: int, timeout: float, out_dir: Path
+) -> list[Step]:
     """Every notebook in every profile with papermill, ``jobs`` at a time, each in its own process."""
     cores = os.cpu_count() or 1
     env = {**os.environ, "COURSE_DEVICE": "cuda", "COURSE_THREADS": str(max(1, cores // jobs))}
@@ -130,8 +139,18 @@ def chapter_steps(notebooks: list[Path], profiles: list[str], jobs: int, timeout
     tasks = []
     for profile in profiles:
         for nb in notebooks:
-            command = [sys.executable, "-m", "papermill", str(nb), str(out_dir / f"{profile}_{nb.name}"),
-                       "--kernel", "python3", "--cwd", str(nb.parent), "--no-progress-bar"]
+            command = [
+                sys.executable,
+                "-m",
+                "papermill",
+                str(nb),
+                str(out_dir / f"{profile}_{nb.name}"),
+                "--kernel",
+                "python3",
+                "--cwd",
+                str(nb.parent),
+                "--no-progress-bar",
+            ]
             tasks.append((f"{nb.relative_to(ROOT)} ({profile})", command, {**env, "COURSE_PROFILE": profile}))
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [pool.submit(run, name, command, task_env, timeout) for name, command, task_env in tasks]
@@ -147,13 +166,18 @@ def versions() -> dict[str, str]:
     import torch
     import torchvision
 
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
-            "CUDA": str(torch.version.cuda), "host": f"{platform.machine()}, {os.cpu_count()} cores"}
+    return {
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "CUDA": str(torch.version.cuda),
+        "host": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--jobs", type=int, default=4, help="notebooks run at the same time (default 4)")
     parser.add_argument("--profiles", default="book,full", help="comma-separated (default book,full)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds allowed per step (default 600)")
@@ -173,19 +197,40 @@ def main(argv: list[str] | None = None) -> int:
 
     pytest = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"]
     steps = [run("pytest -m gpu", pytest, {**env, "COURSE_PROFILE": "smoke"}, args.timeout)]
-    print(f"{'passed' if steps[0].passed else 'FAILED'} pytest -m gpu in {steps[0].seconds:.0f} s",
-          flush=True)
+    print(
+        f"{'passed' if steps[0].passed else 'FAILED'} pytest -m gpu in {steps[0].seconds:.0f} s", flush=True
+    )
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as out_dir:
-        steps += chapter_steps(notebooks, [p.strip() for p in args.profiles.split(",") if p.strip()],
-                               max(1, args.jobs), args.timeout, Path(out_dir))
+        steps += chapter_steps(
+            notebooks,
+            [p.strip() for p in args.profiles.split(",") if p.strip()],
+            max(1, args.jobs),
+            args.timeout,
+            Path(out_dir),
+        )
     if not args.skip_benchmark:
-        steps.append(run("bench_models.py --device cuda --batch 64 --size 224",
-                         [sys.executable, "benchmarks/bench_models.py", "--device", "cuda", "--batch", "64",
-                          "--size", "224"], env, args.timeout))
+        steps.append(
+            run(
+                "bench_models.py --device cuda --batch 64 --size 224",
+                [
+                    sys.executable,
+                    "benchmarks/bench_models.py",
+                    "--device",
+                    "cuda",
+                    "--batch",
+                    "64",
+                    "--size",
+                    "224",
+                ],
+                env,
+                args.timeout,
+            )
+        )
     path = write_results(steps, device_name, versions())
     failed = [s.name for s in steps if not s.passed]
-    print(f"results: {path.relative_to(ROOT)}; "
-          + (f"FAILED: {', '.join(failed)}" if failed else "all passed"))
+    print(
+        f"results: {path.relative_to(ROOT)}; " + (f"FAILED: {', '.join(failed)}" if failed else "all passed")
+    )
     return 1 if failed else 0
 
 

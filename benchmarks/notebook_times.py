@@ -11,6 +11,7 @@ and the date; `--no-record` only prints them.
 
     python benchmarks/notebook_times.py --profile smoke [--profile book] [--no-record] [NOTEBOOK ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,19 +54,23 @@ def run(path: Path, profile: str, cwd: Path | None = None) -> tuple[float, float
     nb = nbformat.read(path, as_version=4)
     os.environ["COURSE_PROFILE"] = profile
     cpu_before, start = children_cpu_seconds(), time.perf_counter()
-    NotebookClient(nb, timeout=1800, kernel_name="python3",
-                   resources={"metadata": {"path": str(cwd or path.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(cwd or path.parent)}}
+    ).execute()
     return time.perf_counter() - start, children_cpu_seconds() - cpu_before
 
 
 def row(notebook: str, profile: str, seconds: float, cpu: float, load: float, machine: str) -> str:
-    return (f"| {dt.date.today().isoformat()} | {machine} | {notebook} | {profile} | {seconds:.1f} "
-            f"| {cpu:.1f} | {load:.1f} |")
+    return (
+        f"| {dt.date.today().isoformat()} | {machine} | {notebook} | {profile} | {seconds:.1f} "
+        f"| {cpu:.1f} | {load:.1f} |"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profile", action="append", choices=["smoke", "book", "full"])
     parser.add_argument("--no-record", action="store_true", help="print the rows, do not append them")
     parser.add_argument("notebooks", nargs="*", type=Path)

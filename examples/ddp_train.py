@@ -35,9 +35,17 @@ from utils.train import distributed, fit  # noqa: E402
 def small_cnn(num_classes: int = 10) -> nn.Module:
     """Two conv blocks and a linear head for 1x28x28 images (about 20k parameters)."""
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),  # (16, 14, 14)
-        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # (32, 7, 7)
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # (16, 14, 14)
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),  # (32, 7, 7)
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
     )
 
 
@@ -61,13 +69,23 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.manual_seed(args.seed)  # the same initial weights in every process (DDP copies rank 0's anyway)
     model = small_cnn(len(train_set.classes))
-    history = fit(model, train_loader, val_loader, epochs=args.epochs, lr=args.lr, checkpoint=args.checkpoint,
-                  resume=args.resume, seed=args.seed)
+    history = fit(
+        model,
+        train_loader,
+        val_loader,
+        epochs=args.epochs,
+        lr=args.lr,
+        checkpoint=args.checkpoint,
+        resume=args.resume,
+        seed=args.seed,
+    )
 
     if distributed.is_main_process():  # every process has the same weights and history; one prints
-        print(f"{distributed.world_size()} process(es) on {utils.device()}: global batch "
-              f"{args.batch_size * distributed.world_size()}, {history.epochs} epochs, "
-              f"validation accuracy {history.val_acc[-1]:.1%}, checkpoint {args.checkpoint}")
+        print(
+            f"{distributed.world_size()} process(es) on {utils.device()}: global batch "
+            f"{args.batch_size * distributed.world_size()}, {history.epochs} epochs, "
+            f"validation accuracy {history.val_acc[-1]:.1%}, checkpoint {args.checkpoint}"
+        )
     return 0
 
 

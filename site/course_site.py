@@ -22,6 +22,7 @@ It makes the built site work with no network and keeps its pages free of console
   chapter not yet in ``_toc.yml``) is shown as plain text marked "in preparation" instead of
   breaking the strict build; a test keeps the map and the table of contents in sync.
 """
+
 from __future__ import annotations
 
 import fnmatch
@@ -70,8 +71,10 @@ def asset_files(site: Path = SITE) -> dict[str, Path]:
             raise AssetsUnavailable(f"{asset['package']} is not installed in site/node_modules")
         version = json.loads(meta.read_text(encoding="utf-8"))["version"]
         if version != pins[asset["package"]]:
-            raise AssetsUnavailable(f"site/node_modules has {asset['package']} {version}, "
-                                    f"package.json pins {pins[asset['package']]} (run `npm ci` in site/)")
+            raise AssetsUnavailable(
+                f"site/node_modules has {asset['package']} {version}, "
+                f"package.json pins {pins[asset['package']]} (run `npm ci` in site/)"
+            )
         for pattern in asset["files"]:
             if pattern.endswith("/"):
                 found = [p for p in (package / pattern).rglob("*") if p.is_file()]
@@ -120,7 +123,9 @@ def _use_local_assets(app, config) -> None:
 
 def _latex_preamble(app, config) -> None:
     elements = dict(config.latex_elements or {})
-    elements["preamble"] = elements.get("preamble", "") + "\n" + (SITE / "latex-preamble.tex").read_text(encoding="utf-8")
+    elements["preamble"] = (
+        elements.get("preamble", "") + "\n" + (SITE / "latex-preamble.tex").read_text(encoding="utf-8")
+    )
     config.latex_elements = elements
 
 
@@ -134,7 +139,9 @@ def _copy_assets(app, exception) -> None:
         dest = target / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
-    versions = {name: manifest()["dependencies"][a["package"]] for name, a in manifest()["siteAssets"].items()}
+    versions = {
+        name: manifest()["dependencies"][a["package"]] for name, a in manifest()["siteAssets"].items()
+    }
     (target / "versions.json").write_text(json.dumps(versions, indent=1) + "\n", encoding="utf-8")
     logger.info(f"[course-site] offline assets copied to {target} ({len(files)} files)")
 
@@ -155,7 +162,12 @@ ROOT_PAGE = """<!DOCTYPE html>
 
 def _root_page(app, exception) -> None:
     """``index.html`` (a redirect to the landing page) and ``favicon.ico`` at the top of the site."""
-    if exception is not None or app.builder is None or app.builder.format != "html" or app.builder.name != "html":
+    if (
+        exception is not None
+        or app.builder is None
+        or app.builder.format != "html"
+        or app.builder.name != "html"
+    ):
         return
     out = Path(app.outdir)
     shutil.copyfile(SITE / "favicon.ico", out / "favicon.ico")
@@ -164,8 +176,9 @@ def _root_page(app, exception) -> None:
         return
     favicon = f"_static/{Path(app.config.html_favicon).name}" if app.config.html_favicon else "favicon.ico"
     title = app.config.html_title or app.config.project
-    (out / "index.html").write_text(ROOT_PAGE.format(title=html_escape(title), target=f"{root}.html",
-                                                     favicon=favicon), encoding="utf-8")
+    (out / "index.html").write_text(
+        ROOT_PAGE.format(title=html_escape(title), target=f"{root}.html", favicon=favicon), encoding="utf-8"
+    )
 
 
 def _script_key(js) -> tuple:
@@ -213,8 +226,10 @@ class CourseMap(SphinxDirective):
             ref.replace_self(replacement)
             pending.append(docname)
         if pending:
-            logger.info(f"[course-site] course map: {len(pending)} links name pages that are not in this build "
-                        f"and are shown as in preparation: {', '.join(pending)}")
+            logger.info(
+                f"[course-site] course map: {len(pending)} links name pages that are not in this build "
+                f"and are shown as in preparation: {', '.join(pending)}"
+            )
         return [container]
 
     def _target_doc(self, ref: addnodes.pending_xref) -> str | None:

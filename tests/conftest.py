@@ -1,5 +1,6 @@
 """Shared test settings: headless plots, the smoke profile, no fixture notebooks collected by nbval, and
 the website built once per session (the `site` fixture of test_book.py and test_site.py)."""
+
 from __future__ import annotations
 
 import os

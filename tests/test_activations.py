@@ -1,6 +1,7 @@
 """utils.scratch.activations and utils.widgets.activations (chapter 02): every hand-written
 activation and derivative agrees with PyTorch (values and autograd gradients) and with central
 differences, stays finite and accurate for |x| up to 1e4, and bad input fails with a clear message."""
+
 from __future__ import annotations
 
 import math
@@ -17,8 +18,26 @@ from utils.scratch.layers import softmax_cross_entropy
 
 F32, F64 = torch.float32, torch.float64
 TOL = {F32: {"atol": 1e-6, "rtol": 1e-5}, F64: {"atol": 1e-12, "rtol": 1e-10}}
-EXTREMES = [0.0, -0.0, 1e-3, -1e-3, 1.0, -1.0, 5.0, -5.0, 20.0, -20.0, 30.0, -30.0, 100.0, -100.0, 1e3,
-            -1e3, 1e4, -1e4]
+EXTREMES = [
+    0.0,
+    -0.0,
+    1e-3,
+    -1e-3,
+    1.0,
+    -1.0,
+    5.0,
+    -5.0,
+    20.0,
+    -20.0,
+    30.0,
+    -30.0,
+    100.0,
+    -100.0,
+    1e3,
+    -1e3,
+    1e4,
+    -1e4,
+]
 
 
 def inputs(dtype: torch.dtype, seed: int = 0) -> torch.Tensor:
@@ -92,8 +111,11 @@ def test_gradients_at_exactly_zero_follow_torch():
     assert torch.equal(A.leaky_relu_grad(zero, 0.1), torch.full((3,), 0.1, dtype=F64))
     assert torch.equal(A.elu_grad(zero, 2.0), torch.full((3,), 2.0, dtype=F64))
     assert torch.equal(A.prelu_grad(zero, torch.tensor([0.3], dtype=F64)), torch.full((3,), 0.3, dtype=F64))
-    for module, mine in [(nn.ReLU(), A.relu_grad), (nn.LeakyReLU(0.1), lambda x: A.leaky_relu_grad(x, 0.1)),
-                         (nn.ELU(2.0), lambda x: A.elu_grad(x, 2.0))]:
+    for module, mine in [
+        (nn.ReLU(), A.relu_grad),
+        (nn.LeakyReLU(0.1), lambda x: A.leaky_relu_grad(x, 0.1)),
+        (nn.ELU(2.0), lambda x: A.elu_grad(x, 2.0)),
+    ]:
         assert torch.equal(mine(zero), torch_value_and_grad(module, zero)[1])
 
 
@@ -117,8 +139,9 @@ def test_softplus_matches_torch():
     assert torch.isfinite(A.softplus(x)).all() and A.softplus(torch.tensor([1e4], dtype=F64)).item() == 1e4
 
 
-@pytest.mark.parametrize("shape, channels",
-                         [((7,), 1), ((5, 4), 1), ((5, 4), 4), ((2, 3, 4, 4), 3), ((2, 3, 6), 3)])
+@pytest.mark.parametrize(
+    "shape, channels", [((7,), 1), ((5, 4), 1), ((5, 4), 4), ((2, 3, 4, 4), 3), ((2, 3, 6), 3)]
+)
 def test_prelu_forward_and_backward_match_torch(shape, channels):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(*shape, generator=g, dtype=F64)
@@ -161,8 +184,9 @@ def test_tails_are_accurate_where_torch_rounds_to_zero():
     torch.testing.assert_close(A.sigmoid_grad(x), exact_sigmoid_grad, rtol=1e-12, atol=0)
     torch.testing.assert_close(A.sigmoid_grad(-x), exact_sigmoid_grad, rtol=1e-12, atol=0)
     exact_tanh_grad = torch.tensor([1 / math.cosh(v) ** 2 for v in (10.0, 15.0)], dtype=F64)
-    torch.testing.assert_close(A.tanh_grad(torch.tensor([10.0, 15.0], dtype=F64)), exact_tanh_grad,
-                               rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        A.tanh_grad(torch.tensor([10.0, 15.0], dtype=F64)), exact_tanh_grad, rtol=1e-12, atol=0
+    )
     # GELU's Phi(x) through erfc: accurate where 1 + erf(x / sqrt 2) cancels to 0
     x = torch.tensor([-10.0, -20.0], dtype=F64)
     exact_gelu = torch.tensor([v * 0.5 * math.erfc(-v / math.sqrt(2)) for v in x.tolist()], dtype=F64)
@@ -200,8 +224,10 @@ def test_softmax_backward_and_log_softmax_backward_match_autograd(dim):
     g = torch.Generator().manual_seed(7)
     z = torch.randn(4, 6, generator=g, dtype=F64) * 3
     dout = torch.randn(4, 6, generator=g, dtype=F64)
-    for mine, backward, ref in [(A.softmax, A.softmax_backward, torch.softmax),
-                                (A.log_softmax, A.log_softmax_backward, torch.log_softmax)]:
+    for mine, backward, ref in [
+        (A.softmax, A.softmax_backward, torch.softmax),
+        (A.log_softmax, A.log_softmax_backward, torch.log_softmax),
+    ]:
         zr = z.clone().requires_grad_()
         ref(zr, dim).backward(dout)
         torch.testing.assert_close(backward(dout, z, dim), zr.grad, **TOL[F64])
@@ -210,9 +236,9 @@ def test_softmax_backward_and_log_softmax_backward_match_autograd(dim):
 def test_softmax_jacobian_matches_autograd_and_sums_to_zero():
     z = torch.randn(5, dtype=F64)
     J = A.softmax_jacobian(z)
-    torch.testing.assert_close(J,
-                               torch.autograd.functional.jacobian(lambda v: torch.softmax(v, 0),
-                                                                  z), **TOL[F64])
+    torch.testing.assert_close(
+        J, torch.autograd.functional.jacobian(lambda v: torch.softmax(v, 0), z), **TOL[F64]
+    )
     torch.testing.assert_close(J, J.T)
     torch.testing.assert_close(J.sum(dim=1), torch.zeros(5, dtype=F64), atol=1e-15, rtol=0)
 
@@ -312,8 +338,9 @@ def test_activation_stats_show_saturation_and_switched_off_units():
     large = activation_stats("sigmoid", scale=20.0)
     assert large["grad_mean"] < 0.03 and large["small_grad"] > 0.7  # saturated
     relu = activation_stats("relu", scale=3.0)
-    assert relu["zero_grad"] == pytest.approx(0.5,
-                                              abs=0.02) and relu["grad_mean"] == pytest.approx(0.5, abs=0.02)
+    assert relu["zero_grad"] == pytest.approx(0.5, abs=0.02) and relu["grad_mean"] == pytest.approx(
+        0.5, abs=0.02
+    )
     shifted = activation_stats("relu", scale=1.0, shift=-3.0)
     assert shifted["zero_grad"] > 0.99
     leaky = activation_stats("leaky_relu", scale=1.0, shift=-3.0)

@@ -1,5 +1,6 @@
 """utils.augment (chapter 05): MixUp and CutMix give exactly what torchvision.transforms.v2 gives, the
 label weights follow the pixels, the collate function feeds utils.train.fit, and bad input fails clearly."""
+
 from __future__ import annotations
 
 import math
@@ -71,21 +72,37 @@ def test_probability_labels_pass_through():
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: augment.mixup(torch.rand(3, 8, 8), torch.zeros(3, dtype=torch.long), num_classes=2),
-     r"\(N, C, H, W\)"),
-    (lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.zeros(2, dtype=torch.long), num_classes=2),
-     "one row per image"),
-    (lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2]), num_classes=2),
-     r"lie in \[0, 1\]"),
-    (lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.zeros(3), num_classes=2), "integer class indices"),
-    (lambda: augment.cutmix(torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.long), num_classes=2,
-                            lam=1.5), "lam"),
-    (lambda: augment.sample_lambda(0.0), "alpha"),
-    (lambda: augment.MixCollate(1), "num_classes"),
-    (lambda: augment.MixCollate(3, p_off=2.0), "p_mixup and p_off"),
-    (lambda: augment.train_augmentation(translate=1.5), "translate"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (
+            lambda: augment.mixup(torch.rand(3, 8, 8), torch.zeros(3, dtype=torch.long), num_classes=2),
+            r"\(N, C, H, W\)",
+        ),
+        (
+            lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.zeros(2, dtype=torch.long), num_classes=2),
+            "one row per image",
+        ),
+        (
+            lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2]), num_classes=2),
+            r"lie in \[0, 1\]",
+        ),
+        (
+            lambda: augment.mixup(torch.rand(3, 1, 8, 8), torch.zeros(3), num_classes=2),
+            "integer class indices",
+        ),
+        (
+            lambda: augment.cutmix(
+                torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.long), num_classes=2, lam=1.5
+            ),
+            "lam",
+        ),
+        (lambda: augment.sample_lambda(0.0), "alpha"),
+        (lambda: augment.MixCollate(1), "num_classes"),
+        (lambda: augment.MixCollate(3, p_off=2.0), "p_mixup and p_off"),
+        (lambda: augment.train_augmentation(translate=1.5), "translate"),
+    ],
+)
 def test_bad_input_fails_clearly(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -114,7 +131,7 @@ def quadrant_images(n, generator):
     images = 0.3 * torch.rand(n, 1, 8, 8, generator=generator)
     for i, c in enumerate(labels.tolist()):
         r, col = divmod(c, 2)
-        images[i, 0, 4 * r:4 * r + 4, 4 * col:4 * col + 4] += 0.7
+        images[i, 0, 4 * r : 4 * r + 4, 4 * col : 4 * col + 4] += 0.7
     return images, labels
 
 
@@ -124,12 +141,17 @@ def test_mix_collate_trains_with_fit():
     g = torch.Generator().manual_seed(0)
     train = TensorDataset(*quadrant_images(256, g))
     val = TensorDataset(*quadrant_images(128, g))
-    loader = DataLoader(train, batch_size=16, shuffle=True, collate_fn=augment.MixCollate(4),
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        train,
+        batch_size=16,
+        shuffle=True,
+        collate_fn=augment.MixCollate(4),
+        generator=torch.Generator().manual_seed(0),
+    )
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 4))
-    history = utils.train.fit(model, loader, DataLoader(val, batch_size=64), epochs=8, lr=0.05,
-                              progress=False,
-                              device="cpu", seed=0)
+    history = utils.train.fit(
+        model, loader, DataLoader(val, batch_size=64), epochs=8, lr=0.05, progress=False, device="cpu", seed=0
+    )
     assert len(history) == 8
     assert all(acc != acc for acc in history.train_acc)  # NaN: soft targets have no single right class
     # it learns from the mixed batches: the loss falls and the (unmixed) validation images are classified
@@ -151,5 +173,6 @@ def test_train_augmentation_keeps_shape_range_and_labels():
     assert any(torch.equal(o, image.flip(-1)) for o in outs) and any(torch.equal(o, image) for o in outs)
     erasing = augment.train_augmentation(flip=False, degrees=0, translate=0, scale=(1.0, 1.0), erase=1.0)
     assert (erasing(torch.ones(1, 28, 28)) == 0).any()
-    assert torch.equal(augment.train_augmentation(flip=False, degrees=0, translate=0,
-                                                  scale=(1.0, 1.0))(image), image)
+    assert torch.equal(
+        augment.train_augmentation(flip=False, degrees=0, translate=0, scale=(1.0, 1.0))(image), image
+    )

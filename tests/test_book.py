@@ -1,5 +1,6 @@
 """The website: a strict, executed build from clean; chapter pages with figures and launch buttons;
 exercises shown but not executed; solutions published or left out by one setting."""
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,9 @@ def test_chapter_pages_are_executed_with_visible_figures(site, chapter):
     images = re.findall(r'<img[^>]+src="(\.\./_images/[^"]+)"', html)
     assert len(images) >= 3, f"{chapter}: expected figures, found {len(images)}"
     for src in images:
-        assert (site / "html" / Path(chapter).parent / src).resolve().exists(), f"{chapter}: figure {src} is missing"
+        assert (site / "html" / Path(chapter).parent / src).resolve().exists(), (
+            f"{chapter}: figure {src} is missing"
+        )
     executed = nbformat.read(site / "jupyter_execute" / f"{chapter}.ipynb", as_version=4)
     code_cells = [c for c in executed.cells if c.cell_type == "code"]
     assert all(c.execution_count for c in code_cells), f"{chapter}: not every cell was executed"
@@ -78,14 +81,18 @@ def test_solutions_are_executed_and_pass_their_checks(site):
     for f in TOC_FILES:
         if f.startswith("solutions/"):
             executed = nbformat.read(site / "jupyter_execute" / f"{f}.ipynb", as_version=4)
-            text = "".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+            text = "".join(
+                o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs
+            )
             assert "passed" in text.lower()
             assert "failed" not in text.lower()
 
 
 def test_bibliography_lists_cited_works(site):
     html = (site / "html" / "book" / "bibliography.html").read_text()
-    assert html.count('class="citation"') + html.count("<dt ") >= 3 or html.count("role=\"doc-biblioentry\"") >= 3
+    assert (
+        html.count('class="citation"') + html.count("<dt ") >= 3 or html.count('role="doc-biblioentry"') >= 3
+    )
 
 
 def test_solutions_can_be_left_out(tmp_path):
@@ -135,7 +142,9 @@ def test_notebooks_run_in_parallel_and_a_failure_still_fails_the_build(tmp_path,
     are taken from that run (their outputs are on the page), and one that fails is run again by the
     build, whose strict mode then fails with the notebook's own error."""
     ok = "import os\nprint('pid', os.getpid(), 'profile', os.environ['COURSE_PROFILE'])  # {}"
-    src = _small_book(tmp_path / "src", ok.format(1), ok.format(2), "raise ValueError('boom in the third chapter')")
+    src = _small_book(
+        tmp_path / "src", ok.format(1), ok.format(2), "raise ValueError('boom in the third chapter')"
+    )
     assert book.build(path_output=tmp_path / "out", root=src, profile="smoke", jobs=2) != 0
     captured = capfd.readouterr().out
     assert "Executing 3 notebooks, 2 at a time" in captured
@@ -159,6 +168,8 @@ def test_exercises_are_not_executed_ahead_of_the_build():
     names = [p.relative_to(ROOT).as_posix() for p in book.notebooks_to_execute(ROOT, toc, book.load_config())]
     assert names and all(n.startswith(("chapters/", "solutions/", "book/")) for n in names)
     assert not any(n.startswith("exercises/") for n in names)
-    without = [p.relative_to(ROOT).as_posix() for p in
-               book.notebooks_to_execute(ROOT, book.without_solutions(toc), book.load_config())]
+    without = [
+        p.relative_to(ROOT).as_posix()
+        for p in book.notebooks_to_execute(ROOT, book.without_solutions(toc), book.load_config())
+    ]
     assert without and not any(n.startswith("solutions/") for n in without)

@@ -19,8 +19,9 @@ LOSSES = ["generalized_box_iou_loss", "distance_box_iou_loss", "complete_box_iou
 DTYPES = [torch.float32, torch.float64]
 
 
-def random_boxes(n: int, generator: torch.Generator, dtype=torch.float32,
-                 scale: float = 100.0) -> torch.Tensor:
+def random_boxes(
+    n: int, generator: torch.Generator, dtype=torch.float32, scale: float = 100.0
+) -> torch.Tensor:
     """n valid xyxy boxes (x1 <= x2, y1 <= y2) with positive area."""
     xy = torch.rand(n, 2, generator=generator) * scale
     wh = torch.rand(n, 2, generator=generator) * scale / 2 + 0.5
@@ -41,9 +42,18 @@ def gen() -> torch.Generator:
 @pytest.fixture
 def degenerate() -> torch.Tensor:
     """Identical, nested, touching, disjoint and zero-area boxes."""
-    return torch.tensor([[0.0, 0.0, 2.0, 2.0], [0.0, 0.0, 2.0, 2.0], [0.5, 0.5, 1.5, 1.5],
-                         [2.0, 0.0, 4.0, 2.0], [10.0, 10.0, 12.0, 13.0], [1.0, 1.0, 1.0, 1.0],
-                         [1.0, 1.0, 1.0, 1.0], [3.0, 1.0, 3.0, 5.0]])
+    return torch.tensor(
+        [
+            [0.0, 0.0, 2.0, 2.0],
+            [0.0, 0.0, 2.0, 2.0],
+            [0.5, 0.5, 1.5, 1.5],
+            [2.0, 0.0, 4.0, 2.0],
+            [10.0, 10.0, 12.0, 13.0],
+            [1.0, 1.0, 1.0, 1.0],
+            [1.0, 1.0, 1.0, 1.0],
+            [3.0, 1.0, 3.0, 5.0],
+        ]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,6 +189,7 @@ def test_losses_degenerate_batched_empty_and_eps(degenerate, gen, name):
     assert_identical(fn(degenerate, shuffled), ref(degenerate, shuffled))
     finite = torch.isfinite(fn(degenerate, shuffled))
     if name == "complete_box_iou_loss":  # a 0 x 0 box has no aspect ratio, atan(0 / 0): nan in both
+
         def is_point(b):
             return (b[:, 2] == b[:, 0]) & (b[:, 3] == b[:, 1])
 

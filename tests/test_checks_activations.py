@@ -3,6 +3,7 @@ cover the edge cases the questions promise, and plausible wrong answers fail wit
 
 The reference solutions are defined here, so these tests do not depend on the solution notebook
 (tests/test_exercises.py grades the real notebooks)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ from utils.grading import evaluate, get_assignment
 
 QSET = get_assignment("02_activations")
 
-SOLUTIONS = '''
+SOLUTIONS = """
 import math
 import torch
 
@@ -50,7 +51,7 @@ def leaky_relu_grad(x, alpha):
 def log_softmax(z, dim):
     shifted = z - z.amax(dim=dim, keepdim=True)
     return shifted - shifted.exp().sum(dim=dim, keepdim=True).log()
-'''
+"""
 
 
 def namespace(*overrides: str) -> dict:
@@ -85,8 +86,15 @@ def test_the_chapter_versions_pass_too():
     """utils.scratch.activations (erfc-based GELU, e / (1 + e)**2 derivatives) is accepted as well."""
     from utils.scratch import activations as A
 
-    functions = {"sigmoid": A.sigmoid, "sigmoid_grad": A.sigmoid_grad, "gelu": A.gelu, "gelu_grad": A.gelu_grad,
-                 "leaky_relu": A.leaky_relu, "leaky_relu_grad": A.leaky_relu_grad, "log_softmax": A.log_softmax}
+    functions = {
+        "sigmoid": A.sigmoid,
+        "sigmoid_grad": A.sigmoid_grad,
+        "gelu": A.gelu,
+        "gelu_grad": A.gelu_grad,
+        "leaky_relu": A.leaky_relu,
+        "leaky_relu_grad": A.leaky_relu_grad,
+        "log_softmax": A.log_softmax,
+    }
     for q in QSET.questions:
         result = evaluate(without_forbidden_calls(q), {name: functions[name] for name in q.functions}, seed=3)
         assert result.passed, result.line()
@@ -113,58 +121,106 @@ def test_question_set_covers_the_edge_cases():
 
 
 BROKEN = {
-    "naive sigmoid": ("q1", '''
+    "naive sigmoid": (
+        "q1",
+        """
 def sigmoid(x):
     return torch.exp(x) / (1 + torch.exp(x))
-''', ["1e4", "NaN", "never take exp of a large positive number"]),
-    "naive sigmoid derivative": ("q1", '''
+""",
+        ["1e4", "NaN", "never take exp of a large positive number"],
+    ),
+    "naive sigmoid derivative": (
+        "q1",
+        """
 def sigmoid_grad(x):
     return torch.exp(-x) / (1 + torch.exp(-x)) ** 2
-''', ["sigmoid_grad, |x| up to 1e4", "NaN", "reuse your stable sigmoid"]),
-    "sigmoid in float32": ("q1", '''
+""",
+        ["sigmoid_grad, |x| up to 1e4", "NaN", "reuse your stable sigmoid"],
+    ),
+    "sigmoid in float32": (
+        "q1",
+        """
 _stable = sigmoid
 def sigmoid(x):
     return _stable(x).float()
-''', ["wrong dtype: expected torch.float64, got torch.float32"]),
-    "tanh approximation instead of exact GELU": ("q2", '''
+""",
+        ["wrong dtype: expected torch.float64, got torch.float32"],
+    ),
+    "tanh approximation instead of exact GELU": (
+        "q2",
+        """
 def gelu(x):
     return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
-''', ["values off", "not the tanh approximation"]),
-    "GELU derivative without the product rule": ("q2", '''
+""",
+        ["values off", "not the tanh approximation"],
+    ),
+    "GELU derivative without the product rule": (
+        "q2",
+        """
 def gelu_grad(x):
     return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
-''', ["gelu_grad", "values off", "x * phi(x)"]),
-    "leaky ReLU derivative 1 at zero": ("q3", '''
+""",
+        ["gelu_grad", "values off", "x * phi(x)"],
+    ),
+    "leaky ReLU derivative 1 at zero": (
+        "q3",
+        """
 def leaky_relu_grad(x, alpha):
     return torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, alpha))
-''', ["with exact zeros", "values off", "also at x == 0"]),
-    "leaky ReLU derivative from Python numbers": ("q3", '''
+""",
+        ["with exact zeros", "values off", "also at x == 0"],
+    ),
+    "leaky ReLU derivative from Python numbers": (
+        "q3",
+        """
 def leaky_relu_grad(x, alpha):
     return torch.where(x > 0, 1.0, alpha)
-''', ["wrong dtype: expected torch.float64, got torch.float32", "torch.full_like"]),
-    "leaky ReLU in place": ("q3", '''
+""",
+        ["wrong dtype: expected torch.float64, got torch.float32", "torch.full_like"],
+    ),
+    "leaky ReLU in place": (
+        "q3",
+        """
 def leaky_relu(x, alpha):
     x[x < 0] *= alpha
     return x
-''', ["modified its argument `x`"]),
-    "naive log-softmax": ("q4", '''
+""",
+        ["modified its argument `x`"],
+    ),
+    "naive log-softmax": (
+        "q4",
+        """
 def log_softmax(z, dim):
     return torch.log(torch.exp(z) / torch.exp(z).sum(dim=dim, keepdim=True))
-''', ["NaN", "subtract the maximum along dim"]),
-    "log-softmax always along the last dim": ("q4", '''
+""",
+        ["NaN", "subtract the maximum along dim"],
+    ),
+    "log-softmax always along the last dim": (
+        "q4",
+        """
 def log_softmax(z, dim):
     shifted = z - z.amax(dim=-1, keepdim=True)
     return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
-''', ["dim=0", "values off", "not always the last one"]),
-    "log-softmax without keepdim": ("q4", '''
+""",
+        ["dim=0", "values off", "not always the last one"],
+    ),
+    "log-softmax without keepdim": (
+        "q4",
+        """
 def log_softmax(z, dim):
     shifted = z - z.amax(dim=dim)
     return shifted - shifted.exp().sum(dim=dim).log()
-''', ["raised RuntimeError"]),
-    "not implemented": ("q2", '''
+""",
+        ["raised RuntimeError"],
+    ),
+    "not implemented": (
+        "q2",
+        """
 def gelu(x):
     raise NotImplementedError("Replace this line with your solution.")
-''', ["6/12 cases passed", "not implemented yet"]),
+""",
+        ["6/12 cases passed", "not implemented yet"],
+    ),
 }
 
 
@@ -191,4 +247,3 @@ def test_naive_variants_fail_only_on_the_extreme_cases():
         else:
             z_max = {c.name: c.args["z"].abs().max() for c in QSET.question("q4").cases(0)}
             assert all(z_max[name] > 50 for name in failed), failed
-

@@ -1,6 +1,7 @@
 """The 07_architectures questions: reference answers pass every case, plausible mistakes fail with a
 helpful message. The answers are defined here, so the tests do not depend on the solution notebook;
 every question runs in-process with ``utils.grading.evaluate`` (the harness included)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,7 +18,7 @@ from utils.grading import evaluate, get_assignment
 
 QSET = get_assignment("07_architectures")
 
-REFERENCE = '''
+REFERENCE = """
 class BasicBlock(nn.Module):
     def __init__(self, in_ch, out_ch, stride=1):
         super().__init__()
@@ -64,19 +65,19 @@ class PatchEmbedding(nn.Module):
 
     def forward(self, x):
         return self.proj(x).flatten(2).transpose(1, 2)
-'''
+"""
 
 # Other correct answers: different but valid layer types (the checks must accept them).
 ALTERNATIVES = {
-    "q1": '''
+    "q1": """
 from utils.models import BasicBlock as _CourseBlock
 
 
 class BasicBlock(_CourseBlock):  # the course's block: nn.ReLU modules, identity as downsample=None
     def __init__(self, in_ch, out_ch, stride=1):
         super().__init__(in_ch, out_ch, stride)
-''',
-    "q2": '''
+""",
+    "q2": """
 class SqueezeExcitation(nn.Module):  # 1x1 convolutions instead of linear layers
     def __init__(self, channels, reduction=16):
         super().__init__()
@@ -86,8 +87,8 @@ class SqueezeExcitation(nn.Module):  # 1x1 convolutions instead of linear layers
     def forward(self, x):
         s = F.adaptive_avg_pool2d(x, 1)
         return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
-''',
-    "q4": '''
+""",
+    "q4": """
 class PatchEmbedding(nn.Module):  # unfold + nn.Linear instead of a convolution
     def __init__(self, img_size, patch, in_ch, dim):
         super().__init__()
@@ -100,7 +101,7 @@ class PatchEmbedding(nn.Module):  # unfold + nn.Linear instead of a convolution
     def forward(self, x):
         patches = F.unfold(x, self.patch, stride=self.patch).transpose(1, 2)  # (N, P, C*p*p)
         return self.proj(patches)
-''',
+""",
 }
 
 
@@ -151,27 +152,41 @@ def test_cases_are_fast_and_fresh():
 
 
 BROKEN = {
-    "block: ReLU before the addition": ("q1", '''
+    "block: ReLU before the addition": (
+        "q1",
+        """
 class BasicBlock(BasicBlock):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         return out + (x if self.downsample is None else self.downsample(x))
-''', ["torchvision's weights", "values off", "the ReLU comes after the addition"]),
-    "block: an in-place ReLU on its input": ("q1", '''
+""",
+        ["torchvision's weights", "values off", "the ReLU comes after the addition"],
+    ),
+    "block: an in-place ReLU on its input": (
+        "q1",
+        """
 class BasicBlock(BasicBlock):
     def forward(self, x):
         out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
         shortcut = x if self.downsample is None else self.downsample(x)
         return F.relu_(shortcut.add_(out))  # the identity shortcut is x itself: this writes into the input
-''', ["identity shortcut", "its argument `x`"]),
-    "block: always a projection": ("q1", '''
+""",
+        ["identity shortcut", "its argument `x`"],
+    ),
+    "block: always a projection": (
+        "q1",
+        """
 class BasicBlock(BasicBlock):
     def __init__(self, in_ch, out_ch, stride=1):
         super().__init__(in_ch, out_ch, stride)
         self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
-''', ["parameter count, 16 -> 16, stride 1", "a projection shortcut only when"]),
-    "block: other names": ("q1", '''
+""",
+        ["parameter count, 16 -> 16, stride 1", "a projection shortcut only when"],
+    ),
+    "block: other names": (
+        "q1",
+        """
 class BasicBlock(BasicBlock):
     def __init__(self, in_ch, out_ch, stride=1):
         super().__init__(in_ch, out_ch, stride)
@@ -181,76 +196,130 @@ class BasicBlock(BasicBlock):
     def forward(self, x):
         out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
         return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
-''', ["raised RuntimeError", "Error(s) in loading state_dict", "downsample.0"]),
-    "block: biased convolutions": ("q1", '''
+""",
+        ["raised RuntimeError", "Error(s) in loading state_dict", "downsample.0"],
+    ),
+    "block: biased convolutions": (
+        "q1",
+        """
 class BasicBlock(BasicBlock):
     def __init__(self, in_ch, out_ch, stride=1):
         super().__init__(in_ch, out_ch, stride)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
-''', ["parameter count", "without bias"]),
-    "block: no stride": ("q1", '''
+""",
+        ["parameter count", "without bias"],
+    ),
+    "block: no stride": (
+        "q1",
+        """
 class BasicBlock(BasicBlock):
     def __init__(self, in_ch, out_ch, stride=1):
         super().__init__(in_ch, out_ch, stride)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
-''', ["output shape", "conv1 carries the stride"]),
-    "SE: no sigmoid": ("q2", '''
+""",
+        ["output shape", "conv1 carries the stride"],
+    ),
+    "SE: no sigmoid": (
+        "q2",
+        """
 class SqueezeExcitation(SqueezeExcitation):
     def forward(self, x):
         s = self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3)))))
         return x * s[:, :, None, None]
-''', ["values off", "sigmoid"]),
-    "SE: in place": ("q2", '''
+""",
+        ["values off", "sigmoid"],
+    ),
+    "SE: in place": (
+        "q2",
+        """
 class SqueezeExcitation(SqueezeExcitation):
     def forward(self, x):
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
         return x.mul_(s[:, :, None, None])
-''', ["modified its argument `x`"]),
-    "SE: max instead of mean": ("q2", '''
+""",
+        ["modified its argument `x`"],
+    ),
+    "SE: max instead of mean": (
+        "q2",
+        """
 class SqueezeExcitation(SqueezeExcitation):
     def forward(self, x):
         s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.amax(dim=(2, 3))))))
         return x * s[:, :, None, None]
-''', ["values off", "the mean over H and W"]),
-    "count: buffers counted": ("q3", '''
+""",
+        ["values off", "the mean over H and W"],
+    ),
+    "count: buffers counted": (
+        "q3",
+        """
 def count_parameters(model):
     return sum(t.numel() for t in model.state_dict().values())
-''', ["count_parameters", "not the buffers"]),
-    "count: trainable only": ("q3", '''
+""",
+        ["count_parameters", "not the buffers"],
+    ),
+    "count: trainable only": (
+        "q3",
+        """
 def count_parameters(model):
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-''', ["frozen", "count frozen parameters too"]),
-    "count: shared twice": ("q3", '''
+""",
+        ["frozen", "count frozen parameters too"],
+    ),
+    "count: shared twice": (
+        "q3",
+        """
 def count_parameters(model):  # loops over the layers: a layer used twice is counted twice
     return sum(p.numel() for layer in model for p in layer.parameters())
-''', ["shared weights count once"]),
-    "conv: bias forgotten": ("q3", '''
+""",
+        ["shared weights count once"],
+    ),
+    "conv: bias forgotten": (
+        "q3",
+        """
 def conv_params(in_ch, out_ch, k, bias=True):
     return out_ch * in_ch * k * k
-''', ["conv_params(", "bias=True", "one bias per output channel"]),
-    "patches: column-major order": ("q4", '''
+""",
+        ["conv_params(", "bias=True", "one bias per output channel"],
+    ),
+    "patches: column-major order": (
+        "q4",
+        """
 class PatchEmbedding(PatchEmbedding):
     def forward(self, x):
         return self.proj(x).transpose(2, 3).flatten(2).transpose(1, 2)
-''', ["values off", "row-major"]),
-    "patches: no transpose": ("q4", '''
+""",
+        ["values off", "row-major"],
+    ),
+    "patches: no transpose": (
+        "q4",
+        """
 class PatchEmbedding(PatchEmbedding):
     def forward(self, x):
         return self.proj(x).flatten(2)
-''', ["wrong shape", "transpose"]),
-    "patches: no check": ("q4", '''
+""",
+        ["wrong shape", "transpose"],
+    ),
+    "patches: no check": (
+        "q4",
+        """
 class PatchEmbedding(PatchEmbedding):
     def __init__(self, img_size, patch, in_ch, dim):
         nn.Module.__init__(self)
         self.num_patches = (img_size // patch) ** 2
         self.proj = nn.Conv2d(in_ch, dim, patch, stride=patch)
-''', ["raises ValueError", "expected True, got False"]),
-    "not implemented": ("q4", '''
+""",
+        ["raises ValueError", "expected True, got False"],
+    ),
+    "not implemented": (
+        "q4",
+        """
 class PatchEmbedding(nn.Module):
     def __init__(self, img_size, patch, in_ch, dim):
         super().__init__()
         raise NotImplementedError("Replace this line with your solution.")
-''', ["0/", "not implemented yet"]),
+""",
+        ["0/", "not implemented yet"],
+    ),
 }
 
 

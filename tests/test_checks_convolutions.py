@@ -1,5 +1,6 @@
 """The 06_convolutions question set (chapter 06): reference solutions pass every case, the course's own
 utils implementations pass too, and plausible mistakes fail with a message that points at them."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,7 +17,7 @@ from utils.scratch import conv
 QSET = get_assignment("06_convolutions")
 
 
-REFERENCE = '''
+REFERENCE = """
 def conv2d_forward(x, w, b, stride, padding):
     n, c, h, wd = x.shape
     c_out, _, kh, kw = w.shape
@@ -61,7 +62,7 @@ def receptive_field(layers):
         r += d * (k - 1) * j
         j *= s
     return r
-'''
+"""
 
 
 def namespace(*overrides: str) -> dict:
@@ -103,8 +104,11 @@ def test_question_set_covers_the_edge_cases():
     cases = {q.id: q.cases(3) for q in QSET.questions}
     conv_cases = cases["q1"]
     assert any(c.args["b"] is None for c in conv_cases)
-    assert any(c.args["stride"] > 1 and (c.args["x"].shape[2] + 2 * c.args["padding"] - c.args["w"].shape[2]) % c.args["stride"]
-               for c in conv_cases)  # a stride that does not divide
+    assert any(
+        c.args["stride"] > 1
+        and (c.args["x"].shape[2] + 2 * c.args["padding"] - c.args["w"].shape[2]) % c.args["stride"]
+        for c in conv_cases
+    )  # a stride that does not divide
     assert any(c.args["x"].shape[1] > 1 and c.args["w"].shape[0] > 1 for c in conv_cases)
     assert {c.args["x"].dtype for c in conv_cases} == {torch.float32, torch.float64}
     pool = cases["q2"]
@@ -124,32 +128,54 @@ def test_question_set_covers_the_edge_cases():
 
 
 BROKEN = {
-    "flipped kernel (a true convolution)": ("q1", '''
+    "flipped kernel (a true convolution)": (
+        "q1",
+        """
 _ref = conv2d_forward
 def conv2d_forward(x, w, b, stride, padding):
     return _ref(x, w.flip(-1, -2), b, stride, padding)
-''', ["values off", "no kernel flip"]),
-    "bias always added": ("q1", '''
+""",
+        ["values off", "no kernel flip"],
+    ),
+    "bias always added": (
+        "q1",
+        """
 _ref = conv2d_forward
 def conv2d_forward(x, w, b, stride, padding):
     return _ref(x, w, None, stride, padding) + b.reshape(1, -1, 1, 1)
-''', ["case 'no bias (b is None)", "raised AttributeError", "when b is not None"]),
-    "padding ignored": ("q1", '''
+""",
+        ["case 'no bias (b is None)", "raised AttributeError", "when b is not None"],
+    ),
+    "padding ignored": (
+        "q1",
+        """
 _ref = conv2d_forward
 def conv2d_forward(x, w, b, stride, padding):
     return _ref(x, w, b, stride, 0)
-''', ["wrong shape", "pad x with zeros"]),
-    "float32 output": ("q1", '''
+""",
+        ["wrong shape", "pad x with zeros"],
+    ),
+    "float32 output": (
+        "q1",
+        """
 _ref = conv2d_forward
 def conv2d_forward(x, w, b, stride, padding):
     return _ref(x, w, b, stride, padding).float()
-''', ["wrong dtype: expected torch.float64, got torch.float32"]),
-    "max starts at zero": ("q2", '''
+""",
+        ["wrong dtype: expected torch.float64, got torch.float32"],
+    ),
+    "max starts at zero": (
+        "q2",
+        """
 _ref = maxpool2d_forward
 def maxpool2d_forward(x, k, stride):
     return _ref(x, k, stride).clamp(min=0)
-''', ["values off", "exact match required", "not from 0"]),
-    "gradient to every tied maximum": ("q2", '''
+""",
+        ["values off", "exact match required", "not from 0"],
+    ),
+    "gradient to every tied maximum": (
+        "q2",
+        """
 def maxpool2d_backward(dout, x, k, stride):
     win = _windows(x, k, stride)
     mask = (win == win.max(dim=2, keepdim=True).values).to(dout.dtype)
@@ -159,8 +185,12 @@ def maxpool2d_backward(dout, x, k, stride):
         for v in range(k):
             dx[:, :, u:u + stride * (ho - 1) + 1:stride, v:v + stride * (wo - 1) + 1:stride] += mask[:, :, u * k + v] * dout
     return dx
-''', ["case 'backward, ties", "FIRST maximum"]),
-    "overlapping gradients overwritten": ("q2", '''
+""",
+        ["case 'backward, ties", "FIRST maximum"],
+    ),
+    "overlapping gradients overwritten": (
+        "q2",
+        """
 def maxpool2d_backward(dout, x, k, stride):
     winner = _windows(x, k, stride).argmax(dim=2)
     dx = torch.zeros_like(x)
@@ -170,39 +200,65 @@ def maxpool2d_backward(dout, x, k, stride):
             sl = dx[:, :, u:u + stride * (ho - 1) + 1:stride, v:v + stride * (wo - 1) + 1:stride]
             sl.copy_(torch.where(winner == u * k + v, dout, sl))
     return dx
-''', ["case 'backward, overlapping windows", "ADD (+=)"]),
-    "true division": ("q3", '''
+""",
+        ["case 'backward, overlapping windows", "ADD (+=)"],
+    ),
+    "true division": (
+        "q3",
+        """
 def conv_output_size(n, k, stride, padding, dilation):
     return (n + 2 * padding - dilation * (k - 1) - 1) / stride + 1
-''', ["expected an int, got float", "integer division"]),
-    "the right size as a float": ("q3", '''
+""",
+        ["expected an int, got float", "integer division"],
+    ),
+    "the right size as a float": (
+        "q3",
+        """
 def conv_output_size(n, k, stride, padding, dilation):
     return float((n + 2 * padding - dilation * (k - 1) - 1) // stride + 1)
-''', ["expected an int, got float 26.0 (return an int"]),
-    "dilation forgotten": ("q3", '''
+""",
+        ["expected an int, got float 26.0 (return an int"],
+    ),
+    "dilation forgotten": (
+        "q3",
+        """
 def conv_output_size(n, k, stride, padding, dilation):
     return (n + 2 * padding - k) // stride + 1
-''', ["case 'dilation 2", "got 18, expected 16", "d (k - 1) + 1"]),
-    "jump updated too early": ("q4", '''
+""",
+        ["case 'dilation 2", "got 18, expected 16", "d (k - 1) + 1"],
+    ),
+    "jump updated too early": (
+        "q4",
+        """
 def receptive_field(layers):
     r, j = 1, 1
     for k, s, d in layers:
         j *= s
         r += d * (k - 1) * j
     return r
-''', ["case 'conv, 2x2 pooling", "got 9, expected 8", "update r before j"]),
-    "dilation ignored": ("q4", '''
+""",
+        ["case 'conv, 2x2 pooling", "got 9, expected 8", "update r before j"],
+    ),
+    "dilation ignored": (
+        "q4",
+        """
 def receptive_field(layers):
     r, j = 1, 1
     for k, s, d in layers:
         r += (k - 1) * j
         j *= s
     return r
-''', ["case 'dilations 1, 2, 4, 8", "expected 31"]),
-    "not implemented": ("q3", '''
+""",
+        ["case 'dilations 1, 2, 4, 8", "expected 31"],
+    ),
+    "not implemented": (
+        "q3",
+        """
 def conv_output_size(n, k, stride, padding, dilation):
     raise NotImplementedError("Replace this line with your solution.")
-''', ["0/15 cases passed", "not implemented yet"]),
+""",
+        ["0/15 cases passed", "not implemented yet"],
+    ),
 }
 
 

@@ -1,5 +1,6 @@
 """The 08_training_cnns questions: reference solutions pass every case, plausible wrong answers fail
 with a message that says what is wrong, and the packaged versions in utils pass too."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +15,7 @@ from utils.grading import evaluate, get_assignment
 
 QSET = get_assignment("08_training_cnns")
 
-SOLUTIONS = '''
+SOLUTIONS = """
 import math
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ def initial_loss_check(model, loader, num_classes):
     model.train(was_training)
     loss = total / count
     return loss, abs(loss - math.log(num_classes)) <= 0.1 * math.log(num_classes)
-'''
+"""
 
 
 def namespace(*overrides: str) -> dict:
@@ -81,8 +82,11 @@ def test_reference_solutions_pass(seed):
 def test_the_utils_versions_pass():
     from utils import debug, interpret
 
-    packaged = {"grad_cam": interpret.grad_cam, "fgsm": interpret.fgsm,
-                "initial_loss_check": lambda m, loader, c: tuple(debug.initial_loss_check(m, loader, c))}
+    packaged = {
+        "grad_cam": interpret.grad_cam,
+        "fgsm": interpret.fgsm,
+        "initial_loss_check": lambda m, loader, c: tuple(debug.initial_loss_check(m, loader, c)),
+    }
     for q in QSET.questions:
         # the watch off: the course's versions, which learners may not call, must still be right by the checks
         result = evaluate(dataclasses.replace(q, forbid=()), {n: packaged[n] for n in q.functions}, seed=3)
@@ -113,7 +117,9 @@ def test_cases_cover_the_edge_cases():
 
 
 BROKEN = {
-    "grad-cam without relu": ("q1", '''
+    "grad-cam without relu": (
+        "q1",
+        """
 _ref = grad_cam
 def grad_cam(model, target_layer, x, class_idx):
     kept = []
@@ -125,14 +131,22 @@ def grad_cam(model, target_layer, x, class_idx):
     cam = (dA.mean(dim=(2, 3), keepdim=True) * kept[0]).sum(dim=1, keepdim=True)
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].detach()
     return cam / cam.abs().amax(dim=(1, 2), keepdim=True)
-''', ["values off", "relu"]),
-    "grad-cam not upsampled": ("q1", '''
+""",
+        ["values off", "relu"],
+    ),
+    "grad-cam not upsampled": (
+        "q1",
+        """
 _ref = grad_cam
 def grad_cam(model, target_layer, x, class_idx):
     full = _ref(model, target_layer, x, class_idx)
     return full[:, ::2, ::2]
-''', ["wrong shape", "F.interpolate"]),
-    "grad-cam divides by zero": ("q1", '''
+""",
+        ["wrong shape", "F.interpolate"],
+    ),
+    "grad-cam divides by zero": (
+        "q1",
+        """
 _ref = grad_cam
 def grad_cam(model, target_layer, x, class_idx):
     kept = []
@@ -144,37 +158,61 @@ def grad_cam(model, target_layer, x, class_idx):
     cam = F.relu((dA.mean(dim=(2, 3), keepdim=True) * kept[0]).sum(dim=1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].detach()
     return cam / cam.amax(dim=(1, 2), keepdim=True)
-''', ["NaN", "all-zero maps"]),
-    "grad-cam keeps the channel dim": ("q1", '''
+""",
+        ["NaN", "all-zero maps"],
+    ),
+    "grad-cam keeps the channel dim": (
+        "q1",
+        """
 _ref = grad_cam
 def grad_cam(model, target_layer, x, class_idx):
     return _ref(model, target_layer, x, class_idx)[:, None]
-''', ["wrong shape: expected (3, 16, 16), got (3, 1, 16, 16)"]),
-    "fgsm without clamp": ("q2", '''
+""",
+        ["wrong shape: expected (3, 16, 16), got (3, 1, 16, 16)"],
+    ),
+    "fgsm without clamp": (
+        "q2",
+        """
 def fgsm(model, x, y, eps):
     x = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
     return x.detach() + eps * grad.sign()
-''', ["values off", ".clamp(0, 1)"]),
-    "fgsm with the raw gradient": ("q2", '''
+""",
+        ["values off", ".clamp(0, 1)"],
+    ),
+    "fgsm with the raw gradient": (
+        "q2",
+        """
 def fgsm(model, x, y, eps):
     x = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
     return (x.detach() + eps * grad).clamp(0, 1)
-''', ["values off", "grad.sign()"]),
-    "fgsm descends": ("q2", '''
+""",
+        ["values off", "grad.sign()"],
+    ),
+    "fgsm descends": (
+        "q2",
+        """
 def fgsm(model, x, y, eps):
     x = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
     return (x.detach() - eps * grad.sign()).clamp(0, 1)
-''', ["values off"]),
-    "fgsm in place": ("q2", '''
+""",
+        ["values off"],
+    ),
+    "fgsm in place": (
+        "q2",
+        """
 def fgsm(model, x, y, eps):
     xr = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)
     return x.add_(eps * grad.sign()).clamp_(0, 1)
-''', ["modified its argument `x`"]),
-    "initial loss in train mode": ("q3", '''
+""",
+        ["modified its argument `x`"],
+    ),
+    "initial loss in train mode": (
+        "q3",
+        """
 def initial_loss_check(model, loader, num_classes):
     total, count = 0.0, 0
     with torch.no_grad():
@@ -183,8 +221,12 @@ def initial_loss_check(model, loader, num_classes):
             count += len(y)
     loss = total / count
     return loss, abs(loss - math.log(num_classes)) <= 0.1 * math.log(num_classes)
-''', ["loss: values off", "model.eval()"]),
-    "initial loss: mean of batch means": ("q3", '''
+""",
+        ["loss: values off", "model.eval()"],
+    ),
+    "initial loss: mean of batch means": (
+        "q3",
+        """
 def initial_loss_check(model, loader, num_classes):
     was = model.training
     model.eval()
@@ -193,36 +235,56 @@ def initial_loss_check(model, loader, num_classes):
     model.train(was)
     loss = sum(means) / len(means)
     return loss, abs(loss - math.log(num_classes)) <= 0.1 * math.log(num_classes)
-''', ["loss: values off", "mean of batch means"]),
-    "initial loss: mode not restored": ("q3", '''
+""",
+        ["loss: values off", "mean of batch means"],
+    ),
+    "initial loss: mode not restored": (
+        "q3",
+        """
 _ref = initial_loss_check
 def initial_loss_check(model, loader, num_classes):
     result = _ref(model, loader, num_classes)
     model.eval()
     return result
-''', ["model in its original mode: expected True, got False"]),
-    "initial loss: always back to train mode": ("q3", '''
+""",
+        ["model in its original mode: expected True, got False"],
+    ),
+    "initial loss: always back to train mode": (
+        "q3",
+        """
 _ref = initial_loss_check
 def initial_loss_check(model, loader, num_classes):
     result = _ref(model, loader, num_classes)
     model.train()
     return result
-''', ["case 'a model handed over in eval mode", "model in its original mode: expected False, got True"]),
-    "initial loss: an absolute tolerance of 0.1": ("q3", '''
+""",
+        ["case 'a model handed over in eval mode", "model in its original mode: expected False, got True"],
+    ),
+    "initial loss: an absolute tolerance of 0.1": (
+        "q3",
+        """
 _ref = initial_loss_check
 def initial_loss_check(model, loader, num_classes):
     loss, _ = _ref(model, loader, num_classes)
     return loss, abs(loss - math.log(num_classes)) <= 0.1
-''', ["within 10% of ln C (relative)", "ok: expected True, got False"]),
-    "grad-cam with min-max scaling": ("q1", '''
+""",
+        ["within 10% of ln C (relative)", "ok: expected True, got False"],
+    ),
+    "grad-cam with min-max scaling": (
+        "q1",
+        """
 _ref = grad_cam
 def grad_cam(model, target_layer, x, class_idx):
     cam = _ref(model, target_layer, x, class_idx)
     low = cam.amin(dim=(1, 2), keepdim=True)
     high = cam.amax(dim=(1, 2), keepdim=True)
     return torch.where(high > low, (cam - low) / (high - low).clamp_min(1e-12), cam)
-''', ["only positive evidence everywhere", "values off", "not min-max"]),
-    "grad-cam attached to the graph": ("q1", '''
+""",
+        ["only positive evidence everywhere", "values off", "not min-max"],
+    ),
+    "grad-cam attached to the graph": (
+        "q1",
+        """
 def grad_cam(model, target_layer, x, class_idx):
     kept = []
     handle = target_layer.register_forward_hook(lambda module, inputs, output: kept.append(output))
@@ -235,17 +297,27 @@ def grad_cam(model, target_layer, x, class_idx):
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     peak = cam.amax(dim=(1, 2), keepdim=True)
     return torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
-''', ["the returned tensor still requires grad"]),
-    "initial loss: one-sided tolerance": ("q3", '''
+""",
+        ["the returned tensor still requires grad"],
+    ),
+    "initial loss: one-sided tolerance": (
+        "q3",
+        """
 _ref = initial_loss_check
 def initial_loss_check(model, loader, num_classes):
     loss, _ = _ref(model, loader, num_classes)
     return loss, loss <= 1.1 * math.log(num_classes)
-''', ["case 'a loss far below ln C", "ok: expected False, got True"]),
-    "not implemented": ("q3", '''
+""",
+        ["case 'a loss far below ln C", "ok: expected False, got True"],
+    ),
+    "not implemented": (
+        "q3",
+        """
 def initial_loss_check(model, loader, num_classes):
     raise NotImplementedError("Replace this line with your solution.")
-''', ["0/7 cases passed", "not implemented yet"]),
+""",
+        ["0/7 cases passed", "not implemented yet"],
+    ),
 }
 
 

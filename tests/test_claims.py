@@ -30,6 +30,7 @@ Cost: the comparative experiments of all eight chapters at book size for one see
 size: about 6 minutes on 2 CPU cores, so the tests are marked ``slow`` (one per chapter, so that
 ``pytest -n`` spreads them). The static test of the tags and guards is fast.
 """
+
 from __future__ import annotations
 
 import os
@@ -91,8 +92,10 @@ def test_claim_cells_are_tagged_and_guarded(path, monkeypatch):
     for c in nb.cells:
         guarded = c.cell_type == "code" and re.search(r"^\s*if CLAIMS\b", c.source, re.M) is not None
         is_tagged = "claim" in c.metadata.get("tags", [])
-        assert guarded == is_tagged, f"{path.name} cell {c.get('id')}: tagged 'claim' = {is_tagged}, " \
-                                     f"guards assertions with `if CLAIMS` = {guarded}"
+        assert guarded == is_tagged, (
+            f"{path.name} cell {c.get('id')}: tagged 'claim' = {is_tagged}, "
+            f"guards assertions with `if CLAIMS` = {guarded}"
+        )
         if is_tagged:
             assert "assert" in c.source
 
@@ -112,8 +115,15 @@ def test_claims_hold_for_a_fresh_seed(path, tmp_path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     out = tmp_path / path.name
-    pm.execute_notebook(str(path), str(out), parameters=parameters, cwd=str(path.parent),
-                        kernel_name="python3", progress_bar=False, execution_timeout=900)
+    pm.execute_notebook(
+        str(path),
+        str(out),
+        parameters=parameters,
+        cwd=str(path.parent),
+        kernel_name="python3",
+        progress_bar=False,
+        execution_timeout=900,
+    )
     executed = nbformat.read(out, as_version=4)
     claims = [c for c in executed.cells if "claim" in c.metadata.get("tags", [])]
     assert claims and all(c.execution_count is not None for c in claims), "a claim cell did not run"

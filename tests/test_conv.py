@@ -1,6 +1,7 @@
 """utils.scratch.conv and the kernel widget (chapter 06): every hand-written convolution, pooling and
 transposed convolution agrees with torch.nn.functional (forward) and autograd (backward), including
 stride, padding, dilation, groups and bias; bad input fails with a clear message."""
+
 from __future__ import annotations
 
 import pytest
@@ -79,16 +80,17 @@ def test_conv2d_alias_float32_and_autograd():
     torch.testing.assert_close(ws.grad, wr.grad)
 
 
-@pytest.mark.parametrize("k, s, p, d",
-                         [(3, 1, 0, 1), (3, 2, 1, 1), (2, 2, 0, 1), (3, 1, 2, 2),
-                          ((2, 3), (2, 1), (1, 0), (1, 2))])
+@pytest.mark.parametrize(
+    "k, s, p, d", [(3, 1, 0, 1), (3, 2, 1, 1), (2, 2, 0, 1), (3, 1, 2, 2), ((2, 3), (2, 1), (1, 0), (1, 2))]
+)
 def test_im2col_and_col2im_match_unfold_and_fold(k, s, p, d):
     x = torch.randn(2, 3, 7, 8, dtype=F64)
     cols = im2col(x, k, s, p, d)
     torch.testing.assert_close(cols, F.unfold(x, k, dilation=d, padding=p, stride=s), atol=0, rtol=0)
     back = torch.randn_like(cols)
-    torch.testing.assert_close(col2im(back, (7, 8), k, s, p, d),
-                               F.fold(back, (7, 8), k, dilation=d, padding=p, stride=s))
+    torch.testing.assert_close(
+        col2im(back, (7, 8), k, s, p, d), F.fold(back, (7, 8), k, dilation=d, padding=p, stride=s)
+    )
 
 
 def test_col2im_is_the_adjoint_of_im2col():
@@ -109,8 +111,11 @@ POOL_CONFIGS = [(2, None, 0), (2, 2, 0), (3, 1, 1), (3, 2, 1), (2, 1, 0), ((2, 3
 def test_maxpool_forward_and_backward_match_autograd(k, s, p, ties):
     g = torch.Generator().manual_seed(1)
     shape = (2, 3, 8, 9)
-    x = torch.randint(0, 3, shape, generator=g).to(F64) if ties else torch.randn(*shape,
-                                                                                 generator=g, dtype=F64)
+    x = (
+        torch.randint(0, 3, shape, generator=g).to(F64)
+        if ties
+        else torch.randn(*shape, generator=g, dtype=F64)
+    )
     xr = x.clone().requires_grad_()
     out = F.max_pool2d(xr, k, s, p)
     dout = torch.randn(out.shape, generator=g, dtype=F64)
@@ -164,8 +169,9 @@ def test_conv_transpose2d_matches_torch(config):
     x = torch.randn(2, c_in, h, w, generator=g, dtype=F64)
     weight = torch.randn(c_in, c_out // groups, kh, kw, generator=g, dtype=F64)
     b = torch.randn(c_out, generator=g, dtype=F64) if bias else None
-    expected = F.conv_transpose2d(x, weight, b, stride=s, padding=p, output_padding=op,
-                                  groups=groups, dilation=d)
+    expected = F.conv_transpose2d(
+        x, weight, b, stride=s, padding=p, output_padding=op, groups=groups, dilation=d
+    )
     got = conv_transpose2d(x, weight, b, stride=s, padding=p, output_padding=op, groups=groups, dilation=d)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-10)
@@ -185,10 +191,19 @@ def test_conv_transpose_is_the_gradient_of_conv():
 # ---- arithmetic --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n, k, s, p, d",
-                         [(28, 3, 1, 0, 1), (28, 3, 2, 0, 1), (17, 5, 3, 1, 1), (20, 3, 1, 0, 2),
-                                           (33, 3, 2, 1, 4), (5, 7, 1, 1, 1), (224, 7, 2, 3, 1),
-                          (7, 1, 2, 0, 1)])
+@pytest.mark.parametrize(
+    "n, k, s, p, d",
+    [
+        (28, 3, 1, 0, 1),
+        (28, 3, 2, 0, 1),
+        (17, 5, 3, 1, 1),
+        (20, 3, 1, 0, 2),
+        (33, 3, 2, 1, 4),
+        (5, 7, 1, 1, 1),
+        (224, 7, 2, 3, 1),
+        (7, 1, 2, 0, 1),
+    ],
+)
 def test_output_size_formulas_match_real_layers(n, k, s, p, d):
     out = nn.Conv2d(1, 1, k, s, p, d)(torch.zeros(1, 1, n, n))
     assert conv_output_size(n, k, s, p, d) == out.shape[-1]
@@ -197,9 +212,16 @@ def test_output_size_formulas_match_real_layers(n, k, s, p, d):
         assert conv_transpose_output_size(n, k, s, p, op, d) == up.shape[-1]
 
 
-@pytest.mark.parametrize("c_in, c_out, k, groups, bias",
-                         [(3, 16, 3, 1, True), (16, 32, 5, 1, False), (32, 32, 3, 32, True),
-                                                          (8, 12, (1, 3), 4, True), (64, 128, 1, 1, True)])
+@pytest.mark.parametrize(
+    "c_in, c_out, k, groups, bias",
+    [
+        (3, 16, 3, 1, True),
+        (16, 32, 5, 1, False),
+        (32, 32, 3, 32, True),
+        (8, 12, (1, 3), 4, True),
+        (64, 128, 1, 1, True),
+    ],
+)
 def test_parameter_and_flop_counts_match_real_layers(c_in, c_out, k, groups, bias):
     layer = nn.Conv2d(c_in, c_out, k, groups=groups, bias=bias, padding=1)
     assert conv2d_num_params(c_in, c_out, k, groups, bias) == sum(p.numel() for p in layer.parameters())
@@ -249,7 +271,9 @@ def test_filter_image_is_a_per_channel_cross_correlation():
     image = torch.rand(3, 12, 10, generator=g)
     sobel = torch.tensor(PRESETS["Sobel x (vertical edges)"][0], dtype=torch.float32)
     out = filter_image(image, sobel)
-    expected = torch.cat([F.conv2d(image[c:c + 1][None], sobel[None, None], padding=1)[0] for c in range(3)])
+    expected = torch.cat(
+        [F.conv2d(image[c : c + 1][None], sobel[None, None], padding=1)[0] for c in range(3)]
+    )
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(filter_image(image, PRESETS["identity"][0]), image)
     ramp = torch.arange(10.0).repeat(12, 1)  # brightness grows to the right: a vertical edge everywhere

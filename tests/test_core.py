@@ -1,4 +1,5 @@
 """utils top level: device, seed_everything, profile, and the torch/torchvision mismatch message."""
+
 from __future__ import annotations
 
 import random
@@ -45,8 +46,9 @@ def test_by_profile_picks_value(monkeypatch):
 
 def test_device_default_and_override(monkeypatch):
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
-    expected = "cuda" if torch.cuda.is_available() else (
-        "mps" if torch.backends.mps.is_available() else "cpu")
+    expected = (
+        "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
+    )
     assert utils.device().type == expected
     assert utils.device("cpu") == torch.device("cpu")
     monkeypatch.setenv("COURSE_DEVICE", "cpu")
@@ -92,8 +94,7 @@ def test_mismatched_torchvision_gives_one_clear_sentence(tmp_path):
     """A torchvision that fails to import (as a build for another torch does) gets a clear message."""
     fake = tmp_path / "torchvision"
     fake.mkdir()
-    (fake / "__init__.py").write_text(
-        'raise RuntimeError("operator torchvision::nms does not exist")\n')
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
     code = textwrap.dedent(
         """
         try:
@@ -102,7 +103,8 @@ def test_mismatched_torchvision_gives_one_clear_sentence(tmp_path):
             print("MESSAGE:", err)
         else:
             print("NO ERROR")
-        """)
+        """
+    )
     env = {"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "MESSAGE:" in out.stdout, out.stdout + out.stderr
@@ -131,11 +133,18 @@ def test_default_threads_never_limits_a_gpu_runtime(threads_env, profile, dev):
     assert utils.default_threads(dev, profile) == 8
 
 
-@pytest.mark.parametrize("cores, profile, expected", [
-    (2, "book", 1), (1, "full", 1), (2, "smoke", 1),  # the 2-core book machine and CI: one thread
-    (8, "smoke", 1),  # CI stays at one thread whatever the machine
-    (8, "book", 8), (16, "full", 8), (4, "book", 8),  # a laptop: torch's own default, unchanged
-])
+@pytest.mark.parametrize(
+    "cores, profile, expected",
+    [
+        (2, "book", 1),
+        (1, "full", 1),
+        (2, "smoke", 1),  # the 2-core book machine and CI: one thread
+        (8, "smoke", 1),  # CI stays at one thread whatever the machine
+        (8, "book", 8),
+        (16, "full", 8),
+        (4, "book", 8),  # a laptop: torch's own default, unchanged
+    ],
+)
 def test_default_threads_on_cpu(threads_env, cores, profile, expected):
     threads_env.setattr(utils, "_usable_cores", lambda: cores)
     assert utils.default_threads("cpu", profile) == expected

@@ -159,8 +159,15 @@ def test_imagedataset_rejects_bad_input():
 # ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,dtype", [("digits", torch.float32), ("mnist", torch.uint8),
-                                        ("animals", torch.uint8), ("animals_rgb", torch.uint8)])
+@pytest.mark.parametrize(
+    "name,dtype",
+    [
+        ("digits", torch.float32),
+        ("mnist", torch.uint8),
+        ("animals", torch.uint8),
+        ("animals_rgb", torch.uint8),
+    ],
+)
 def test_images_are_stored_as_the_source_holds_them(name, dtype):
     ds = D.load(name, "test", subset=300)
     assert ds.data.dtype == dtype

@@ -44,8 +44,16 @@ def unreachable(calls: list):
 def test_load_unknown_name_lists_the_names():
     with pytest.raises(ValueError) as err:
         D.load("imagenet")
-    names = ("digits", "mnist", "animals", "animals_rgb", "fashion_mnist", "cifar10", "shapes",
-             "photo_scenes")
+    names = (
+        "digits",
+        "mnist",
+        "animals",
+        "animals_rgb",
+        "fashion_mnist",
+        "cifar10",
+        "shapes",
+        "photo_scenes",
+    )
     assert all(name in str(err.value) for name in names)
 
 

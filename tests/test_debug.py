@@ -1,4 +1,5 @@
 """utils.debug (chapter 08): the debugging checklist detects what it is meant to detect."""
+
 from __future__ import annotations
 
 import math
@@ -159,16 +160,26 @@ def test_gradient_flow_shows_vanishing_gradients_in_a_deep_sigmoid_network():
 
 
 def _history(train, val):
-    return History(train_loss=list(train), val_loss=list(val), train_acc=[0.0] * len(train),
-                   val_acc=[0.0] * len(train), lr=[0.0] * len(train), epoch_time=[0.0] * len(train))
+    return History(
+        train_loss=list(train),
+        val_loss=list(val),
+        train_acc=[0.0] * len(train),
+        val_acc=[0.0] * len(train),
+        lr=[0.0] * len(train),
+        epoch_time=[0.0] * len(train),
+    )
 
 
 def test_diagnose_curves():
     assert debug.diagnose_curves(_history([2.3, 1.5, 1.0, 0.8], [2.2, 1.6, 1.2, 1.1])).startswith("healthy")
-    assert debug.diagnose_curves(_history([2.3, 1.0, 0.5, 0.2, 0.1], [2.0, 1.1, 1.2, 1.4, 1.7])).startswith("overfitting")
+    assert debug.diagnose_curves(_history([2.3, 1.0, 0.5, 0.2, 0.1], [2.0, 1.1, 1.2, 1.4, 1.7])).startswith(
+        "overfitting"
+    )
     assert "epoch 2" in debug.diagnose_curves(_history([2.3, 1.0, 0.5, 0.2, 0.1], [2.0, 1.1, 1.2, 1.4, 1.7]))
     assert debug.diagnose_curves(_history([2.3, 2.3, 2.29], [2.3, 2.3, 2.3])).startswith("not learning")
-    assert debug.diagnose_curves(_history([2.3, 5.0, float("nan")], [2.3, 9.0, float("nan")])).startswith("diverged")
+    assert debug.diagnose_curves(_history([2.3, 5.0, float("nan")], [2.3, 9.0, float("nan")])).startswith(
+        "diverged"
+    )
     assert debug.diagnose_curves({"train_loss": [1.0, 0.5]}).startswith("healthy")
     assert debug.diagnose_curves({"train_loss": [1.0]}).startswith("too short")
     with pytest.raises(ValueError, match="train_loss"):

@@ -4,6 +4,7 @@ exact resume, early stopping decided once, a rank that dies, and the example scr
 Each test starts `python -m torch.distributed.run --standalone --nproc_per_node=2`; together they take
 well under a minute on 2 cores (most of it is importing torch in the workers).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ from utils.train.distributed import ShardSampler, shard_loader
 ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [
-    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                       reason="torch.distributed with gloo is not available"),
+    pytest.mark.skipif(
+        not dist.is_available() or not dist.is_gloo_available(),
+        reason="torch.distributed with gloo is not available",
+    ),
     pytest.mark.timeout(300),  # a hang fails the test instead of blocking CI (the jobs take seconds)
 ]
 
@@ -102,16 +105,35 @@ WORKER = textwrap.dedent('''
 ''')
 
 
-def torchrun(script: Path, *args: str, timeout: float = 120, env: dict | None = None) -> tuple[int, str, float]:
+def torchrun(
+    script: Path, *args: str, timeout: float = 120, env: dict | None = None
+) -> tuple[int, str, float]:
     """Run ``script`` in 2 processes; (exit code, output, seconds)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "--max-restarts=0",
-           "--monitor-interval=0.5", str(script), *args]
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COURSE_PROGRESS": "0",
-                "COURSE_TESTS": str(ROOT / "tests"), **(env or {})}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "--max-restarts=0",
+        "--monitor-interval=0.5",
+        str(script),
+        *args,
+    ]
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        "COURSE_PROGRESS": "0",
+        "COURSE_TESTS": str(ROOT / "tests"),
+        **(env or {}),
+    }
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         full_env.pop(key, None)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT, check=False)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT, check=False
+    )
     return proc.returncode, proc.stdout + proc.stderr, time.perf_counter() - start
 
 
@@ -137,9 +159,16 @@ def single_process(dtype=torch.float32):
     model = mlp(0, dtype)
     ds = blobs(dtype=dtype)
     sampler = DistributedSampler(ds, num_replicas=1, rank=0, shuffle=True, seed=0)  # fit calls set_epoch
-    hist = fit(model, DataLoader(ds, batch_size=16, sampler=sampler), DataLoader(ds, batch_size=10), epochs=4,
-               optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), device="cpu", progress=False,
-               seed=0)
+    hist = fit(
+        model,
+        DataLoader(ds, batch_size=16, sampler=sampler),
+        DataLoader(ds, batch_size=10),
+        epochs=4,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+        device="cpu",
+        progress=False,
+        seed=0,
+    )
     return model, hist
 
 
@@ -215,8 +244,11 @@ def test_a_gan_stays_identical_across_processes_and_epoch_end_metrics_count_ever
     gans = [torch.load(out / f"gan_rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert max_difference(gans[0], gans[1]) == 0.0 and max_difference(gans[0], gan_2d().state_dict()) > 1e-3
     logs = [json.loads((out / f"seg_rank{r}.json").read_text()) for r in (0, 1)]
-    reference = evaluate(segmenter(), DataLoader(bright_squares(n=16), batch_size=16),
-                         task=Segmentation(2, ignore_index=255, metric=ConfusionMIoU))
+    reference = evaluate(
+        segmenter(),
+        DataLoader(bright_squares(n=16), batch_size=16),
+        task=Segmentation(2, ignore_index=255, metric=ConfusionMIoU),
+    )
     for log in logs:  # the 16 validation images were split 8 / 8 and the metric saw all of them
         assert log["val_miou"][0] == pytest.approx(reference["miou"], rel=1e-6)
         assert log["val_loss"][0] == pytest.approx(reference["loss"], rel=1e-6)
@@ -233,7 +265,9 @@ def test_the_example_script_runs_under_torchrun(ddp_runs):
 # ---------------------------------------------------------------------------------------------
 def test_shard_sampler_splits_without_padding_and_outside_torchrun_nothing_changes():
     shards = [list(ShardSampler(10, 3, r)) for r in range(3)]
-    assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]] and [len(ShardSampler(10, 3, r)) for r in range(3)] == [4, 3, 3]
+    assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]] and [
+        len(ShardSampler(10, 3, r)) for r in range(3)
+    ] == [4, 3, 3]
     assert sorted(i for shard in shards for i in shard) == list(range(10))
     assert len(ShardSampler(1, 4, 3)) == 0
     with pytest.raises(TypeError, match="must be a torch.utils.data.DataLoader"):
@@ -255,8 +289,18 @@ def test_shard_loader_keeps_the_loader_settings(monkeypatch):
     g = torch.Generator()
     loader = DataLoader(blobs(), batch_size=8, shuffle=True, collate_fn=collate, generator=g, drop_last=True)
     rebuilt, sampler = shard_loader(loader, train=True, seed=5, name="train_loader")
-    assert isinstance(sampler, DistributedSampler) and sampler.shuffle and sampler.seed == 5 and sampler.rank == 1
-    assert rebuilt.batch_size == 8 and rebuilt.collate_fn is collate and rebuilt.generator is g and rebuilt.drop_last
+    assert (
+        isinstance(sampler, DistributedSampler)
+        and sampler.shuffle
+        and sampler.seed == 5
+        and sampler.rank == 1
+    )
+    assert (
+        rebuilt.batch_size == 8
+        and rebuilt.collate_fn is collate
+        and rebuilt.generator is g
+        and rebuilt.drop_last
+    )
     sampler.set_epoch(0)
     first = list(sampler)
     sampler.set_epoch(1)

@@ -3,6 +3,7 @@ exercises score zero. Every solution is graded through ``utils.grading.grade_not
 calls it in the notebook's last cell (the Jupyter lookup of the notebook mocked: ``JPY_SESSION_NAME``),
 which runs the command-line grader in a separate process; every exercise through the command line
 directly. Each notebook is graded once: both ways end in the same command."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,17 @@ def test_solution_scores_full_marks_through_grade_notebook(path, monkeypatch, ca
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_untouched_exercise_scores_zero_through_the_command_line(path, tmp_path):
     report_path = tmp_path / "report.json"
-    command = [sys.executable, "-m", "utils.grading", "grade", str(ROOT / "exercises" / path.name),
-               "--json", str(report_path), "--timeout", "300"]
+    command = [
+        sys.executable,
+        "-m",
+        "utils.grading",
+        "grade",
+        str(ROOT / "exercises" / path.name),
+        "--json",
+        str(report_path),
+        "--timeout",
+        "300",
+    ]
     out = subprocess.run(command, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, out.stdout + out.stderr
     report = json.loads(report_path.read_text())

@@ -4,6 +4,7 @@ On a machine without CUDA the script must stop at once with one sentence and a n
 the results writer must name the file by date and device and record every step, failures with their
 output. The GPU run itself is checked where there is a GPU (`make gpu-check`).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -29,8 +30,9 @@ spec.loader.exec_module(gpu_check)
 def test_without_cuda_it_stops_at_once_with_one_sentence():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2
     assert out.stdout == ""
     message = out.stderr.strip()
@@ -50,12 +52,15 @@ def test_main_without_cuda_writes_nothing(tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().err.strip() == gpu_check.NO_CUDA
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3"),
-    ("Tesla T4", "tesla-t4"),
-    ("  NVIDIA A100-SXM4-40GB ", "nvidia-a100-sxm4-40gb"),
-    ("???", "unknown-device"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("NVIDIA H100 80GB HBM3", "nvidia-h100-80gb-hbm3"),
+        ("Tesla T4", "tesla-t4"),
+        ("  NVIDIA A100-SXM4-40GB ", "nvidia-a100-sxm4-40gb"),
+        ("???", "unknown-device"),
+    ],
+)
 def test_slug(name, expected):
     assert gpu_check.slug(name) == expected
 
@@ -64,12 +69,17 @@ def test_results_file_is_dated_names_the_device_and_records_every_step(tmp_path)
     steps = [
         gpu_check.Step("pytest -m gpu", True, 12.34, "collected 4 items\n4 passed in 12.3s"),
         gpu_check.Step("chapters/01_backprop.ipynb (book)", True, 20.0),
-        gpu_check.Step("chapters/07_architectures.ipynb (full)", False, 100.0,
-                       "Traceback ...\nAssertionError: acc | 0.91 < 0.95"),
+        gpu_check.Step(
+            "chapters/07_architectures.ipynb (full)",
+            False,
+            100.0,
+            "Traceback ...\nAssertionError: acc | 0.91 < 0.95",
+        ),
     ]
     date = dt.date(2031, 2, 3)
-    path = gpu_check.write_results(steps, "NVIDIA Fake GPU 80GB", {"torch": "9.9.9", "CUDA": "13.0"},
-                                   date=date, results_dir=tmp_path)
+    path = gpu_check.write_results(
+        steps, "NVIDIA Fake GPU 80GB", {"torch": "9.9.9", "CUDA": "13.0"}, date=date, results_dir=tmp_path
+    )
     assert path == tmp_path / "gpu_check_2031-02-03_nvidia-fake-gpu-80gb.md"
     text = path.read_text()
     assert text.startswith("# GPU check, 2031-02-03: NVIDIA Fake GPU 80GB\n")
@@ -82,8 +92,10 @@ def test_results_file_is_dated_names_the_device_and_records_every_step(tmp_path)
         "| chapters/07_architectures.ipynb (full) | FAILED | 100.0 | see below |",
     ]
     # the failure's output, verbatim (a "|" does not break the table because it is outside it)
-    failure = ("## chapters/07_architectures.ipynb (full)\n\n"
-               "```\nTraceback ...\nAssertionError: acc | 0.91 < 0.95\n```")
+    failure = (
+        "## chapters/07_architectures.ipynb (full)\n\n"
+        "```\nTraceback ...\nAssertionError: acc | 0.91 < 0.95\n```"
+    )
     assert failure in text
 
 
@@ -101,8 +113,9 @@ def test_run_records_exit_status_and_output_tail():
     fail = [sys.executable, "-c", "import sys; print('x'); sys.exit(3)"]
     bad = gpu_check.run("bad", fail, dict(os.environ), timeout=60)
     assert not bad.passed and bad.detail == "x"
-    slow = gpu_check.run("slow", [sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ),
-                         timeout=1)
+    slow = gpu_check.run(
+        "slow", [sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), timeout=1
+    )
     assert not slow.passed and slow.detail.startswith("stopped after 1 s")
 
 

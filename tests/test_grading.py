@@ -4,6 +4,7 @@ The grader runs are few and run concurrently (each costs a kernel start); everyt
 in-process. The reference solutions of chapter 01's questions are defined here, so these tests do not
 depend on the course's own solution notebook (tests over the real notebooks live elsewhere).
 """
+
 from __future__ import annotations
 
 import ast
@@ -119,8 +120,12 @@ def numerical_gradient(f, x, h=1e-5):
 '''
 
 SOLUTION_CELLS = [Q1, Q2, Q3, Q4]
-CHECK_CELLS = ['check("q1", linear_forward, linear_backward)', 'check("q2")',
-               'check("q3", softmax_cross_entropy)', 'check("q4", numerical_gradient)']
+CHECK_CELLS = [
+    'check("q1", linear_forward, linear_backward)',
+    'check("q2")',
+    'check("q3", softmax_cross_entropy)',
+    'check("q4", numerical_gradient)',
+]
 
 
 def solution_namespace(*extra: str) -> dict:
@@ -131,7 +136,9 @@ def solution_namespace(*extra: str) -> dict:
     return ns
 
 
-def make_notebook(code_cells: list[str], *, assignment: str | None = "01_backprop", first: list[str] = ()) -> nbformat.NotebookNode:
+def make_notebook(
+    code_cells: list[str], *, assignment: str | None = "01_backprop", first: list[str] = ()
+) -> nbformat.NotebookNode:
     """A course-style notebook: markdown title, ``first`` cells, the imports, then ``code_cells``."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -175,13 +182,20 @@ def test_find_regions_balanced_and_indentation():
     assert [(r.begin, r.end, r.indent) for r in regions] == [(3, 5, "    "), (7, 9, "")]
 
 
-@pytest.mark.parametrize("src, line, words", [
-    ("def f():\n    # BEGIN SOLUTION\n    return 1\n", 2, "without a matching '# END SOLUTION'"),
-    ("x = 1\n\n# END SOLUTION\n", 3, "without a matching '# BEGIN SOLUTION'"),
-    ("# BEGIN SOLUTION\na = 1\n    # BEGIN SOLUTION\nb = 2\n# END SOLUTION\n# END SOLUTION\n", 3, "nested"),
-    ("def f():\n    # Begin Solution\n    return 1\n", 2, "looks like a solution marker"),
-    ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n", 1, "looks like a solution marker"),
-])
+@pytest.mark.parametrize(
+    "src, line, words",
+    [
+        ("def f():\n    # BEGIN SOLUTION\n    return 1\n", 2, "without a matching '# END SOLUTION'"),
+        ("x = 1\n\n# END SOLUTION\n", 3, "without a matching '# BEGIN SOLUTION'"),
+        (
+            "# BEGIN SOLUTION\na = 1\n    # BEGIN SOLUTION\nb = 2\n# END SOLUTION\n# END SOLUTION\n",
+            3,
+            "nested",
+        ),
+        ("def f():\n    # Begin Solution\n    return 1\n", 2, "looks like a solution marker"),
+        ("### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n", 1, "looks like a solution marker"),
+    ],
+)
 def test_unbalanced_markers_name_notebook_cell_and_line(src, line, words):
     nb = make_notebook(["x = 0", src])
     with pytest.raises(MarkerError) as info:
@@ -206,14 +220,21 @@ def test_generate_exercise_replaces_regions_and_keeps_the_rest():
             ast.parse(cell.source)  # still valid Python
             assert "BEGIN SOLUTION" not in cell.source and "END SOLUTION" not in cell.source
     q1 = ex.cells[2].source
-    assert q1.startswith('def linear_forward(x, W, b):\n    """Affine layer: x (N, D), W (D, M), b (M,) -> out (N, M)."""\n'
-                         f"    {PLACEHOLDER}\n")
-    assert f'    """Gradients of the affine layer: returns (dx, dW, db)."""\n    {PLACEHOLDER}\n    return dx, dW, db\n' in q1
+    assert q1.startswith(
+        'def linear_forward(x, W, b):\n    """Affine layer: x (N, D), W (D, M), b (M,) -> out (N, M)."""\n'
+        f"    {PLACEHOLDER}\n"
+    )
+    assert (
+        f'    """Gradients of the affine layer: returns (dx, dW, db)."""\n    {PLACEHOLDER}\n    return dx, dW, db\n'
+        in q1
+    )
     q4 = ex.cells[8].source  # region nested in a for loop: 8 spaces
     assert f"\n        {PLACEHOLDER}\n    return grad\n" in q4
     assert "x @ W" not in q1 and "(2 * h)" not in q4
     # a top-level region gets no indentation
-    top = generate_exercise(make_notebook(["# BEGIN SOLUTION\nanswer = 42\n# END SOLUTION\nprint(answer)"]), name="t.ipynb")
+    top = generate_exercise(
+        make_notebook(["# BEGIN SOLUTION\nanswer = 42\n# END SOLUTION\nprint(answer)"]), name="t.ipynb"
+    )
     assert top.cells[-1].source == f"{PLACEHOLDER}\nprint(answer)"
 
 
@@ -250,7 +271,9 @@ def test_leak_check_detects_a_leaked_line(tmp_path):
 def test_sync_check_detects_drift(tmp_path, capsys):
     solutions, exercises = tmp_path / "solutions", tmp_path / "exercises"
     write(solution_notebook(), solutions / "01_backprop.ipynb")
-    assert check_sync(solutions, exercises) == [f"{exercises / '01_backprop.ipynb'} is missing: run `make exercises`"]
+    assert check_sync(solutions, exercises) == [
+        f"{exercises / '01_backprop.ipynb'} is missing: run `make exercises`"
+    ]
     assert cli_main(["generate", str(solutions), str(exercises), "--check"]) == 1
     assert cli_main(["generate", str(solutions), str(exercises)]) == 0
     assert check_sync(solutions, exercises) == []
@@ -296,14 +319,22 @@ def test_compare_reports_each_kind_of_difference():
     assert compare(torch.ones(3, 2), e) == "wrong shape: expected (2, 3), got (3, 2)"
     assert compare(torch.ones(1), torch.tensor(1.0)) == "wrong shape: expected () (a 0-dim tensor), got (1,)"
     assert compare(e.double(), e) == "wrong dtype: expected torch.float32, got torch.float64"
-    nan = e.clone(); nan[0, 1] = float("nan"); nan[1, 2] = float("inf")
+    nan = e.clone()
+    nan[0, 1] = float("nan")
+    nan[1, 2] = float("inf")
     assert compare(nan, e) == "contains 1 NaN and 1 Inf (of 6 values) where the reference is finite"
-    assert compare((e, e), (e, e, e), outputs=("dx", "dW", "db")) == "expected a tuple of 3 values (dx, dW, db), got 2 values"
+    assert (
+        compare((e, e), (e, e, e), outputs=("dx", "dW", "db"))
+        == "expected a tuple of 3 values (dx, dW, db), got 2 values"
+    )
     assert compare(e, (e, e)) == "expected a tuple of 2 values (output[0], output[1]), got torch.Tensor"
     assert compare((e, e * 2), (e, e), outputs=("a", "b")).startswith("b: values off: max abs error 1")
     assert compare(Raised("NotImplementedError", "x"), e).startswith("not implemented yet")
     assert compare(Raised("ValueError", "bad shape\nmore"), e) == "raised ValueError: bad shape"
-    assert compare(torch.tensor([1, 2]), torch.tensor([1, 3])) == "values off: 1 of 2 values differ (exact match required)"
+    assert (
+        compare(torch.tensor([1, 2]), torch.tensor([1, 3]))
+        == "values off: 1 of 2 values differ (exact match required)"
+    )
 
 
 def test_compare_tolerance_boundary_is_honest():
@@ -344,38 +375,68 @@ def test_question_set_covers_the_edge_cases():
     assert len(big) == 3 and all(c.args["logits"].abs().max() > 500 for c in big)
     assert all(c.expected[0].dim() == 0 and torch.isfinite(c.expected[0]) for c in cases["q3"])
     dims = {c.args["x"].dim() for c in cases["q4"]}
-    assert {1, 2, 3} <= dims and all(c.args["x"].dtype == torch.float64 and "x" in c.unchanged for c in cases["q4"])
+    assert {1, 2, 3} <= dims and all(
+        c.args["x"].dtype == torch.float64 and "x" in c.unchanged for c in cases["q4"]
+    )
     # fresh inputs: two seeds give different tensors, one seed twice the same
-    assert not torch.equal(QSET.question("q1").cases(1)[0].args["x"], QSET.question("q1").cases(2)[0].args["x"])
+    assert not torch.equal(
+        QSET.question("q1").cases(1)[0].args["x"], QSET.question("q1").cases(2)[0].args["x"]
+    )
     assert torch.equal(QSET.question("q1").cases(1)[0].args["x"], QSET.question("q1").cases(1)[0].args["x"])
 
 
 BROKEN = {
-    "wrong shape": ("q1", '''
+    "wrong shape": (
+        "q1",
+        """
 def linear_backward(dout, x, W):
     return dout @ W.T, x.T @ dout, dout.sum(dim=0, keepdim=True)
-''', ["db: wrong shape: expected (5,), got (1, 5)", "Hint: dx = dout @ W.T"]),
-    "wrong dtype": ("q1", '''
+""",
+        ["db: wrong shape: expected (5,), got (1, 5)", "Hint: dx = dout @ W.T"],
+    ),
+    "wrong dtype": (
+        "q1",
+        """
 def linear_forward(x, W, b):
     return (x @ W + b).float()
-''', ["wrong dtype: expected torch.float64, got torch.float32", "float64"]),
-    "off by a bit": ("q1", '''
+""",
+        ["wrong dtype: expected torch.float64, got torch.float32", "float64"],
+    ),
+    "off by a bit": (
+        "q1",
+        """
 def linear_forward(x, W, b):
     return x @ W + b + 1e-3
-''', ["values off: max abs error 0.001", "1e-05 + 1e-05 * |expected|"]),
-    "tuple length": ("q1", '''
+""",
+        ["values off: max abs error 0.001", "1e-05 + 1e-05 * |expected|"],
+    ),
+    "tuple length": (
+        "q1",
+        """
 def linear_backward(dout, x, W):
     return dout @ W.T, x.T @ dout
-''', ["expected a tuple of 3 values (dx, dW, db), got 2 values"]),
-    "relu gradient at zero": ("q2", '''
+""",
+        ["expected a tuple of 3 values (dx, dW, db), got 2 values"],
+    ),
+    "relu gradient at zero": (
+        "q2",
+        """
 def relu_backward(dout, x):
     return dout * (x >= 0)
-''', ["case 'backward, x with exact zeros", "exact match required", "at x == 0 the gradient is 0"]),
-    "relu in place": ("q2", '''
+""",
+        ["case 'backward, x with exact zeros", "exact match required", "at x == 0 the gradient is 0"],
+    ),
+    "relu in place": (
+        "q2",
+        """
 def relu_forward(x):
     return x.clamp_(min=0)
-''', ["modified its argument `x`"]),
-    "naive softmax": ("q3", '''
+""",
+        ["modified its argument `x`"],
+    ),
+    "naive softmax": (
+        "q3",
+        """
 def softmax_cross_entropy(logits, y):
     n = logits.shape[0]
     probs = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
@@ -383,14 +444,22 @@ def softmax_cross_entropy(logits, y):
     dlogits = probs.clone()
     dlogits[torch.arange(n), y] -= 1
     return loss, dlogits / n
-''', ["case 'logits in the thousands", "loss: contains", "NaN", "log-sum-exp"]),
-    "loss as float": ("q3", '''
+""",
+        ["case 'logits in the thousands", "loss: contains", "NaN", "log-sum-exp"],
+    ),
+    "loss as float": (
+        "q3",
+        """
 _reference = softmax_cross_entropy
 def softmax_cross_entropy(logits, y):
     loss, dlogits = _reference(logits, y)
     return loss.item(), dlogits
-''', ["loss: expected a torch.Tensor, got float", "not .item()"]),
-    "numerical gradient mutates x": ("q4", '''
+""",
+        ["loss: expected a torch.Tensor, got float", "not .item()"],
+    ),
+    "numerical gradient mutates x": (
+        "q4",
+        """
 def numerical_gradient(f, x, h=1e-5):
     grad = torch.zeros_like(x)
     fx, fg = x.view(-1), grad.view(-1)
@@ -402,8 +471,12 @@ def numerical_gradient(f, x, h=1e-5):
         f_minus = float(f(x))
         fg[i] = (f_plus - f_minus) / (2 * h)
     return grad
-''', ["modified its argument `x`", "put x[i] back"]),
-    "one-sided difference": ("q4", '''
+""",
+        ["modified its argument `x`", "put x[i] back"],
+    ),
+    "one-sided difference": (
+        "q4",
+        """
 def numerical_gradient(f, x, h=1e-5):
     grad = torch.zeros_like(x)
     fx, fg = x.view(-1), grad.view(-1)
@@ -414,11 +487,17 @@ def numerical_gradient(f, x, h=1e-5):
         fg[i] = (float(f(x)) - f0) / h
         fx[i] = old
     return grad
-''', ["values off: max abs error", "1e-08 + 1e-06 * |expected|", "central, not one-sided"]),
-    "not implemented": ("q4", '''
+""",
+        ["values off: max abs error", "1e-08 + 1e-06 * |expected|", "central, not one-sided"],
+    ),
+    "not implemented": (
+        "q4",
+        """
 def numerical_gradient(f, x, h=1e-5):
     raise NotImplementedError("Replace this line with your solution.")
-''', ["0/5 cases passed", "not implemented yet"]),
+""",
+        ["0/5 cases passed", "not implemented yet"],
+    ),
 }
 
 
@@ -439,9 +518,14 @@ def test_broken_variants_fail_with_the_right_message(label):
 
 def test_judge_reports_problems_without_hints():
     case = QSET.question("q1").cases(0)[0]
-    assert judge(case, CallOutcome(problem="timed out: linear_forward ran longer than 5 s")).message.startswith("timed out")
+    assert judge(
+        case, CallOutcome(problem="timed out: linear_forward ran longer than 5 s")
+    ).message.startswith("timed out")
     assert judge(case, CallOutcome(problem="x")).hint == ""
-    assert judge(case, CallOutcome(value=case.expected.clone(), args_after={n: v.clone() for n, v in case.args.items()})).passed
+    assert judge(
+        case,
+        CallOutcome(value=case.expected.clone(), args_after={n: v.clone() for n, v in case.args.items()}),
+    ).passed
 
 
 # --------------------------------------------------------------------------- check() in a notebook-like namespace
@@ -458,11 +542,15 @@ def test_check_prints_one_line_and_returns_a_result(capsys, monkeypatch):
     ns["check"] = check
     result = run_in_namespace(ns, 'result = check("q1", linear_forward, linear_backward)')
     out = capsys.readouterr().out
-    assert out.count("\n") == 1 and out.startswith("✓ q1 Linear layer: forward and backward — 10/10 cases passed")
+    assert out.count("\n") == 1 and out.startswith(
+        "✓ q1 Linear layer: forward and backward — 10/10 cases passed"
+    )
     assert result.passed and result.score == 1 and result.assignment == "01_backprop"
     # no functions: looked up by name in the caller's globals
     assert run_in_namespace(ns, 'result = check("q4")').passed
-    assert capsys.readouterr().out.startswith("✓ q4 Numerical gradient (central differences) — 5/5 cases passed")
+    assert capsys.readouterr().out.startswith(
+        "✓ q4 Numerical gradient (central differences) — 5/5 cases passed"
+    )
     # a wrong function: ✗, the case, the message, the hint; no exception
     exec("def relu_backward(dout, x):\n    return dout * (x >= 0)\n", ns)
     result = run_in_namespace(ns, 'result = check("q2")')
@@ -471,13 +559,28 @@ def test_check_prints_one_line_and_returns_a_result(capsys, monkeypatch):
     assert "first failure: case 'backward, " in out and "Hint: " in out
 
 
-@pytest.mark.parametrize("code, expected", [
-    ('result = check("q9")', "✗ q9 — unknown question 'q9' (known questions: q1, q2, q3, q4"),
-    ('result = check("q1", linear_forward)', "✗ q1 Linear layer: forward and backward — q1 checks 2 functions (linear_forward, linear_backward), in this order; got 1"),
-    ('result = check("q3", assignment="01_backprop")', "✗ q3 Softmax cross-entropy: loss and gradient — function softmax_cross_entropy is not defined yet"),
-    ('result = check("q1", linear_forward, linear_backward, assignment="99_nothing")', "✗ q1 — unknown assignment '99_nothing'"),
-    ('result = check("q1", linear_forward, 3)', "✗ q1 Linear layer: forward and backward — linear_backward: expected a function, got int"),
-])
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        ('result = check("q9")', "✗ q9 — unknown question 'q9' (known questions: q1, q2, q3, q4"),
+        (
+            'result = check("q1", linear_forward)',
+            "✗ q1 Linear layer: forward and backward — q1 checks 2 functions (linear_forward, linear_backward), in this order; got 1",
+        ),
+        (
+            'result = check("q3", assignment="01_backprop")',
+            "✗ q3 Softmax cross-entropy: loss and gradient — function softmax_cross_entropy is not defined yet",
+        ),
+        (
+            'result = check("q1", linear_forward, linear_backward, assignment="99_nothing")',
+            "✗ q1 — unknown assignment '99_nothing'",
+        ),
+        (
+            'result = check("q1", linear_forward, 3)',
+            "✗ q1 Linear layer: forward and backward — linear_backward: expected a function, got int",
+        ),
+    ],
+)
 def test_check_never_raises_for_learner_errors(code, expected, capsys, monkeypatch):
     monkeypatch.delenv("COURSE_GRADING", raising=False)
     ns = {"check": check, "torch": torch}
@@ -523,7 +626,10 @@ def test_question_ids_that_clash_across_assignments(capsys, monkeypatch):
         assert result.status == "error" and "assignment=" in result.error
     finally:
         unregister("98_clash")
-    assert resolve_question("q1", function_names={"linear_forward", "linear_backward"})[0].assignment == "01_backprop"
+    assert (
+        resolve_question("q1", function_names={"linear_forward", "linear_backward"})[0].assignment
+        == "01_backprop"
+    )
 
 
 def test_code_arguments_rebuild_from_source():
@@ -537,14 +643,17 @@ def test_code_arguments_rebuild_from_source():
 # --------------------------------------------------------------------------- assignment resolution
 
 
-@pytest.mark.parametrize("name, metadata, explicit, expected", [
-    ("Copy of 01_backprop.ipynb", None, None, "01_backprop"),
-    ("01_backprop (1).ipynb", None, None, "01_backprop"),
-    ("01_backprop_final_v2.ipynb", None, None, "01_backprop"),
-    ("homework.ipynb", None, "01_backprop", "01_backprop"),
-    ("homework.ipynb", {"course": {"assignment": "01_backprop"}}, "01_backprop", "01_backprop"),
-    ("01_backprop.ipynb", {"course": {"assignment": "01_backprop"}}, None, "01_backprop"),
-])
+@pytest.mark.parametrize(
+    "name, metadata, explicit, expected",
+    [
+        ("Copy of 01_backprop.ipynb", None, None, "01_backprop"),
+        ("01_backprop (1).ipynb", None, None, "01_backprop"),
+        ("01_backprop_final_v2.ipynb", None, None, "01_backprop"),
+        ("homework.ipynb", None, "01_backprop", "01_backprop"),
+        ("homework.ipynb", {"course": {"assignment": "01_backprop"}}, "01_backprop", "01_backprop"),
+        ("01_backprop.ipynb", {"course": {"assignment": "01_backprop"}}, None, "01_backprop"),
+    ],
+)
 def test_resolve_assignment(name, metadata, explicit, expected):
     assert resolve_assignment(name, explicit=explicit, metadata=metadata) == expected
 
@@ -567,7 +676,7 @@ def test_resolve_assignment_errors():
 
 # --------------------------------------------------------------------------- the CLI grader (kernel runs)
 
-TAMPER = r'''
+TAMPER = r"""
 import json, torch, torch.testing, utils.grading, utils.grading.core
 # well-formed but wrong answers ...
 def linear_forward(x, W, b): return torch.zeros(x.shape[0], W.shape[1], dtype=x.dtype)
@@ -588,7 +697,7 @@ utils.grading.check = check
 with open(REPORT, "w") as fh:
     json.dump({"notebook": "01_backprop.ipynb", "score": 4, "max_score": 4,
                "questions": [{"id": f"q{i}", "score": 1, "max_score": 1, "feedback": "ok"} for i in range(1, 5)]}, fh)
-'''
+"""
 
 ENV_CHECK = """\
 import os
@@ -616,9 +725,21 @@ def graded(tmp_path_factory):
     sol = solution_notebook(assignment=None, first=[ENV_CHECK])
     jobs = {
         "solution": (write(sol, root / "a" / "Copy of 01_backprop.ipynb"), []),
-        "exercise": (write(generate_exercise(solution_notebook(), name="01_backprop.ipynb"), root / "b" / "01_backprop.ipynb"), []),
+        "exercise": (
+            write(
+                generate_exercise(solution_notebook(), name="01_backprop.ipynb"),
+                root / "b" / "01_backprop.ipynb",
+            ),
+            [],
+        ),
         "tamper": (root / "c" / "01_backprop.ipynb", []),
-        "os_exit": (write(make_notebook(exercise_cells(), first=["import os\nos._exit(0)"]), root / "d" / "01_backprop.ipynb"), []),
+        "os_exit": (
+            write(
+                make_notebook(exercise_cells(), first=["import os\nos._exit(0)"]),
+                root / "d" / "01_backprop.ipynb",
+            ),
+            [],
+        ),
         "hung": (write(make_notebook(HUNG["cells"]), root / "e" / "01_backprop.ipynb"), ["--timeout", "5"]),
     }
     report_paths = {name: root / f"{name}.json" for name in jobs}
@@ -628,8 +749,23 @@ def graded(tmp_path_factory):
     env.pop("COURSE_GRADING", None)
     start = time.monotonic()
     procs = {
-        name: subprocess.Popen([sys.executable, "-m", "utils.grading", "grade", str(path), "--json", str(report_paths[name]), *extra],
-                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        name: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "utils.grading",
+                "grade",
+                str(path),
+                "--json",
+                str(report_paths[name]),
+                *extra,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name, (path, extra) in jobs.items()
     }
     results = {}
@@ -654,8 +790,15 @@ def test_grader_gives_full_marks_to_a_renamed_solution(graded):
     assert out.rstrip().endswith("Score: 4/4")
     # no cell failed, including the environment check (a grader that cannot sandbox says so in one note)
     assert [n for n in report["notes"] if not n.startswith("cannot sandbox")] == []
-    for qid, title in [("q1", "Linear layer"), ("q2", "ReLU"), ("q3", "Softmax"), ("q4", "Numerical gradient")]:
-        assert any(line.startswith(f"{qid}   {title}") and " 1/1  ✓ " in line for line in out.splitlines()), out
+    for qid, title in [
+        ("q1", "Linear layer"),
+        ("q2", "ReLU"),
+        ("q3", "Softmax"),
+        ("q4", "Numerical gradient"),
+    ]:
+        assert any(line.startswith(f"{qid}   {title}") and " 1/1  ✓ " in line for line in out.splitlines()), (
+            out
+        )
 
 
 @pytest.mark.slow
@@ -685,7 +828,9 @@ def test_tampering_gains_nothing(graded):
     assert code == 0, err
     assert report["score"] == 0, report  # the grader's report replaced the notebook's own
     assert len(report["questions"]) == 4 and "notes" in report
-    assert any("raised SystemExit" in n for n in report["notes"])  # the exit was recorded, the cells after it ran
+    assert any(
+        "raised SystemExit" in n for n in report["notes"]
+    )  # the exit was recorded, the cells after it ran
     fb = feedback_of(report)
     assert "values off" in fb["q1"] and "values off" in fb["q4"], fb
 
@@ -751,7 +896,12 @@ def test_grader_survives_its_own_problems(tmp_path, monkeypatch):
 
     monkeypatch.setattr(grader, "Kernel", NoKernel)
     report = grader.grade_notebook(write(solution_notebook(), tmp_path / "01_backprop.ipynb"))
-    assert (report.score, report.max_score) == (0, 4) and [q.question for q in report.questions] == ["q1", "q2", "q3", "q4"]
+    assert (report.score, report.max_score) == (0, 4) and [q.question for q in report.questions] == [
+        "q1",
+        "q2",
+        "q3",
+        "q4",
+    ]
     assert any("RuntimeError: no kernel here" in n for n in report.notes)
     assert all("could not be run" in q.feedback() for q in report.questions)
 
@@ -784,15 +934,27 @@ def _block_question() -> Question:
             ref.weight.copy_(torch.randn(4, 3, generator=g))
             ref.bias.copy_(torch.randn(4, generator=g))
         state = {k: v.clone() for k, v in ref.state_dict().items()}
-        harness = Code("lambda Block, x, w, b: (lambda m: (m.load_state_dict({'lin.weight': w, "
-                       "'lin.bias': b}), m(x).detach())[1])(Block(3, 4))")
-        return [Case("output after loading reference weights", "Block", {"x": x, "w": state["weight"], "b": state["bias"]},
-                     ref(x).detach(), atol=1e-6, rtol=1e-6, hint="one nn.Linear called lin", harness=harness)]
+        harness = Code(
+            "lambda Block, x, w, b: (lambda m: (m.load_state_dict({'lin.weight': w, "
+            "'lin.bias': b}), m(x).detach())[1])(Block(3, 4))"
+        )
+        return [
+            Case(
+                "output after loading reference weights",
+                "Block",
+                {"x": x, "w": state["weight"], "b": state["bias"]},
+                ref(x).detach(),
+                atol=1e-6,
+                rtol=1e-6,
+                hint="one nn.Linear called lin",
+                harness=harness,
+            )
+        ]
 
     return Question("q1", "A block", ("Block",), build)
 
 
-BLOCK_SOURCE = '''
+BLOCK_SOURCE = """
 import torch
 class Block(torch.nn.Module):
     def __init__(self, i, o):
@@ -800,7 +962,7 @@ class Block(torch.nn.Module):
         self.lin = torch.nn.Linear(i, o)
     def forward(self, x):
         return self.lin(x)
-'''
+"""
 
 
 def test_harness_checks_a_class_inline(capsys, monkeypatch):
@@ -824,9 +986,19 @@ def test_harness_runs_in_the_kernel_when_grading(tmp_path):
 
     register("97_harness", [_block_question()])
     try:
-        good = write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(BLOCK_SOURCE)]), tmp_path / "good.ipynb")
-        bad = write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-            BLOCK_SOURCE.replace("torch.nn.Linear(i, o)", "torch.nn.Linear(i, o, bias=False)"))]), tmp_path / "bad.ipynb")
+        good = write(
+            nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(BLOCK_SOURCE)]), tmp_path / "good.ipynb"
+        )
+        bad = write(
+            nbformat.v4.new_notebook(
+                cells=[
+                    nbformat.v4.new_code_cell(
+                        BLOCK_SOURCE.replace("torch.nn.Linear(i, o)", "torch.nn.Linear(i, o, bias=False)")
+                    )
+                ]
+            ),
+            tmp_path / "bad.ipynb",
+        )
         assert grade_notebook(good, assignment="97_harness", timeout=60).score == 1
         report = grade_notebook(bad, assignment="97_harness", timeout=60)
         assert report.score == 0

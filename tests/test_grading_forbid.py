@@ -2,6 +2,7 @@
 its Tensor-method forms and the course's own modules, imported before or during the call; held-out
 "solutions" that wrap the torch function or import the course's reference score zero on the question,
 while the course's reference solutions still pass every question with the watch on."""
+
 from __future__ import annotations
 
 import ast
@@ -19,8 +20,10 @@ from utils.grading import AUTOGRAD, COURSE, Question, assignments, evaluate, get
 from utils.grading.forbid import ForbidSpecError, forbid_spec
 from utils.grading.watch import ForbiddenCallError, Watch
 
-SPEC = forbid_spec(("torch.nn.functional.conv2d", "torch.sigmoid", "torch.nn.functional.max_pool2d",
-                    *AUTOGRAD, *COURSE), "the test says so")
+SPEC = forbid_spec(
+    ("torch.nn.functional.conv2d", "torch.sigmoid", "torch.nn.functional.max_pool2d", *AUTOGRAD, *COURSE),
+    "the test says so",
+)
 X, W = torch.randn(1, 1, 5, 5), torch.randn(1, 1, 3, 3)
 CAPTURED = F.conv2d  # a reference taken before the check, as a notebook's top-level code could
 
@@ -34,8 +37,10 @@ def _scratch_conv():
 ATTEMPTS = {  # label -> (call, the forbidden name the message must give)
     "F.conv2d": (lambda: F.conv2d(X, W), "torch.nn.functional.conv2d"),
     "torch.conv2d": (lambda: torch.conv2d(X, W), "torch.nn.functional.conv2d"),
-    "torch._C._VariableFunctions": (lambda: torch._C._VariableFunctions.conv2d(X, W),
-                                    "torch.nn.functional.conv2d"),
+    "torch._C._VariableFunctions": (
+        lambda: torch._C._VariableFunctions.conv2d(X, W),
+        "torch.nn.functional.conv2d",
+    ),
     "captured before the check": (lambda: CAPTURED(X, W), "torch.nn.functional.conv2d"),
     "a default argument": ((lambda conv=F.conv2d: conv(X, W)), "torch.nn.functional.conv2d"),
     "nn.Conv2d": (lambda: torch.nn.Conv2d(1, 1, 3)(X), "torch.nn.functional.conv2d"),
@@ -46,17 +51,25 @@ ATTEMPTS = {  # label -> (call, the forbidden name the message must give)
     "nn.Sigmoid": (lambda: torch.nn.Sigmoid()(X), "torch.sigmoid"),
     "getattr": (lambda: getattr(torch, "sig" + "moid")(X), "torch.sigmoid"),
     "F.max_pool2d": (lambda: F.max_pool2d(X, 2), "torch.nn.functional.max_pool2d"),
-    "F.max_pool2d with indices": (lambda: F.max_pool2d(X, 2, return_indices=True),
-                                  "torch.nn.functional.max_pool2d"),
+    "F.max_pool2d with indices": (
+        lambda: F.max_pool2d(X, 2, return_indices=True),
+        "torch.nn.functional.max_pool2d",
+    ),
     "Tensor.backward": (lambda: (X.clone().requires_grad_() * 2).sum().backward(), "torch.Tensor.backward"),
-    "torch.autograd.grad": (lambda: torch.autograd.grad(X.clone().requires_grad_().sum(), []),
-                            "torch.autograd.grad"),
-    "torch.func.grad": (lambda: torch.func.grad(lambda t: (t ** 2).sum())(X), "torch.autograd.grad"),
+    "torch.autograd.grad": (
+        lambda: torch.autograd.grad(X.clone().requires_grad_().sum(), []),
+        "torch.autograd.grad",
+    ),
+    "torch.func.grad": (lambda: torch.func.grad(lambda t: (t**2).sum())(X), "torch.autograd.grad"),
     "utils.scratch imported before": (_scratch_conv(), "utils.scratch"),
-    "import utils.scratch inside": (lambda: exec("import utils.scratch.conv", {"__name__": "__main__"}),
-                                    "utils.scratch"),
-    "from utils import metrics inside": (lambda: exec("from utils import metrics", {"__name__": "__main__"}),
-                                         "utils.metrics"),
+    "import utils.scratch inside": (
+        lambda: exec("import utils.scratch.conv", {"__name__": "__main__"}),
+        "utils.scratch",
+    ),
+    "from utils import metrics inside": (
+        lambda: exec("from utils import metrics", {"__name__": "__main__"}),
+        "utils.metrics",
+    ),
     "sys.setprofile(None)": (lambda: sys.setprofile(None), "sys.setprofile"),
 }
 
@@ -122,7 +135,7 @@ def test_the_kernel_side_modules_import_only_the_standard_library():
 # --------------------------------------------------------------------------- held-out shortcuts score zero
 
 SHORTCUTS = {  # (assignment, question) -> notebook code that gives right answers the forbidden way
-    ("01_backprop", "q1"): '''
+    ("01_backprop", "q1"): """
 def linear_forward(x, W, b):
     return torch.nn.functional.linear(x, W.T, b)
 def linear_backward(dout, x, W):
@@ -130,57 +143,57 @@ def linear_backward(dout, x, W):
     br = torch.zeros(W.shape[1], dtype=W.dtype, requires_grad=True)
     (xr @ wr + br).backward(dout)
     return xr.grad, wr.grad, br.grad
-''',
-    ("01_backprop", "q3"): '''
+""",
+    ("01_backprop", "q3"): """
 def softmax_cross_entropy(logits, y):
     logits = logits.clone().requires_grad_()
     loss = torch.nn.functional.cross_entropy(logits, y)
     (grad,) = torch.autograd.grad(loss, logits)
     return loss.detach(), grad
-''',
-    ("02_activations", "q1"): '''
+""",
+    ("02_activations", "q1"): """
 def sigmoid(x):
     return x.sigmoid()
 def sigmoid_grad(x):
     s = torch.special.expit(x)
     return s * (1 - s)
-''',
-    ("02_activations", "q4"): '''
+""",
+    ("02_activations", "q4"): """
 from utils.scratch.activations import log_softmax
-''',
-    ("03_losses_metrics", "q1"): '''
+""",
+    ("03_losses_metrics", "q1"): """
 import torch.nn.functional as F
 def bce_with_logits(logits, targets):
     return F.binary_cross_entropy_with_logits(logits, targets)
-''',
-    ("03_losses_metrics", "q4"): '''
+""",
+    ("03_losses_metrics", "q4"): """
 import utils.metrics
 def confusion_matrix(pred, y, num_classes):
     return utils.metrics.confusion_matrix(pred, y, num_classes)
 def macro_f1(pred, y, num_classes):
     from sklearn.metrics import f1_score
     return float(f1_score(y, pred, labels=range(num_classes), average="macro", zero_division=0))
-''',
-    ("04_optimizers", "q2"): '''
+""",
+    ("04_optimizers", "q2"): """
 def adam_step(params, grads, m, v, t, lr, betas, eps):
     steps = [torch.tensor(float(t - 1)) for _ in params]
     torch.optim._functional.adam(params, grads, m, v, [], steps, amsgrad=False, beta1=betas[0],
                                  beta2=betas[1], lr=lr, weight_decay=0.0, eps=eps, maximize=False)
-''',
-    ("05_init_norm_reg", "q1"): '''
+""",
+    ("05_init_norm_reg", "q1"): """
 def he_init_(weight, fan_mode="fan_in"):
     return torch.nn.init.kaiming_normal_(weight, mode=fan_mode, nonlinearity="relu")
-''',
-    ("05_init_norm_reg", "q4"): '''
+""",
+    ("05_init_norm_reg", "q4"): """
 def dropout(x, p, training):
     return torch.nn.functional.dropout(x, p, training)
-''',
-    ("06_convolutions", "q1"): '''
+""",
+    ("06_convolutions", "q1"): """
 from utils.scratch.conv import conv2d_im2col
 def conv2d_forward(x, w, b, stride, padding):
     return conv2d_im2col(x, w, b, stride=stride, padding=padding)
-''',
-    ("06_convolutions", "q2"): '''
+""",
+    ("06_convolutions", "q2"): """
 import torch.nn.functional as F
 def maxpool2d_forward(x, k, stride):
     return F.max_pool2d(x, k, stride)
@@ -188,8 +201,8 @@ def maxpool2d_backward(dout, x, k, stride):
     xr = x.clone().requires_grad_()
     F.max_pool2d(xr, k, stride).backward(dout)
     return xr.grad
-''',
-    ("07_architectures", "q1"): '''
+""",
+    ("07_architectures", "q1"): """
 import torchvision
 class BasicBlock(torchvision.models.resnet.BasicBlock):
     def __init__(self, in_ch, out_ch, stride=1):
@@ -198,12 +211,12 @@ class BasicBlock(torchvision.models.resnet.BasicBlock):
             down = torch.nn.Sequential(torch.nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
                                        torch.nn.BatchNorm2d(out_ch))
         super().__init__(in_ch, out_ch, stride, downsample=down)
-''',
-    ("08_training_cnns", "q1"): '''
+""",
+    ("08_training_cnns", "q1"): """
 from utils import interpret
 def grad_cam(model, target_layer, x, class_idx):
     return interpret.grad_cam(model, target_layer, x, class_idx)
-''',
+""",
 }
 
 

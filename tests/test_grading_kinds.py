@@ -1,6 +1,7 @@
 """The kinds of question (review, make it work) and what ``compare`` accepts beyond tensors, in process:
 review answers and their int-vs-float rule, make-it-work metrics (against scikit-learn) and steps,
 dicts of tensors and order-free box sets, the generator's answer lines, and the inline ``check``."""
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def test_boxset_ignores_order_and_checks_labels_and_scores():
     moved = _detections([0, 1, 2])
     moved["boxes"][1] += 5  # IoU with the expected box far below 0.95
     message = compare(moved, expected)
-    assert message.startswith("1 of 3 expected boxes have no match with IoU >= 0.95, "
-                              "e.g. [20, 20, 40, 50] (label 2)")
+    assert message.startswith(
+        "1 of 3 expected boxes have no match with IoU >= 0.95, e.g. [20, 20, 40, 50] (label 2)"
+    )
     relabelled = _detections([0, 1, 2])
     relabelled["labels"][1] = 3
     assert "no returned box has that label" in compare(relabelled, expected)
@@ -90,7 +92,7 @@ def test_an_int_is_required_where_an_int_is_expected():
 
 def test_requires_grad_of_returned_and_input_tensors():
     x = torch.randn(3)
-    attached = (x.clone().requires_grad_() * 2)
+    attached = x.clone().requires_grad_() * 2
     assert compare(attached, (x * 2)).startswith("the returned tensor still requires grad")
     assert compare(attached.detach(), x * 2) is None
     case = Case("c", "f", {"x": x}, x * 2, atol=1e-6)
@@ -101,8 +103,9 @@ def test_requires_grad_of_returned_and_input_tensors():
 
 def test_measure_runs_in_the_grading_process():
     values = torch.randn(100_000, generator=torch.Generator().manual_seed(0))
-    case = Case("std", "f", {}, torch.tensor(1.0, dtype=torch.float64), rtol=0.02,
-                measure=lambda v: v.double().std())
+    case = Case(
+        "std", "f", {}, torch.tensor(1.0, dtype=torch.float64), rtol=0.02, measure=lambda v: v.double().std()
+    )
     assert judge(case, CallOutcome(value=values)).passed
     assert "values off" in judge(case, CallOutcome(value=values * 2)).message
     broken = judge(case, CallOutcome(value="not a tensor"))
@@ -126,25 +129,28 @@ CHOICE = Review("r3", "Two actions", {"b", "d"}, explain="b and d regularise")
 LETTER = Review("r4", "One action", "c", explain="only c")
 
 
-@pytest.mark.parametrize("q, given, right, fragment", [
-    (INT, 7, True, "right"),
-    (INT, 7.0, False, "expected an int, got float 7.0; this question asks for a whole number"),
-    (INT, 9, False, "not right (9). r = 1 + 2 + 2 + 2 * 2 = 7"),
-    (INT, True, False, "expected an int, got bool"),
-    (INT, ..., False, "not answered yet: replace ... in answers['r1'] with an int"),
-    (FLOAT, 0.47, True, "right"),
-    (FLOAT, 0.48, False, "not right (0.48). (0.947 + 0) / 2"),
-    (FLOAT, "0.47", False, "expected a number, got str"),
-    (FLOAT, float("nan"), False, "expected a finite number"),
-    (CHOICE, {"B", "d"}, True, "right"),
-    (CHOICE, ["d", "b"], True, "right"),
-    (CHOICE, {"b"}, False, "not right ({'b'}). b and d regularise"),
-    (CHOICE, {"b", "e"}, False, "'e' is not one of the choices a, b, c, d"),
-    (CHOICE, "bd", False, "'bd' is not one of the choices"),
-    (LETTER, "c", True, "right"),
-    (LETTER, {"c"}, True, "right"),
-    (LETTER, {"c", "d"}, False, "expected one letter, got 2"),
-])
+@pytest.mark.parametrize(
+    "q, given, right, fragment",
+    [
+        (INT, 7, True, "right"),
+        (INT, 7.0, False, "expected an int, got float 7.0; this question asks for a whole number"),
+        (INT, 9, False, "not right (9). r = 1 + 2 + 2 + 2 * 2 = 7"),
+        (INT, True, False, "expected an int, got bool"),
+        (INT, ..., False, "not answered yet: replace ... in answers['r1'] with an int"),
+        (FLOAT, 0.47, True, "right"),
+        (FLOAT, 0.48, False, "not right (0.48). (0.947 + 0) / 2"),
+        (FLOAT, "0.47", False, "expected a number, got str"),
+        (FLOAT, float("nan"), False, "expected a finite number"),
+        (CHOICE, {"B", "d"}, True, "right"),
+        (CHOICE, ["d", "b"], True, "right"),
+        (CHOICE, {"b"}, False, "not right ({'b'}). b and d regularise"),
+        (CHOICE, {"b", "e"}, False, "'e' is not one of the choices a, b, c, d"),
+        (CHOICE, "bd", False, "'bd' is not one of the choices"),
+        (LETTER, "c", True, "right"),
+        (LETTER, {"c"}, True, "right"),
+        (LETTER, {"c", "d"}, False, "expected one letter, got 2"),
+    ],
+)
 def test_review_answers(q, given, right, fragment):
     ok, message = q.verdict({q.id: given})
     assert ok is right and fragment in message
@@ -174,8 +180,15 @@ def _labels(n: int, c: int, seed: int, correct: float):
 
 
 def _question(metric="accuracy", **kw):
-    return MakeItWork("q9", "Test", lambda seed: (torch.zeros(10, 3), torch.zeros(10, dtype=torch.long)),
-                      metric=metric, steps=((0.9, 2), (0.6, 1)), batch_size=4, **kw)
+    return MakeItWork(
+        "q9",
+        "Test",
+        lambda seed: (torch.zeros(10, 3), torch.zeros(10, dtype=torch.long)),
+        metric=metric,
+        steps=((0.9, 2), (0.6, 1)),
+        batch_size=4,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -228,8 +241,10 @@ def test_make_it_work_steps_and_messages():
     good = Prediction(outputs=list(y.split(4)), seconds=0.5)
     points, text, forbidden = verdict(q, good, batches, y, 10)
     assert points == 2 and not forbidden
-    assert text == ("accuracy 1.0000 on 10 held-out inputs (2/2 points; steps: 2 at 0.9, 1 at 0.6); "
-                    "predict took 0.5 s of its 60 s budget")
+    assert text == (
+        "accuracy 1.0000 on 10 held-out inputs (2/2 points; steps: 2 at 0.9, 1 at 0.6); "
+        "predict took 0.5 s of its 60 s budget"
+    )
     half = Prediction(outputs=[1 - y[:4], y[4:8], y[8:]])
     assert verdict(q, half, batches, y, 10)[0] == 1
     short = verdict(q, Prediction(outputs=[y[:4], y[4:8]]), batches, y, 10)
@@ -248,8 +263,16 @@ def test_make_it_work_inline_check_uses_the_preview(capsys, monkeypatch):
     monkeypatch.delenv("COURSE_GRADING", raising=False)
     x = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
     y = (x[:, 0] > 0).long()
-    q = MakeItWork("q1", "Sign", lambda seed: (x, y), metric="accuracy", steps=((0.95, 2), (0.5, 1)),
-                   batch_size=16, preview=lambda seed: (x, y), forbid=("torch.sign",))
+    q = MakeItWork(
+        "q1",
+        "Sign",
+        lambda seed: (x, y),
+        metric="accuracy",
+        steps=((0.95, 2), (0.5, 1)),
+        batch_size=16,
+        preview=lambda seed: (x, y),
+        forbid=("torch.sign",),
+    )
     register("96_challenge", [q])
     try:
         result = check("q1", lambda images: (images[:, 0] > 0).long(), assignment="96_challenge")
@@ -284,13 +307,16 @@ def test_review_inline_check_tells_the_form_only(capsys, monkeypatch):
 
 
 def test_answer_lines_become_ellipses():
-    source = ('answers = {}\nanswers["r1"] = 7  # ANSWER (an int)\n'
-              'answers["r2"] = {"a", "c"}  # ANSWER: letters\n'
-              "r3 = 0.5   # ANSWER\nx = 1  # answer, not a marker\n")
+    source = (
+        'answers = {}\nanswers["r1"] = 7  # ANSWER (an int)\n'
+        'answers["r2"] = {"a", "c"}  # ANSWER: letters\n'
+        "r3 = 0.5   # ANSWER\nx = 1  # answer, not a marker\n"
+    )
     assert answer_lines(source) == [2, 3, 4]
     assert _blank_answers(source, notebook="n", cell=0) == (
         'answers = {}\nanswers["r1"] = ...  # ANSWER (an int)\nanswers["r2"] = ...  # ANSWER: letters\n'
-        "r3 = ...   # ANSWER\nx = 1  # answer, not a marker\n")
+        "r3 = ...   # ANSWER\nx = 1  # answer, not a marker\n"
+    )
     with pytest.raises(MarkerError, match="an answer line .* inside a solution region"):
         _blank_answers("# BEGIN SOLUTION\nr1 = 7  # ANSWER\n# END SOLUTION\n", notebook="n", cell=3)
     cell = nbformat.v4.new_code_cell('answers = {"r1": 1}\nanswers["r1"] = 7  # ANSWER')

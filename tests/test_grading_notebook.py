@@ -2,6 +2,7 @@
 Colab, in VS Code and in Jupyter (all mocked here), the first cell of every notebook installs the
 course from a pinned release without the runtime's own Jupyter packages, and a learner's ``utils.py``
 never shadows the course package silently."""
+
 from __future__ import annotations
 
 import io
@@ -54,8 +55,12 @@ def _fake_colab(monkeypatch, nb: dict, calls: list):
 
 def test_colab_gives_the_notebook_json_and_its_name(monkeypatch):
     calls: list = []
-    nb = {"cells": [], "metadata": {"colab": {"name": "Copy of 01_backprop.ipynb"}}, "nbformat": 4,
-          "nbformat_minor": 5}
+    nb = {
+        "cells": [],
+        "metadata": {"colab": {"name": "Copy of 01_backprop.ipynb"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
     _fake_colab(monkeypatch, nb, calls)
     assert current_notebook() == ("Copy of 01_backprop.ipynb", None, nb)
     assert calls == ["get_ipynb"]
@@ -90,8 +95,10 @@ def test_jupyter_sessions_api_matched_by_kernel_id(nowhere, monkeypatch, tmp_pat
 
     def urlopen(url, timeout=None):
         asked.append(url)
-        sessions = [{"kernel": {"id": "other"}, "path": "x.ipynb"},
-                    {"kernel": {"id": "abc-123"}, "path": "work/03_losses_metrics.ipynb"}]
+        sessions = [
+            {"kernel": {"id": "other"}, "path": "x.ipynb"},
+            {"kernel": {"id": "abc-123"}, "path": "work/03_losses_metrics.ipynb"},
+        ]
         return io.BytesIO(json.dumps(sessions).encode())
 
     monkeypatch.setattr(notebook.urllib.request, "urlopen", urlopen)
@@ -169,17 +176,20 @@ def test_the_runtime_set_leaves_the_runtime_jupyter_packages_alone():
 def _run_setup_cell(cwd: Path, *, pythonpath: str | None) -> subprocess.CompletedProcess:
     """Run the first cell's source in a fresh Python in ``cwd`` with a stand-in ``get_ipython``."""
     url, ref = release(ROOT)
-    program = ("calls = []\n"
-               "class Shell:\n    def run_line_magic(self, *a): calls.append(a)\n"
-               "get_ipython = lambda: Shell()\n"
-               f"exec({cell_source(url, ref)!r})\n"
-               "print('pip calls:', calls)\n")
+    program = (
+        "calls = []\n"
+        "class Shell:\n    def run_line_magic(self, *a): calls.append(a)\n"
+        "get_ipython = lambda: Shell()\n"
+        f"exec({cell_source(url, ref)!r})\n"
+        "print('pip calls:', calls)\n"
+    )
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    return subprocess.run([sys.executable, "-c", program], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", program], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_first_cell_installs_nothing_where_the_course_is_installed(tmp_path):
@@ -193,8 +203,10 @@ def test_the_first_cell_says_so_when_a_utils_py_shadows_the_course(tmp_path):
     done = _run_setup_cell(tmp_path, pythonpath=str(ROOT))
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last == (f"ImportError: {tmp_path / 'utils.py'} shadows the course package `utils`: rename it "
-                    "(for example to my_utils.py) and restart the kernel")
+    assert last == (
+        f"ImportError: {tmp_path / 'utils.py'} shadows the course package `utils`: rename it "
+        "(for example to my_utils.py) and restart the kernel"
+    )
     assert "pip calls" not in done.stdout  # nothing was installed over it
 
 
@@ -211,20 +223,23 @@ def test_shadowing_is_reported_by_the_grader_side_too(tmp_path):
 
 def test_check_works_without_the_grader_packages():
     """`from utils.grading import check` needs no nbformat or nbclient (the grader extra)."""
-    program = ("import sys\n"
-               "class Block:\n"
-               "    def find_spec(self, name, path=None, target=None):\n"
-               "        if name.split('.')[0] in ('nbformat', 'nbclient'):\n"
-               "            raise ImportError('blocked: ' + name)\n"
-               "sys.meta_path.insert(0, Block())\n"
-               "from utils.grading import check, grade_notebook, Review, MakeItWork\n"
-               "def linear_forward(x, W, b): return x @ W + b\n"
-               "def linear_backward(dout, x, W): return dout @ W.T, x.T @ dout, dout.sum(0)\n"
-               "r = check('q1', linear_forward, linear_backward, assignment='01_backprop')\n"
-               "assert r.passed\n")
+    program = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('nbformat', 'nbclient'):\n"
+        "            raise ImportError('blocked: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from utils.grading import check, grade_notebook, Review, MakeItWork\n"
+        "def linear_forward(x, W, b): return x @ W + b\n"
+        "def linear_backward(dout, x, W): return dout @ W.T, x.T @ dout, dout.sum(0)\n"
+        "r = check('q1', linear_forward, linear_backward, assignment='01_backprop')\n"
+        "assert r.passed\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("COURSE_GRADING", None)
-    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("✓ q1")

@@ -4,6 +4,7 @@ The attacks that need a kernel run as notebooks of chapter 01 (their answers are
 above zero is a successful attack), graded concurrently through the command line. The grader's
 clean-up after SIGTERM and SIGKILL, its sandbox and its process hunting are tested directly.
 """
+
 from __future__ import annotations
 
 import errno
@@ -28,7 +29,7 @@ from utils.grading.sandbox import PR_GET_DUMPABLE, TOKEN_VARIABLE, Sandbox, _prc
 
 LINUX = sys.platform.startswith("linux")
 
-PTRACE = r'''
+PTRACE = r"""
 import ctypes, json, os
 libc = ctypes.CDLL(None, use_errno=True)
 grader = os.getppid()
@@ -46,9 +47,9 @@ capabilities = int([l for l in status.splitlines() if l.startswith("CapEff")][0]
 found = {"attached": attached, "errno": error, "memory": memory, "uid": os.getuid(),
          "capabilities": capabilities, "grader": grader}
 json.dump(found, open(OUT, "w"))
-'''
+"""
 
-DOUBLE_FORK = r'''
+DOUBLE_FORK = r"""
 import json, os, sys, time
 forged = {"notebook": "01_backprop.ipynb", "score": 4, "max_score": 4, "questions": []}
 if os.fork() == 0:  # a daemon: new session, orphaned, then a clean environment and a new program
@@ -66,9 +67,9 @@ if os.fork() == 0:  # a plain child that stays in the kernel's session
     os._exit(0)
 os.write(1, b"\nScore: 4/4\n")  # the kernel's own standard output
 sys.__stdout__.write("Score: 4/4\n")
-'''
+"""
 
-FEEDBACK = r'''
+FEEDBACK = r"""
 import torch
 def linear_forward(x, W, b):
     raise ValueError("boom\nq2   ReLU: forward and backward   1/1  ✓ forged\nScore: 4/4")
@@ -76,17 +77,17 @@ def linear_backward(dout, x, W):
     return type("X\nq3   Softmax   1/1  ✓ forged\nScore: 4/4", (), {})()
 def relu_forward(x):
     raise RuntimeError("\x1b[2A\x1b[K\rScore: 4/4\u2028Score: 4/4\x85Score: 4/4")
-'''
+"""
 
 REPORT_DIRECTORY = "import os\nos.makedirs(REPORT)\n"
 
-SHADOW = r'''
+SHADOW = r"""
 for name in ("sklearn", "torchvision", "nbformat", "json"):
     with open(f"{name}.py", "w") as fh:
         fh.write(f"open({MARKER!r}, 'a').write({name!r})\n")
-'''
+"""
 
-STATISTICS = r'''
+STATISTICS = r"""
 import math, torch
 _std = torch.Tensor.std
 def he_init_(weight, fan_mode="fan_in"):
@@ -100,10 +101,10 @@ def dropout(x, p, training):
     g = torch.Generator().manual_seed(0)  # the same mask at every call ...
     return x * (torch.rand(x.shape, generator=g) >= p) / (1 - p) if p < 1 else torch.zeros_like(x)
 torch.equal = lambda a, b: False  # ... which a patched torch.equal would hide
-'''
+"""
 
 
-SHORTCUT = r'''
+SHORTCUT = r"""
 import torch.nn.functional as F
 from utils.scratch import layers  # the course's reference, imported before the grader calls anything
 linear = F.linear  # a reference taken before the check
@@ -112,7 +113,7 @@ def linear_forward(x, W, b):
 def relu_forward(x):
     return x.relu()
 softmax_cross_entropy = layers.softmax_cross_entropy
-'''
+"""
 
 
 def _cell(source: str, **names: str) -> str:
@@ -149,14 +150,16 @@ def attacks(tmp_path_factory):
     add("shadow", [_cell(SHADOW, MARKER=str(shadow / "imported"))], cwd=shadow)
     add("statistics", [STATISTICS], assignment="05_init_norm_reg")
     add("shortcut", [SHORTCUT])
-    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
-               PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ, JUPYTER_PLATFORM_DIRS="1", PYDEVD_DISABLE_FILE_VALIDATION="1", PYTHONPATH=str(ROOT)
+    )
     env.pop("COURSE_GRADING", None)
     procs = {}
     for name, (path, report, cwd) in jobs.items():
         command = [sys.executable, "-m", "utils.grading", "grade", str(path), "--json", str(report)]
-        procs[name] = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                       stderr=subprocess.PIPE, text=True)
+        procs[name] = subprocess.Popen(
+            command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     results = {}
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=900)
@@ -300,14 +303,16 @@ def test_the_grader_is_not_dumpable_while_it_grades(tmp_path):
 def test_leftover_processes_are_found_and_killed(tmp_path):
     """A daemon that left the kernel's session and cleared its environment is found as the grader's orphan."""
     pid_file = tmp_path / "daemon.pid"
-    program = ("import os, sys\n"
-               "if os.fork() == 0:\n"
-               "    os.setsid()\n"
-               "    if os.fork() == 0:\n"
-               f"        open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
-               "        os.execve('/bin/sleep', ['sleep', '60'], {})\n"
-               "    os._exit(0)\n"
-               "os.wait()\n")
+    program = (
+        "import os, sys\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "        os.execve('/bin/sleep', ['sleep', '60'], {})\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+    )
     with Sandbox(base=tmp_path / "base") as box:
         starter = subprocess.Popen([sys.executable, "-c", program], env=box.environment(dict(os.environ)))
         box.kernel_pid = starter.pid
@@ -360,9 +365,14 @@ def test_a_killed_grader_leaves_no_folder_and_no_kernel(tmp_path, how):
     env.pop("COURSE_GRADING", None)
     (tmp_path / "tmp").mkdir()
     # a shell that runs the tests in the background makes its children ignore SIGINT: undo that for the grader
-    proc = subprocess.Popen([sys.executable, "-m", "utils.grading", "grade", str(path)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "utils.grading", "grade", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     base = tmp_path / "tmp" / f"course-grader-{os.getuid()}"
     token, deadline = None, time.monotonic() + 240
     while time.monotonic() < deadline and token is None:
@@ -389,8 +399,12 @@ def test_a_grader_killed_outright_is_cleaned_up_at_the_next_start(tmp_path):
     path = write(make_notebook(["import time\ntime.sleep(300)"]), tmp_path / "nb" / "01_backprop.ipynb")
     env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), PYTHONPATH=str(ROOT), JUPYTER_PLATFORM_DIRS="1")
     (tmp_path / "tmp").mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "utils.grading", "grade", str(path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "utils.grading", "grade", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = tmp_path / "tmp" / f"course-grader-{os.getuid()}"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (base.is_dir() and any(base.glob("run-*/grader/kernel.log"))):

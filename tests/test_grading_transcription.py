@@ -7,6 +7,7 @@ questions are being rewritten, so ``ALLOWED`` lists those offenders, each by cha
 list may only shrink: a new offender fails, and so does an entry that no longer offends (remove it
 when its question is rewritten).
 """
+
 from __future__ import annotations
 
 import ast
@@ -75,8 +76,10 @@ def offenders(sets=None) -> set[tuple[str, str]]:
 def test_no_exercise_transcribes_its_chapter():
     found = offenders()
     new = sorted(found - ALLOWED)
-    assert not new, ("these exercises ask for functions their chapter defines under the same name; ask for "
-                     f"what the lesson did not print, or mark the question lesson_review=True: {new}")
+    assert not new, (
+        "these exercises ask for functions their chapter defines under the same name; ask for "
+        f"what the lesson did not print, or mark the question lesson_review=True: {new}"
+    )
     stale = sorted(ALLOWED - found)
     assert not stale, f"no longer transcribed: remove these entries from ALLOWED in {__file__}: {stale}"
 
@@ -96,9 +99,12 @@ def test_the_check_catches_a_new_offender_and_respects_lesson_review():
     assert offenders(sets) == {("04_optimizers", defined[0])}
 
 
-@pytest.mark.parametrize("source, names", [
-    ("def f(x):\n    return x\nclass B:\n    pass\ng = lambda x: x\nh = 3\n", {"f", "B", "g"}),
-    ("%matplotlib inline\nimport torch\n\ndef inner():\n    def hidden():\n        pass\n", {"inner"}),
-])
+@pytest.mark.parametrize(
+    "source, names",
+    [
+        ("def f(x):\n    return x\nclass B:\n    pass\ng = lambda x: x\nh = 3\n", {"f", "B", "g"}),
+        ("%matplotlib inline\nimport torch\n\ndef inner():\n    def hidden():\n        pass\n", {"inner"}),
+    ],
+)
 def test_defined_names(source, names):
     assert defined_names(source) == names

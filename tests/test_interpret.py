@@ -1,6 +1,7 @@
 """utils.interpret (chapter 08): Grad-CAM against an independent implementation with backward hooks,
 saliency against the analytic gradient of a linear model, FGSM's guarantees, feature maps, the
 confusion summary, the plots, and chapter 08's widget."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -23,8 +24,13 @@ class Fixed(nn.Module):
         super().__init__()
         self.block1 = nn.Sequential(nn.Conv2d(in_channels, 6, 3, padding=1), nn.ReLU())
         self.block2 = nn.Sequential(nn.Conv2d(6, 8, 3, stride=2, padding=1), nn.ReLU())  # (N, 8, H/2, W/2)
-        self.head = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(8, classes))
+        self.head = nn.Sequential(
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(8, classes),
+        )
 
     def forward(self, x):
         return self.head(self.block2(self.block1(x)))
@@ -39,7 +45,9 @@ def images(n=3, c=3, h=12, w=10, seed=0):
     return torch.rand(n, c, h, w, generator=torch.Generator().manual_seed(seed))
 
 
-def reference_grad_cam(model: Fixed, layer: nn.Module, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+def reference_grad_cam(
+    model: Fixed, layer: nn.Module, x: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
     """Grad-CAM the straightforward way: a forward hook keeps A, a full backward hook keeps dy/dA."""
     store = {}
     h1 = layer.register_forward_hook(lambda m, i, o: store.__setitem__("A", o))
@@ -85,7 +93,9 @@ def test_grad_cam_matches_splitting_the_model_by_hand():
     cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=(12, 10), mode="bilinear", align_corners=False)[:, 0].detach()
     cam = cam / cam.amax(dim=(1, 2), keepdim=True)
-    torch.testing.assert_close(interpret.grad_cam(model, model.block2, x), cam, atol=1e-5, rtol=1e-4)  # None: predicted
+    torch.testing.assert_close(
+        interpret.grad_cam(model, model.block2, x), cam, atol=1e-5, rtol=1e-4
+    )  # None: predicted
 
 
 def test_grad_cam_invariants_and_no_side_effects():
@@ -222,10 +232,14 @@ def test_plots_return_figures():
     x = images(3)
     fig = interpret.plot_filters(model.block1[0].weight, ncols=3)
     assert len([a for a in fig.axes if a.images]) == 6
-    fig2 = interpret.plot_feature_maps(interpret.feature_maps(model, ["block1", "block2"], x), channels=4, image=x[0])
+    fig2 = interpret.plot_feature_maps(
+        interpret.feature_maps(model, ["block1", "block2"], x), channels=4, image=x[0]
+    )
     assert len(fig2.axes) == 2 * 5
     cam = interpret.grad_cam(model, model.block2, x)
-    fig3 = interpret.plot_heatmaps(x, {"Grad-CAM": cam, "saliency": interpret.saliency(model, x)}, titles=["a", "b", "c"])
+    fig3 = interpret.plot_heatmaps(
+        x, {"Grad-CAM": cam, "saliency": interpret.saliency(model, x)}, titles=["a", "b", "c"]
+    )
     assert len(fig3.axes) == 9
     with pytest.raises(ValueError, match="must have shape"):
         interpret.plot_heatmaps(x, {"bad": cam[:2]})

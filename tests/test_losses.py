@@ -1,5 +1,6 @@
 """utils.scratch.losses (chapter 03): every loss agrees with its torch / torchvision / scikit-learn
 reference in value and in gradient, stays finite for huge logits, and refuses bad input clearly."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,25 +40,40 @@ def test_regression_losses_match_torch(reduction, dtype):
     g = _gen(1)
     pred = torch.randn(7, 3, generator=g, dtype=dtype) * 3
     target = torch.randn(7, 3, generator=g, dtype=dtype)
-    assert_same_value_and_grad(lambda p, t: L.mse_loss(p, t, reduction), lambda p,
-                               t: F.mse_loss(p, t, reduction=reduction),
-                               pred, target, dtype=dtype)
-    assert_same_value_and_grad(lambda p, t: L.mae_loss(p, t, reduction), lambda p,
-                               t: F.l1_loss(p, t, reduction=reduction),
-                               pred, target, dtype=dtype)
+    assert_same_value_and_grad(
+        lambda p, t: L.mse_loss(p, t, reduction),
+        lambda p, t: F.mse_loss(p, t, reduction=reduction),
+        pred,
+        target,
+        dtype=dtype,
+    )
+    assert_same_value_and_grad(
+        lambda p, t: L.mae_loss(p, t, reduction),
+        lambda p, t: F.l1_loss(p, t, reduction=reduction),
+        pred,
+        target,
+        dtype=dtype,
+    )
     for delta in (0.5, 1.0, 2.5):
-        assert_same_value_and_grad(lambda p, t: L.huber_loss(p, t, delta, reduction),
-                                   lambda p, t: F.huber_loss(p, t, reduction=reduction, delta=delta), pred,
-                                   target, dtype=dtype)
+        assert_same_value_and_grad(
+            lambda p, t: L.huber_loss(p, t, delta, reduction),
+            lambda p, t: F.huber_loss(p, t, reduction=reduction, delta=delta),
+            pred,
+            target,
+            dtype=dtype,
+        )
 
 
 def test_huber_is_smooth_l1_times_beta_and_exact_at_the_kink():
     pred = torch.tensor([-3.0, -1.0, -0.25, 0.0, 0.5, 1.0, 4.0])  # residuals exactly at +-delta included
     target = torch.zeros(7)
-    torch.testing.assert_close(L.huber_loss(pred, target, delta=1.0, reduction="none"),
-                               torch.tensor([2.5, 0.5, 0.03125, 0.0, 0.125, 0.5, 3.5]))
-    torch.testing.assert_close(L.huber_loss(pred, target, 2.0),
-                               2.0 * F.smooth_l1_loss(pred, target, beta=2.0))
+    torch.testing.assert_close(
+        L.huber_loss(pred, target, delta=1.0, reduction="none"),
+        torch.tensor([2.5, 0.5, 0.03125, 0.0, 0.125, 0.5, 3.5]),
+    )
+    torch.testing.assert_close(
+        L.huber_loss(pred, target, 2.0), 2.0 * F.smooth_l1_loss(pred, target, beta=2.0)
+    )
 
 
 def test_constant_minimisers_are_mean_and_median():
@@ -83,9 +99,12 @@ def test_bce_from_probabilities_matches_torch_including_the_clamp(reduction):
     torch.testing.assert_close(ours, F.binary_cross_entropy(probs, targets, reduction=reduction))
     assert torch.isfinite(ours).all()
     soft = torch.rand(10, 4, generator=g)
-    assert_same_value_and_grad(lambda p, t: L.bce(p, t, reduction),
-                               lambda p, t: F.binary_cross_entropy(p, t, reduction=reduction),
-                               probs[1:], soft[1:])
+    assert_same_value_and_grad(
+        lambda p, t: L.bce(p, t, reduction),
+        lambda p, t: F.binary_cross_entropy(p, t, reduction=reduction),
+        probs[1:],
+        soft[1:],
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -96,9 +115,13 @@ def test_bce_with_logits_matches_torch_and_is_stable(reduction, dtype, scale):
     logits = torch.randn(16, 5, generator=g, dtype=dtype) * scale
     targets = (torch.rand(16, 5, generator=g) > 0.5).to(dtype)
     targets[:4] = torch.rand(4, 5, generator=g, dtype=dtype)  # soft targets too
-    assert_same_value_and_grad(lambda z, t: L.bce_with_logits(z, t, reduction=reduction),
-                               lambda z, t: F.binary_cross_entropy_with_logits(z, t, reduction=reduction),
-                               logits, targets, dtype=dtype)
+    assert_same_value_and_grad(
+        lambda z, t: L.bce_with_logits(z, t, reduction=reduction),
+        lambda z, t: F.binary_cross_entropy_with_logits(z, t, reduction=reduction),
+        logits,
+        targets,
+        dtype=dtype,
+    )
     assert torch.isfinite(L.bce_with_logits(logits, targets, reduction=reduction)).all()
 
 
@@ -111,7 +134,9 @@ def test_bce_with_logits_pos_weight_matches_torch():
         assert_same_value_and_grad(
             lambda z, t: L.bce_with_logits(z, t, pos_weight, reduction),
             lambda z, t: F.binary_cross_entropy_with_logits(z, t, pos_weight=pos_weight, reduction=reduction),
-                                   logits, targets)
+            logits,
+            targets,
+        )
 
 
 def test_probability_form_saturates_where_the_logit_form_does_not():
@@ -125,8 +150,9 @@ def test_probability_form_saturates_where_the_logit_form_does_not():
 # ---- focal loss ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("alpha, gamma",
-                         [(0.25, 2.0), (0.5, 0.0), (0.75, 1.0), (-1.0, 2.0), (0.25, 0.5), (0.0, 3.0)])
+@pytest.mark.parametrize(
+    "alpha, gamma", [(0.25, 2.0), (0.5, 0.0), (0.75, 1.0), (-1.0, 2.0), (0.25, 0.5), (0.0, 3.0)]
+)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_focal_loss_matches_torchvision(alpha, gamma, reduction):
     g = _gen(5)
@@ -135,14 +161,19 @@ def test_focal_loss_matches_torchvision(alpha, gamma, reduction):
     targets = (torch.rand(20, 3, generator=g) > 0.8).float()
     assert_same_value_and_grad(
         lambda z, t: L.focal_loss(z, t, alpha, gamma, reduction),
-        lambda z, t: sigmoid_focal_loss(z, t, alpha=alpha, gamma=gamma, reduction=reduction), logits, targets)
+        lambda z, t: sigmoid_focal_loss(z, t, alpha=alpha, gamma=gamma, reduction=reduction),
+        logits,
+        targets,
+    )
 
 
 def test_focal_loss_with_gamma_zero_and_no_alpha_is_bce():
     g = _gen(6)
     logits, targets = torch.randn(30, generator=g), (torch.rand(30, generator=g) > 0.5).float()
-    torch.testing.assert_close(L.focal_loss(logits, targets, alpha=-1, gamma=0.0),
-                               F.binary_cross_entropy_with_logits(logits, targets))
+    torch.testing.assert_close(
+        L.focal_loss(logits, targets, alpha=-1, gamma=0.0),
+        F.binary_cross_entropy_with_logits(logits, targets),
+    )
     # and it down-weights easy examples: a confident correct prediction costs far less than under BCE
     easy, t1 = torch.tensor([4.0]), torch.tensor([1.0])
     assert L.focal_loss(easy, t1, alpha=-1, gamma=2.0) < 1e-3 * L.bce_with_logits(easy, t1)
@@ -161,9 +192,10 @@ def test_cross_entropy_matches_torch_with_weights_and_smoothing(smoothing, use_w
     weight = torch.rand(6, generator=g) + 0.1 if use_weight else None
     assert_same_value_and_grad(
         lambda z, t: L.cross_entropy(z, t, weight, smoothing, reduction),
-        lambda z,
-                               t: F.cross_entropy(z, t, weight=weight, label_smoothing=smoothing,
-                                                  reduction=reduction), logits, y)
+        lambda z, t: F.cross_entropy(z, t, weight=weight, label_smoothing=smoothing, reduction=reduction),
+        logits,
+        y,
+    )
 
 
 @pytest.mark.parametrize("shift, scale", [(0.0, 1000.0), (3000.0, 1.0), (-3000.0, 1.0)])
@@ -181,8 +213,9 @@ def test_weighted_mean_divides_by_the_sum_of_weights():
     y = torch.tensor([0, 0, 1])
     w = torch.tensor([1.0, 10.0])
     # a weighted *average* of equal losses is that loss, not (1 + 1 + 10) / 3 times it
-    torch.testing.assert_close(L.cross_entropy(logits, y, weight=w),
-                               torch.tensor(np.log(2.0), dtype=torch.float32))
+    torch.testing.assert_close(
+        L.cross_entropy(logits, y, weight=w), torch.tensor(np.log(2.0), dtype=torch.float32)
+    )
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -190,8 +223,12 @@ def test_softmax_focal_loss(reduction):
     g = _gen(9)
     logits = torch.randn(40, 5, generator=g) * 3
     y = torch.randint(0, 5, (40,), generator=g)
-    assert_same_value_and_grad(lambda z, t: L.softmax_focal_loss(z, t, gamma=0.0, reduction=reduction),
-                               lambda z, t: F.cross_entropy(z, t, reduction=reduction), logits, y)
+    assert_same_value_and_grad(
+        lambda z, t: L.softmax_focal_loss(z, t, gamma=0.0, reduction=reduction),
+        lambda z, t: F.cross_entropy(z, t, reduction=reduction),
+        logits,
+        y,
+    )
     w = torch.rand(5, generator=g) + 0.5
     gamma = 2.0
 
@@ -201,8 +238,9 @@ def test_softmax_focal_loss(reduction):
         loss = w[t] * (1 - p_y) ** gamma * ce
         return {"mean": loss.mean(), "sum": loss.sum(), "none": loss}[reduction]
 
-    assert_same_value_and_grad(lambda z, t: L.softmax_focal_loss(z, t, gamma, w, reduction),
-                               reference, logits, y)
+    assert_same_value_and_grad(
+        lambda z, t: L.softmax_focal_loss(z, t, gamma, w, reduction), reference, logits, y
+    )
     big = torch.tensor([[5000.0, 0.0, -5000.0]])  # a confident mistake: -log p_y = 10,000, (1 - p_y)^2 = 1
     assert L.softmax_focal_loss(big, torch.tensor([2]), gamma=2.0).item() == pytest.approx(10_000.0)
 
@@ -222,23 +260,35 @@ def test_class_weights_match_sklearn_balanced():
 # ---- bad input --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call, error, match", [
-    (lambda: L.bce_with_logits(torch.zeros(3), torch.zeros(4)), ValueError, "same shape"),
-    (lambda: L.bce_with_logits(torch.zeros(3), torch.tensor([0.0, 2.0, 1.0])), ValueError, r"\[0, 1\]"),
-    (lambda: L.bce_with_logits(torch.zeros(3, dtype=torch.long), torch.zeros(3)), TypeError,
-     "floating-point"),
-    (lambda: L.bce(torch.tensor([1.5]), torch.tensor([1.0])), ValueError, "bce_with_logits"),
-    (lambda: L.cross_entropy(torch.zeros(3, 4), torch.tensor([0, 1, 4])), ValueError, r"\[0, 3\]"),
-    (lambda: L.cross_entropy(torch.zeros(3, 4), torch.zeros(3)), TypeError, "integer class labels"),
-    (lambda: L.cross_entropy(torch.zeros(4), torch.zeros(4, dtype=torch.long)), ValueError, r"\(N, C\)"),
-    (lambda: L.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), weight=torch.ones(2)),
-     ValueError, r"\(3,\)"),
-    (lambda: L.cross_entropy_label_smoothing(torch.zeros(2, 3), torch.tensor([0, 1]), 1.5), ValueError,
-     "label_smoothing"),
-    (lambda: L.focal_loss(torch.zeros(2), torch.zeros(2), gamma=-1.0), ValueError, "gamma"),
-    (lambda: L.mse_loss(torch.zeros(2), torch.zeros(2), reduction="avg"), ValueError, "reduction"),
-    (lambda: L.huber_loss(torch.zeros(2), torch.zeros(2), delta=0.0), ValueError, "delta"),
-])
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: L.bce_with_logits(torch.zeros(3), torch.zeros(4)), ValueError, "same shape"),
+        (lambda: L.bce_with_logits(torch.zeros(3), torch.tensor([0.0, 2.0, 1.0])), ValueError, r"\[0, 1\]"),
+        (
+            lambda: L.bce_with_logits(torch.zeros(3, dtype=torch.long), torch.zeros(3)),
+            TypeError,
+            "floating-point",
+        ),
+        (lambda: L.bce(torch.tensor([1.5]), torch.tensor([1.0])), ValueError, "bce_with_logits"),
+        (lambda: L.cross_entropy(torch.zeros(3, 4), torch.tensor([0, 1, 4])), ValueError, r"\[0, 3\]"),
+        (lambda: L.cross_entropy(torch.zeros(3, 4), torch.zeros(3)), TypeError, "integer class labels"),
+        (lambda: L.cross_entropy(torch.zeros(4), torch.zeros(4, dtype=torch.long)), ValueError, r"\(N, C\)"),
+        (
+            lambda: L.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 1]), weight=torch.ones(2)),
+            ValueError,
+            r"\(3,\)",
+        ),
+        (
+            lambda: L.cross_entropy_label_smoothing(torch.zeros(2, 3), torch.tensor([0, 1]), 1.5),
+            ValueError,
+            "label_smoothing",
+        ),
+        (lambda: L.focal_loss(torch.zeros(2), torch.zeros(2), gamma=-1.0), ValueError, "gamma"),
+        (lambda: L.mse_loss(torch.zeros(2), torch.zeros(2), reduction="avg"), ValueError, "reduction"),
+        (lambda: L.huber_loss(torch.zeros(2), torch.zeros(2), delta=0.0), ValueError, "delta"),
+    ],
+)
 def test_bad_input_is_refused_clearly(call, error, match):
     with pytest.raises(error, match=match):
         call()

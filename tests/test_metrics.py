@@ -1,4 +1,5 @@
 """utils.metrics against scikit-learn's accuracy_score, top_k_accuracy_score and confusion_matrix."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -72,7 +73,9 @@ def test_confusion_matrix_matches_sklearn(scores):
     cm = confusion_matrix(pred, target, 7)
     assert cm.dtype == torch.int64 and cm.shape == (7, 7)
     np.testing.assert_array_equal(cm.numpy(), expected)
-    np.testing.assert_array_equal(confusion_matrix(logits, target).numpy(), expected)  # logits: C from the width
+    np.testing.assert_array_equal(
+        confusion_matrix(logits, target).numpy(), expected
+    )  # logits: C from the width
     assert cm.sum().item() == 200
     assert cm.diagonal().sum().item() / 200 == pytest.approx(accuracy(logits, target))
 

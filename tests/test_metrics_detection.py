@@ -17,16 +17,20 @@ from utils.metrics.detection import COCO_STATS, MeanAveragePrecision, coco_map, 
 
 
 def det(boxes, scores, labels) -> dict:
-    return {"boxes": torch.as_tensor(boxes), "scores": torch.as_tensor(scores),
-            "labels": torch.as_tensor(labels)}
+    return {
+        "boxes": torch.as_tensor(boxes),
+        "scores": torch.as_tensor(scores),
+        "labels": torch.as_tensor(labels),
+    }
 
 
 def truth(boxes, labels) -> dict:
     return {"boxes": torch.as_tensor(boxes), "labels": torch.as_tensor(labels)}
 
 
-def random_detections(n_images: int, seed: int, num_classes: int = 5, many: bool = False,
-                      tie_scores: bool = False) -> tuple[list[dict], list[dict]]:
+def random_detections(
+    n_images: int, seed: int, num_classes: int = 5, many: bool = False, tie_scores: bool = False
+) -> tuple[list[dict], list[dict]]:
     """Images of random ground truth (sizes from 2 to 300 pixels: small, medium and large objects, some
     crowds, some zero-area boxes) and detections near it or anywhere, with random labels and scores.
     Some images have no ground truth, no detections or neither; ``many`` gives images with more than
@@ -48,8 +52,9 @@ def random_detections(n_images: int, seed: int, num_classes: int = 5, many: bool
         xy = g.uniform(0, 500, (k, 2))
         anywhere = np.concatenate([xy, xy + np.exp(g.uniform(np.log(2), np.log(300), (k, 2)))], 1)
         boxes = np.where((g.random(k) < 0.35)[:, None] | (m == 0), anywhere, near)
-        boxes = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]),
-                                np.maximum(boxes[:, :2], boxes[:, 2:])], 1)
+        boxes = np.concatenate(
+            [np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], 1
+        )
         labels = g.integers(1, num_classes + 1, k)
         if m:
             same = g.random(k) < 0.7  # most detections keep the label of a box they are near
@@ -59,10 +64,18 @@ def random_detections(n_images: int, seed: int, num_classes: int = 5, many: bool
         scores = g.random(k)
         if tie_scores:
             scores = np.round(scores, 1)
-        preds.append(det(torch.tensor(boxes, dtype=torch.float32), torch.tensor(scores, dtype=torch.float32),
-                         torch.tensor(labels)))
-        target = {"boxes": torch.tensor(gt, dtype=torch.float32), "labels": torch.tensor(gt_labels),
-                  "iscrowd": torch.tensor(g.random(m) < 0.08)}
+        preds.append(
+            det(
+                torch.tensor(boxes, dtype=torch.float32),
+                torch.tensor(scores, dtype=torch.float32),
+                torch.tensor(labels),
+            )
+        )
+        target = {
+            "boxes": torch.tensor(gt, dtype=torch.float32),
+            "labels": torch.tensor(gt_labels),
+            "iscrowd": torch.tensor(g.random(m) < 0.08),
+        }
         if i % 3 == 0:  # the object's own area (e.g. its mask's), not the box's
             target["area"] = torch.tensor(wh.prod(1) * g.uniform(0.3, 1.0, m))
         targets.append(target)
@@ -77,19 +90,36 @@ def cocoeval(preds, targets, iou_thresholds=None, max_detections=None) -> COCOev
         boxes = t["boxes"].double().tolist()
         areas = t["area"].double().tolist() if "area" in t else [(b[2] - b[0]) * (b[3] - b[1]) for b in boxes]
         for b, label, crowd, area in zip(boxes, t["labels"].tolist(), t["iscrowd"].tolist(), areas):
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": label,
-                                "area": area, "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-                                "iscrowd": int(crowd)})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": label,
+                    "area": area,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                    "iscrowd": int(crowd),
+                }
+            )
             categories.add(label)
-        for b, score, label in zip(p["boxes"].double().tolist(), p["scores"].double().tolist(),
-                                   p["labels"].tolist()):
-            results.append({"image_id": i + 1, "category_id": label, "score": score,
-                            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]]})
+        for b, score, label in zip(
+            p["boxes"].double().tolist(), p["scores"].double().tolist(), p["labels"].tolist()
+        ):
+            results.append(
+                {
+                    "image_id": i + 1,
+                    "category_id": label,
+                    "score": score,
+                    "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
+                }
+            )
             categories.add(label)
     with contextlib.redirect_stdout(io.StringIO()):
         gt = COCO()
-        gt.dataset = {"images": images, "annotations": annotations,
-                      "categories": [{"id": c} for c in sorted(categories)]}
+        gt.dataset = {
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": c} for c in sorted(categories)],
+        }
         gt.createIndex()
         evaluation = COCOeval(gt, gt.loadRes(results), "bbox")
         if iou_thresholds is not None:
@@ -134,8 +164,10 @@ def test_equals_cocoeval_with_many_classes_and_more_than_100_detections_per_imag
     reference = cocoeval(preds, targets)
     assert_same_as_cocoeval(metric, result, reference)
     per_class = reference.eval["precision"][:, :, :, 0, -1]
-    expected = [per_class[:, :, k][per_class[:, :, k] > -1].mean() if (per_class[:, :, k] > -1).any() else -1
-                for k in range(per_class.shape[2])]
+    expected = [
+        per_class[:, :, k][per_class[:, :, k] > -1].mean() if (per_class[:, :, k] > -1).any() else -1
+        for k in range(per_class.shape[2])
+    ]
     np.testing.assert_allclose(result["map_per_class"].numpy(), expected, rtol=0, atol=1e-12)
     assert result["classes"].tolist() == reference.params.catIds
 
@@ -148,8 +180,10 @@ def test_equals_cocoeval_with_tied_scores():
     assert_same_as_cocoeval(metric, metric.compute(), cocoeval(preds, targets))
 
 
-@pytest.mark.parametrize("thresholds, max_dets", [((0.3, 0.5, 0.75, 0.9), (1, 5, 100)),
-                                                  ((0.6, 0.8), (2, 3, 100)), ((0.5, 0.75), (1, 4, 20))])
+@pytest.mark.parametrize(
+    "thresholds, max_dets",
+    [((0.3, 0.5, 0.75, 0.9), (1, 5, 100)), ((0.6, 0.8), (2, 3, 100)), ((0.5, 0.75), (1, 4, 20))],
+)
 def test_equals_cocoeval_with_other_thresholds_and_detection_limits(thresholds, max_dets):
     preds, targets = random_detections(200, 5)
     metric = MeanAveragePrecision(iou_thresholds=thresholds, max_detections=max_dets)
@@ -173,7 +207,7 @@ def test_batches_reset_and_functional_form():
     whole = coco_map(preds, targets)
     metric = MeanAveragePrecision()
     for start in range(0, 120, 32):
-        metric.update(preds[start:start + 32], targets[start:start + 32])
+        metric.update(preds[start : start + 32], targets[start : start + 32])
     assert metric.compute() == whole
     metric.reset()
     metric.update(preds[:10], targets[:10])
@@ -253,7 +287,8 @@ def test_voc_ap_matches_the_devkit(seed):
     preds, targets = random_detections(80, seed)
     curve = precision_recall(preds, targets, label=1)
     assert voc_ap(curve.recall, curve.precision) == pytest.approx(
-        devkit_voc_ap(curve.recall.numpy(), curve.precision.numpy(), False), abs=1e-12)
+        devkit_voc_ap(curve.recall.numpy(), curve.precision.numpy(), False), abs=1e-12
+    )
 
 
 def test_clear_errors():

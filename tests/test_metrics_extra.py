@@ -2,6 +2,7 @@
 every average (classes that never occur included), ROC and precision-recall curves with tied scores,
 and calibration bins and the expected calibration error (confidences exactly on bin edges included).
 Also the threshold explorer widget of chapter 03, whose numbers must agree with these metrics."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,13 @@ ZERO_DIVISION = [0.0, 1.0, float("nan")]
 def _sk_prfs(target, pred, num_classes, average, zero_division):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scikit-learn warns about undefined values, which is the point here
-        p, r, f, _ = skm.precision_recall_fscore_support(np.asarray(target), np.asarray(pred), labels=np.arange(num_classes),
-                                                         average=average, zero_division=zero_division)
+        p, r, f, _ = skm.precision_recall_fscore_support(
+            np.asarray(target),
+            np.asarray(pred),
+            labels=np.arange(num_classes),
+            average=average,
+            zero_division=zero_division,
+        )
     return p, r, f
 
 
@@ -49,7 +55,9 @@ def _labels_with_gaps(seed, n=60, c=7):
     target[target == 4] = 0
     pred = torch.where(torch.rand(n, generator=g) < 0.6, target, torch.randint(0, 7, (n,), generator=g))
     pred[(pred == 5) | (pred == 4)] = 6
-    assert 5 in target and 5 not in pred and 6 in pred and 6 not in target and 4 not in target and 4 not in pred
+    assert (
+        5 in target and 5 not in pred and 6 in pred and 6 not in target and 4 not in target and 4 not in pred
+    )
     return pred, target, c
 
 
@@ -104,11 +112,14 @@ def test_known_values_and_the_absent_class_convention():
     assert M.f1_score(target, target, 2) == 1.0
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(average="binary"), ValueError, "average must be"),
-    (dict(zero_division=0.5), ValueError, "zero_division"),
-    (dict(zero_division="warn"), ValueError, "zero_division"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(average="binary"), ValueError, "average must be"),
+        (dict(zero_division=0.5), ValueError, "zero_division"),
+        (dict(zero_division="warn"), ValueError, "zero_division"),
+    ],
+)
 def test_prf_rejects_bad_options(kwargs, error, match):
     with pytest.raises(error, match=match):
         M.precision_recall_f1(torch.tensor([0, 1]), torch.tensor([0, 1]), 2, **kwargs)
@@ -141,7 +152,9 @@ def test_roc_curve_matches_sklearn(seed, tied, drop):
     for ours, theirs in ((fpr, e_fpr), (tpr, e_tpr), (thr, e_thr)):
         assert ours.dtype == torch.float64
         np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-12)
-    assert M.roc_auc(scores, target) == pytest.approx(skm.roc_auc_score(target.numpy(), scores.numpy()), abs=1e-12)
+    assert M.roc_auc(scores, target) == pytest.approx(
+        skm.roc_auc_score(target.numpy(), scores.numpy()), abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -154,7 +167,8 @@ def test_precision_recall_curve_matches_sklearn(seed, tied, drop):
     for ours, theirs in ((prec, e_prec), (rec, e_rec), (thr, e_thr)):
         np.testing.assert_allclose(ours.numpy(), theirs, rtol=1e-12)
     assert M.average_precision(scores, target) == pytest.approx(
-        skm.average_precision_score(target.numpy(), scores.numpy()), abs=1e-12)
+        skm.average_precision_score(target.numpy(), scores.numpy()), abs=1e-12
+    )
 
 
 def test_auc_is_the_probability_that_a_positive_outranks_a_negative():
@@ -174,14 +188,20 @@ def test_curves_known_values_and_all_tied_scores():
     assert M.roc_auc(scores.numpy(), target.bool().numpy()) == pytest.approx(0.75)  # NumPy and bool work
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: M.roc_curve(torch.rand(5), torch.ones(5, dtype=torch.long)), "only one class"),
-    (lambda: M.precision_recall_curve(torch.rand(5), torch.zeros(5, dtype=torch.long)), "at least one positive"),
-    (lambda: M.roc_auc(torch.rand(5, 2), torch.tensor([0, 1, 0, 1, 0])), r"one score per sample"),
-    (lambda: M.roc_auc(torch.rand(5), torch.tensor([0, 1, 2, 1, 0])), "binary labels"),
-    (lambda: M.roc_auc(torch.tensor([0.1, float("nan")]), torch.tensor([0, 1])), "finite"),
-    (lambda: M.roc_auc(torch.rand(4), torch.tensor([0, 1, 1])), r"shape \(4,\)"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: M.roc_curve(torch.rand(5), torch.ones(5, dtype=torch.long)), "only one class"),
+        (
+            lambda: M.precision_recall_curve(torch.rand(5), torch.zeros(5, dtype=torch.long)),
+            "at least one positive",
+        ),
+        (lambda: M.roc_auc(torch.rand(5, 2), torch.tensor([0, 1, 0, 1, 0])), r"one score per sample"),
+        (lambda: M.roc_auc(torch.rand(5), torch.tensor([0, 1, 2, 1, 0])), "binary labels"),
+        (lambda: M.roc_auc(torch.tensor([0.1, float("nan")]), torch.tensor([0, 1])), "finite"),
+        (lambda: M.roc_auc(torch.rand(4), torch.tensor([0, 1, 1])), r"shape \(4,\)"),
+    ],
+)
 def test_curves_reject_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -194,8 +214,11 @@ def _numpy_ece(conf, correct, n_bins):
     """An independent NumPy version of the binned ECE, with the bins of calibration_curve."""
     bins = np.linspace(0.0, 1.0, n_bins + 1)
     ids = np.searchsorted(bins[1:-1], conf)
-    return sum(np.mean(ids == b) * abs(correct[ids == b].mean() - conf[ids == b].mean())
-               for b in range(n_bins) if np.any(ids == b))
+    return sum(
+        np.mean(ids == b) * abs(correct[ids == b].mean() - conf[ids == b].mean())
+        for b in range(n_bins)
+        if np.any(ids == b)
+    )
 
 
 def _probs_on_edges(seed, n=200, c=4):
@@ -203,13 +226,19 @@ def _probs_on_edges(seed, n=200, c=4):
     probs = torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * 2, dim=1)
     # some confidences exactly on bin edges (as numpy.linspace computes them: 0.7 is 0.7000000000000001),
     # where torch.linspace would differ in the last bit and put the sample in the neighbouring bin
-    edges = [*np.linspace(0, 1, 11)[[3, 5, 7, 10]], *np.linspace(0, 1, 16)[[5, 8, 13]], *np.linspace(0, 1, 6)[[2, 4]]]
+    edges = [
+        *np.linspace(0, 1, 11)[[3, 5, 7, 10]],
+        *np.linspace(0, 1, 16)[[5, 8, 13]],
+        *np.linspace(0, 1, 6)[[2, 4]],
+    ]
     for i, top in enumerate(edges * 2):
         rest = (1 - top) / (c - 1)
         probs[i] = torch.full((c,), rest, dtype=torch.float64)
         probs[i, i % c] = top
     probs[20] = 1.0 / c
-    target = torch.where(torch.rand(n, generator=g) < 0.7, probs.argmax(1), torch.randint(0, c, (n,), generator=g))
+    target = torch.where(
+        torch.rand(n, generator=g) < 0.7, probs.argmax(1), torch.randint(0, c, (n,), generator=g)
+    )
     return probs, target
 
 
@@ -234,7 +263,9 @@ def test_reliability_bins_match_calibration_curve_on_top_label(n_bins, seed):
 def test_binary_reliability_matches_calibration_curve():
     g = torch.Generator().manual_seed(5)
     p = torch.rand(300, generator=g)
-    p[:10] = torch.tensor([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.2, 0.4, 0.6, 0.8])  # exactly on the edges of 5 bins
+    p[:10] = torch.tensor(
+        [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 0.2, 0.4, 0.6, 0.8]
+    )  # exactly on the edges of 5 bins
     y = (torch.rand(300, generator=g) < p).long()
     bins = M.reliability_bins(p, y, 5)
     prob_true, prob_pred = calibration_curve(y.numpy(), p.double().numpy(), n_bins=5)
@@ -251,12 +282,15 @@ def test_ece_known_values():
     assert M.expected_calibration_error(perfect, torch.tensor([0, 1])) == 0.0
 
 
-@pytest.mark.parametrize("probs, target, match", [
-    (torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), r"\[0, 1\]"),
-    (torch.full((4, 3), 0.5), torch.tensor([0, 1, 2, 0]), "sum to 1"),
-    (torch.full((2, 2), 0.5), torch.tensor([0, 1, 1]), "different numbers"),
-    (torch.full((2, 2, 2), 0.5), torch.tensor([0, 1]), r"\(N, C\)"),
-])
+@pytest.mark.parametrize(
+    "probs, target, match",
+    [
+        (torch.randn(4, 3), torch.tensor([0, 1, 2, 0]), r"\[0, 1\]"),
+        (torch.full((4, 3), 0.5), torch.tensor([0, 1, 2, 0]), "sum to 1"),
+        (torch.full((2, 2), 0.5), torch.tensor([0, 1, 1]), "different numbers"),
+        (torch.full((2, 2, 2), 0.5), torch.tensor([0, 1]), r"\(N, C\)"),
+    ],
+)
 def test_calibration_rejects_bad_input(probs, target, match):
     with pytest.raises(ValueError, match=match):
         M.expected_calibration_error(probs, target)
@@ -274,7 +308,9 @@ def test_threshold_summary_agrees_with_sklearn():
     for threshold in (-1.0, 0.0, 0.5, 1.0, 5.0):
         s = threshold_summary(scores, target, threshold)
         pred = (scores >= threshold).long().numpy()
-        np.testing.assert_array_equal(s["confusion"], skm.confusion_matrix(target.numpy(), pred, labels=[0, 1]))
+        np.testing.assert_array_equal(
+            s["confusion"], skm.confusion_matrix(target.numpy(), pred, labels=[0, 1])
+        )
         assert s["precision"] == pytest.approx(skm.precision_score(target.numpy(), pred, zero_division=0.0))
         assert s["recall"] == pytest.approx(skm.recall_score(target.numpy(), pred))
         assert s["f1"] == pytest.approx(skm.f1_score(target.numpy(), pred, zero_division=0.0))

@@ -7,9 +7,22 @@ import importlib
 import utils.metrics
 from utils.metrics import classification, detection, segmentation
 
-FORMER_NAMES = ["ReliabilityBins", "accuracy", "average_precision", "confusion_matrix",
-                "expected_calibration_error", "f1_score", "precision", "precision_recall_curve",
-                "precision_recall_f1", "recall", "reliability_bins", "roc_auc", "roc_curve", "top_k_accuracy"]
+FORMER_NAMES = [
+    "ReliabilityBins",
+    "accuracy",
+    "average_precision",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "f1_score",
+    "precision",
+    "precision_recall_curve",
+    "precision_recall_f1",
+    "recall",
+    "reliability_bins",
+    "roc_auc",
+    "roc_curve",
+    "top_k_accuracy",
+]
 
 
 def test_former_names_are_the_classification_functions():

@@ -16,8 +16,9 @@ from utils.metrics import segmentation as S
 C = 6
 
 
-def random_masks(seed: int, shape=(3, 17, 19),
-                 ignore_index: int | None = 255) -> tuple[torch.Tensor, torch.Tensor]:
+def random_masks(
+    seed: int, shape=(3, 17, 19), ignore_index: int | None = 255
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and true labels in [0, C) where class 5 never occurs, class 4 only in the target, and
     (when ``ignore_index`` is given) about 10% of the target pixels ignored."""
     g = torch.Generator().manual_seed(seed)
@@ -52,7 +53,8 @@ def test_metrics_match_sklearn(seed):
     jaccard = skm.jaccard_score(y_true, y_pred, labels=present, average=None)
     np.testing.assert_allclose(iou[present].numpy(), jaccard, rtol=1e-15)
     assert S.mean_iou(pred, target, C, 255) == pytest.approx(
-        skm.jaccard_score(y_true, y_pred, labels=present, average="macro"), abs=1e-15)
+        skm.jaccard_score(y_true, y_pred, labels=present, average="macro"), abs=1e-15
+    )
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # scikit-learn warns about the absent class
@@ -105,7 +107,7 @@ def test_accumulator_equals_all_at_once_and_resets():
     with pytest.raises(ValueError, match="update"):
         metrics.compute()
     for i in range(0, 8, 3):
-        metrics.update(pred[i:i + 3], target[i:i + 3])
+        metrics.update(pred[i : i + 3], target[i : i + 3])
     result = metrics.compute()
     assert set(result) == {"pixel_accuracy", "miou", "mdice", "iou_per_class", "dice_per_class"}
     assert result["pixel_accuracy"] == S.pixel_accuracy(pred, target, C, 255)

@@ -8,6 +8,7 @@ bf16 autocast on CPU, the building blocks against references.
 Marked tests: ``gpu`` (CUDA; skipped without it), ``slow`` + ``COURSE_COMPILE_TESTS=1`` for
 ``torch.compile`` (compiling on a 2-core CPU takes tens of seconds per model, so it is opt-in).
 """
+
 from __future__ import annotations
 
 import os
@@ -24,12 +25,34 @@ from utils.models.vit import state_dict_from_torchvision
 
 # --------------------------------------------------------------------------- parameter counts at 224 px
 
-SAME_AS_TORCHVISION = ["resnet18", "resnet34", "resnet50", "resnet101", "vgg11", "vgg16", "vgg11_bn", "vgg16_bn",
-                       "densenet121", "mobilenet_v2", "efficientnet_b0", "efficientnet_b1", "vit_b_16", "alexnet"]
+SAME_AS_TORCHVISION = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "vgg11",
+    "vgg16",
+    "vgg11_bn",
+    "vgg16_bn",
+    "densenet121",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "vit_b_16",
+    "alexnet",
+]
 
-KNOWN_COUNTS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "vgg11": 132_863_336,
-                "vgg16": 138_357_544, "densenet121": 7_978_856, "mobilenet_v2": 3_504_872,
-                "efficientnet_b0": 5_288_548, "vit_b_16": 86_567_656}
+KNOWN_COUNTS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "vgg11": 132_863_336,
+    "vgg16": 138_357_544,
+    "densenet121": 7_978_856,
+    "mobilenet_v2": 3_504_872,
+    "efficientnet_b0": 5_288_548,
+    "vit_b_16": 86_567_656,
+}
 
 
 def n_params(model: nn.Module) -> int:
@@ -45,24 +68,49 @@ def test_parameter_count_and_names_equal_torchvision(name):
     if name in KNOWN_COUNTS:
         assert n_params(ours) == KNOWN_COUNTS[name]
     if name != "vit_b_16":  # the ViT has readable names of its own (see test_vit_loads_torchvision_weights)
-        assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+        assert {k: v.shape for k, v in ours.state_dict().items()} == {
+            k: v.shape for k, v in ref.state_dict().items()
+        }
 
 
 def test_builders_take_num_classes_and_in_channels():
     with torch.device("meta"):
-        for name in ["resnet18", "resnet50", "vgg16", "densenet121", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "alexnet",
-                     "googlenet"]:
+        for name in [
+            "resnet18",
+            "resnet50",
+            "vgg16",
+            "densenet121",
+            "mobilenet_v2",
+            "efficientnet_b0",
+            "vit_b_16",
+            "alexnet",
+            "googlenet",
+        ]:
             model = getattr(um, name)(num_classes=7, in_channels=1)
             out = model(torch.zeros(1, 1, 224, 224))
             assert out.shape == (1, 7), name
         assert um.lenet5().classifier[-1].out_features == 10 and um.lenet5().features[0].in_channels == 1
         tiny = um.vit_tiny()
-        assert (tiny.img_size, tiny.patch_size, tiny.head.out_features, tiny.patch_embed.in_channels) == (28, 4, 10, 1)
+        assert (tiny.img_size, tiny.patch_size, tiny.head.out_features, tiny.patch_embed.in_channels) == (
+            28,
+            4,
+            10,
+            1,
+        )
 
 
 # --------------------------------------------------------------------------- torchvision's weights load, same outputs
 
-LOADABLE = ["resnet18", "resnet34", "resnet50", "vgg11", "vgg16", "densenet121", "mobilenet_v2", "efficientnet_b0"]
+LOADABLE = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "vgg11",
+    "vgg16",
+    "densenet121",
+    "mobilenet_v2",
+    "efficientnet_b0",
+]
 
 
 def randomize_batch_norms(model: nn.Module, seed: int = 0) -> None:
@@ -124,8 +172,9 @@ def test_loading_checks_shapes_and_names():
 
 def test_vit_loads_torchvision_weights_through_the_renaming():
     torch.manual_seed(0)
-    ref = torchvision.models.VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64,
-                                               mlp_dim=128, num_classes=10).eval()
+    ref = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=4, hidden_dim=64, mlp_dim=128, num_classes=10
+    ).eval()
     with torch.no_grad():  # torchvision starts the head at zero: make it (and the class token) random
         ref.heads.head.weight.normal_()
         ref.class_token.normal_()
@@ -200,7 +249,11 @@ def test_small_input_keeps_resolution_early():
     big, small = um.resnet18(width=8), um.resnet18(small_input=True, width=8)
     assert big.forward_features(torch.zeros(1, 3, 64, 64)).shape == (1, 64, 2, 2)
     assert small.forward_features(torch.zeros(1, 3, 64, 64)).shape == (1, 64, 8, 8)
-    assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1) and isinstance(small.maxpool, nn.Identity)
+    assert (
+        small.conv1.kernel_size == (3, 3)
+        and small.conv1.stride == (1, 1)
+        and isinstance(small.maxpool, nn.Identity)
+    )
     mob = um.mobilenet_v2(small_input=True, width_mult=0.25)
     assert mob.features(torch.zeros(1, 3, 32, 32)).shape[-1] == 4  # total stride 8 instead of 32
     eff = um.EfficientNet(0.25, 0.25, small_input=True)
@@ -260,7 +313,9 @@ def test_preactivation_block_has_a_clean_identity_path():
 def test_resnet_cifar_depths_and_errors():
     for depth, blocks in ((20, 3), (32, 5), (56, 9)):
         m = um.resnet_cifar(depth)
-        convs = [mod for name, mod in m.named_modules() if isinstance(mod, nn.Conv2d) and "downsample" not in name]
+        convs = [
+            mod for name, mod in m.named_modules() if isinstance(mod, nn.Conv2d) and "downsample" not in name
+        ]
         assert len(convs) + 1 == depth and len(m.layer1) == blocks  # 6n convs + stem... + fc = 6n + 2
         assert not hasattr(m, "layer4")
     assert 0.26e6 < n_params(um.resnet_cifar(20)) < 0.28e6  # 0.27M in the paper
@@ -305,7 +360,7 @@ def test_inception_module_concatenates_its_branches():
     assert out.shape == (1, 256, 7, 7) and block.out_channels == 256
     with torch.no_grad():
         torch.testing.assert_close(out[:, :64], block.branch1(x))
-        torch.testing.assert_close(out[:, 64 + 128 + 32:], block.branch4(x))
+        torch.testing.assert_close(out[:, 64 + 128 + 32 :], block.branch4(x))
     assert block.branch3[1][0].kernel_size == (5, 5)  # the paper's 5x5
 
 
@@ -356,7 +411,9 @@ def test_stochastic_depth_drops_whole_samples_and_keeps_the_mean():
     torch.manual_seed(0)
     y = effnet_module.stochastic_depth(x, 0.3, training=True)
     per_sample = y.flatten(1)
-    assert ((per_sample == 0).all(1) | (per_sample == per_sample[:, :1]).all(1)).all()  # all or nothing per sample
+    assert (
+        (per_sample == 0).all(1) | (per_sample == per_sample[:, :1]).all(1)
+    ).all()  # all or nothing per sample
     assert abs((per_sample[:, 0] == 0).float().mean().item() - 0.3) < 0.03
     assert abs(y.mean().item() - 1.0) < 0.05
 
@@ -365,7 +422,9 @@ def test_patch_embedding_is_a_linear_map_of_each_patch():
     torch.manual_seed(0)
     embed = um.PatchEmbedding(img_size=12, patch_size=4, in_channels=2, dim=5)
     x = torch.randn(3, 2, 12, 12)
-    patches = nn.functional.unfold(x, kernel_size=4, stride=4).transpose(1, 2)  # (N, 9, 2*4*4), (c, row, col) order
+    patches = nn.functional.unfold(x, kernel_size=4, stride=4).transpose(
+        1, 2
+    )  # (N, 9, 2*4*4), (c, row, col) order
     expected = patches @ embed.proj.weight.reshape(5, -1).T + embed.proj.bias
     out = embed(x)
     assert out.shape == (3, 9, 5) and embed.num_patches == 9
@@ -462,14 +521,18 @@ def test_cuda_outputs_match_cpu(name):
     assert rel_error(out, ref) < 1e-3  # TF32 may be on
 
 
-@pytest.mark.skipif(not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()), reason="needs Apple MPS")
+@pytest.mark.skipif(
+    not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()), reason="needs Apple MPS"
+)
 def test_mps_forward_and_backward():
     _accelerator_check(torch.device("mps"), torch.float16)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("COURSE_COMPILE_TESTS") != "1",
-                    reason="torch.compile takes tens of seconds per model on a small CPU: set COURSE_COMPILE_TESTS=1 to run it")
+@pytest.mark.skipif(
+    os.environ.get("COURSE_COMPILE_TESTS") != "1",
+    reason="torch.compile takes tens of seconds per model on a small CPU: set COURSE_COMPILE_TESTS=1 to run it",
+)
 @pytest.mark.parametrize("name", ["resnet18", "vit_tiny", "mobilenet_v2"])
 def test_torch_compile_gives_the_same_outputs(name):
     torch.manual_seed(0)

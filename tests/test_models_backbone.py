@@ -6,6 +6,7 @@ Every builder is checked at its default size on the ``meta`` device (shapes only
 ViT-B/16 cost nothing there), and every family, with the ``small_input`` variants, on real tensors
 in small widths, where the numbers must agree.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -42,15 +43,29 @@ def check_stage_shapes(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     for i, (m, c, s) in enumerate(zip(maps, model.stage_channels, model.stage_strides)):
         assert m.shape[:2] == (x.shape[0], c), f"stage {i}: {tuple(m.shape)}, declared {c} channels"
         expected = math.ceil(size / s)
-        assert expected - shrink <= m.shape[-1] <= expected and m.shape[-2] == m.shape[-1], \
+        assert expected - shrink <= m.shape[-1] <= expected and m.shape[-2] == m.shape[-1], (
             f"stage {i}: {tuple(m.shape)} at {size} px, declared stride {s}"
+        )
     return maps
 
 
 def test_utils_models_exports_every_builder_of_the_families():
     helpers = {"compound_scaling", "efficientnet", "stochastic_depth", "state_dict_from_torchvision"}
-    modules = [importlib.import_module(f"utils.models.{m}") for m in ("lenet", "alexnet", "vgg", "googlenet",
-               "resnet", "densenet", "mobilenet", "squeeze_excitation", "efficientnet", "vit")]
+    modules = [
+        importlib.import_module(f"utils.models.{m}")
+        for m in (
+            "lenet",
+            "alexnet",
+            "vgg",
+            "googlenet",
+            "resnet",
+            "densenet",
+            "mobilenet",
+            "squeeze_excitation",
+            "efficientnet",
+            "vit",
+        )
+    ]
     defined = {n for m in modules for n in m.__all__ if n[0].islower() and n not in helpers}
     assert defined == set(BUILDERS)
 
@@ -101,8 +116,11 @@ FAMILIES = {
     "densenet": (lambda: um.DenseNet(8, (2, 2, 2, 2), 16, num_classes=10), 3, 64),
     "densenet_small": (lambda: um.densenet_small(growth_rate=6, block_config=(2, 2, 2)), 1, 32),
     "mobilenet_v2": (lambda: um.mobilenet_v2(10, width_mult=0.25), 3, 64),
-    "mobilenet_v2 small": (lambda: um.mobilenet_v2(10, in_channels=1, small_input=True, width_mult=0.25), 1,
-                           32),
+    "mobilenet_v2 small": (
+        lambda: um.mobilenet_v2(10, in_channels=1, small_input=True, width_mult=0.25),
+        1,
+        32,
+    ),
     "efficientnet": (lambda: um.EfficientNet(0.25, 0.25, 10), 3, 64),
     "efficientnet small": (lambda: um.EfficientNet(0.25, 0.25, 10, in_channels=1, small_input=True), 1, 32),
     "vit_tiny": (lambda: um.vit_tiny(dim=32, depth=2), 1, 28),

@@ -1,4 +1,5 @@
 """utils.flops: parameter and FLOP counts against hand formulas and known values."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,12 +21,14 @@ def test_count_parameters_counts_shared_frozen_and_skips_buffers():
         count_parameters(torch.zeros(3))
 
 
-@pytest.mark.parametrize("c_in, c_out, k, bias, groups",
-                         [(3, 64, 7, False, 1), (64, 64, 3, True, 1), (32, 32, 3, False, 32),
-                                                         (16, 48, 1, True, 4)])
+@pytest.mark.parametrize(
+    "c_in, c_out, k, bias, groups",
+    [(3, 64, 7, False, 1), (64, 64, 3, True, 1), (32, 32, 3, False, 32), (16, 48, 1, True, 4)],
+)
 def test_conv_params_matches_nn_conv2d(c_in, c_out, k, bias, groups):
-    assert conv_params(c_in, c_out, k, bias=bias,
-                       groups=groups) == count_parameters(nn.Conv2d(c_in, c_out, k, bias=bias, groups=groups))
+    assert conv_params(c_in, c_out, k, bias=bias, groups=groups) == count_parameters(
+        nn.Conv2d(c_in, c_out, k, bias=bias, groups=groups)
+    )
 
 
 def test_conv_params_rejects_bad_input():

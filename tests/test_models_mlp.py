@@ -1,4 +1,5 @@
 """utils.models.MLP (chapter 01): shapes, activations, parameter count, initialisation and errors."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """utils.scratch.init and utils.scratch.norm (chapter 05): initializers, batch/layer/instance/group
 normalization and dropout agree with torch.nn.init and torch.nn.functional, and bad input fails clearly;
 the chapter's widget draws."""
+
 from __future__ import annotations
 
 import math
@@ -26,9 +27,18 @@ def test_fans_match_torch(shape):
     assert init.fans(w) == nn.init._calculate_fan_in_and_fan_out(w)
 
 
-@pytest.mark.parametrize("name, param",
-                         [("linear", None), ("conv2d", None), ("sigmoid", None), ("tanh", None),
-                                         ("relu", None), ("leaky_relu", None), ("leaky_relu", 0.2)])
+@pytest.mark.parametrize(
+    "name, param",
+    [
+        ("linear", None),
+        ("conv2d", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("leaky_relu", None),
+        ("leaky_relu", 0.2),
+    ],
+)
 def test_calculate_gain_matches_torch(name, param):
     assert init.calculate_gain(name, param) == pytest.approx(nn.init.calculate_gain(name, param))
 
@@ -37,12 +47,14 @@ def test_calculate_gain_matches_torch(name, param):
 @pytest.mark.parametrize("mode", ["fan_in", "fan_out"])
 def test_he_initializers_draw_what_torch_draws(shape, mode):
     ours = init.he_normal_(torch.empty(shape), mode, generator=torch.Generator().manual_seed(4))
-    ref = nn.init.kaiming_normal_(torch.empty(shape), mode=mode, nonlinearity="relu",
-                                  generator=torch.Generator().manual_seed(4))
+    ref = nn.init.kaiming_normal_(
+        torch.empty(shape), mode=mode, nonlinearity="relu", generator=torch.Generator().manual_seed(4)
+    )
     assert torch.equal(ours, ref)
     ours = init.he_uniform_(torch.empty(shape), mode, generator=torch.Generator().manual_seed(5))
-    ref = nn.init.kaiming_uniform_(torch.empty(shape), mode=mode, nonlinearity="relu",
-                                   generator=torch.Generator().manual_seed(5))
+    ref = nn.init.kaiming_uniform_(
+        torch.empty(shape), mode=mode, nonlinearity="relu", generator=torch.Generator().manual_seed(5)
+    )
     assert torch.allclose(ours, ref, rtol=1e-6, atol=0)
 
 
@@ -50,9 +62,9 @@ def test_he_initializers_draw_what_torch_draws(shape, mode):
 @pytest.mark.parametrize("gain", [1.0, 5 / 3])
 def test_xavier_initializers_draw_what_torch_draws(shape, gain):
     ours = init.xavier_normal_(torch.empty(shape), gain, generator=torch.Generator().manual_seed(6))
-    assert torch.equal(ours,
-                       nn.init.xavier_normal_(torch.empty(shape), gain,
-                                              generator=torch.Generator().manual_seed(6)))
+    assert torch.equal(
+        ours, nn.init.xavier_normal_(torch.empty(shape), gain, generator=torch.Generator().manual_seed(6))
+    )
     ours = init.xavier_uniform_(torch.empty(shape), gain, generator=torch.Generator().manual_seed(7))
     ref = nn.init.xavier_uniform_(torch.empty(shape), gain, generator=torch.Generator().manual_seed(7))
     assert torch.allclose(ours, ref, rtol=1e-6, atol=0)
@@ -92,8 +104,9 @@ def test_init_std_and_errors():
 
 def test_deep_forward_matches_a_hand_written_loop():
     depth, width, seed = 12, 32, 3
-    stats = init.deep_forward(depth, width, init="xavier", activation="tanh", batch=64, seed=seed,
-                              keep=(1, depth))
+    stats = init.deep_forward(
+        depth, width, init="xavier", activation="tanh", batch=64, seed=seed, keep=(1, depth)
+    )
     gen = torch.Generator().manual_seed(seed)
     h = torch.randn(64, width, generator=gen)
     rms = []
@@ -117,8 +130,9 @@ def test_deep_forward_shows_vanishing_stable_and_exploding_signals():
     normed = init.deep_forward(30, 128, init="small", activation="relu", batch=256, batchnorm=True)
     assert 0.5 < (normed["rms"][-1] / normed["rms"][0]).item() < 2
     # a float init is a gain: sqrt(2) is He for square layers
-    assert torch.allclose(init.deep_forward(10, 64, init=math.sqrt(2))["rms"],
-                          init.deep_forward(10, 64, init="he")["rms"])
+    assert torch.allclose(
+        init.deep_forward(10, 64, init=math.sqrt(2))["rms"], init.deep_forward(10, 64, init="he")["rms"]
+    )
 
 
 def test_deep_forward_backward_records_gradients():
@@ -129,10 +143,17 @@ def test_deep_forward_backward_records_gradients():
     assert (vanishing["grad_std"][0] / vanishing["grad_std"][-1]).item() < 0.05
 
 
-@pytest.mark.parametrize("kwargs, match",
-                         [({"depth": 0}, "depth"), ({"width": 1.5}, "width"), ({"init": "lecun"}, "init"),
-                                           ({"init": -1.0}, "init"), ({"activation": "gelu"}, "activation"),
-                                           ({"depth": 5, "keep": (6,)}, "keep")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"depth": 0}, "depth"),
+        ({"width": 1.5}, "width"),
+        ({"init": "lecun"}, "init"),
+        ({"init": -1.0}, "init"),
+        ({"activation": "gelu"}, "activation"),
+        ({"depth": 5, "keep": (6,)}, "keep"),
+    ],
+)
 def test_deep_forward_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         init.deep_forward(**kwargs)
@@ -144,10 +165,13 @@ def test_deep_forward_rejects_bad_arguments(kwargs, match):
 def _bn_args(shape, dtype=torch.float32, seed=0, offset=0.0):
     g = torch.Generator().manual_seed(seed)
     c = shape[1]
-    return (torch.randn(shape, generator=g, dtype=dtype) * 2 + offset,
-            torch.rand(c, generator=g, dtype=dtype) + 0.5,
-            torch.randn(c, generator=g, dtype=dtype), torch.randn(c, generator=g, dtype=dtype),
-            torch.rand(c, generator=g, dtype=dtype) + 0.5)
+    return (
+        torch.randn(shape, generator=g, dtype=dtype) * 2 + offset,
+        torch.rand(c, generator=g, dtype=dtype) + 0.5,
+        torch.randn(c, generator=g, dtype=dtype),
+        torch.randn(c, generator=g, dtype=dtype),
+        torch.rand(c, generator=g, dtype=dtype) + 0.5,
+    )
 
 
 @pytest.mark.parametrize("shape", [(8, 4, 5, 5), (2, 3, 1, 1), (1, 5, 4, 4), (16, 6), (4, 3, 10)])
@@ -155,14 +179,16 @@ def _bn_args(shape, dtype=torch.float32, seed=0, offset=0.0):
 def test_batchnorm_forward_matches_functional(shape, training):
     x, gamma, beta, rm, rv = _bn_args(shape, F64)
     originals = [t.clone() for t in (x, gamma, beta, rm, rv)]
-    out, new_rm, new_rv, (x_hat, g, inv_std) = norm.batchnorm_forward(x, gamma, beta, rm, rv, 0.3,
-                                                                      1e-3, training)
+    out, new_rm, new_rv, (x_hat, g, inv_std) = norm.batchnorm_forward(
+        x, gamma, beta, rm, rv, 0.3, 1e-3, training
+    )
     rm_ref, rv_ref = rm.clone(), rv.clone()
     ref = F.batch_norm(x, rm_ref, rv_ref, gamma, beta, training, 0.3, 1e-3)
     assert torch.allclose(out, ref, atol=1e-12)
     assert torch.allclose(new_rm, rm_ref, atol=1e-12) and torch.allclose(new_rv, rv_ref, atol=1e-12)
-    assert torch.allclose(out, x_hat * norm._per_channel(g, x.dim())
-                          + norm._per_channel(beta, x.dim()), atol=1e-12)
+    assert torch.allclose(
+        out, x_hat * norm._per_channel(g, x.dim()) + norm._per_channel(beta, x.dim()), atol=1e-12
+    )
     assert inv_std.shape == (shape[1],) and g is gamma
     for before, after in zip(originals, (x, gamma, beta, rm, rv)):
         assert torch.equal(before, after)  # nothing modified in place
@@ -227,9 +253,9 @@ def test_batchnorm2d_module_matches_torch_in_both_modes(momentum):
     x = torch.randn(6, 5, 4, 4)
     (ours(x) ** 2).sum().backward()
     (ref(x) ** 2).sum().backward()
-    assert torch.allclose(ours.weight.grad, ref.weight.grad, atol=1e-4) and torch.allclose(ours.bias.grad,
-                                                                                           ref.bias.grad,
-                                                                                           atol=1e-4)
+    assert torch.allclose(ours.weight.grad, ref.weight.grad, atol=1e-4) and torch.allclose(
+        ours.bias.grad, ref.bias.grad, atol=1e-4
+    )
 
 
 def test_batchnorm2d_module_without_affine_or_running_stats():
@@ -306,8 +332,9 @@ def test_dropout_statistics_and_modes():
     x = torch.randn(4, 6, 3, 3)
     assert norm.dropout(x, 0.5, training=False) is x and norm.dropout2d(x, 0.5, training=False) is x
     assert torch.equal(norm.dropout(x, 0.0), x)
-    assert torch.equal(norm.dropout(x, 1.0), torch.zeros_like(x)) and torch.equal(norm.dropout2d(x, 1.0),
-                                                                                  torch.zeros_like(x))
+    assert torch.equal(norm.dropout(x, 1.0), torch.zeros_like(x)) and torch.equal(
+        norm.dropout2d(x, 1.0), torch.zeros_like(x)
+    )
     maps = norm.dropout2d(torch.ones(64, 32, 4, 4), 0.5, generator=torch.Generator().manual_seed(0))
     per_channel = maps.reshape(64, 32, -1)
     assert torch.all(per_channel.amin(-1) == per_channel.amax(-1))  # whole channels kept or dropped

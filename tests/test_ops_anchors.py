@@ -20,12 +20,15 @@ def feature_maps(batch: int, height: int, width: int, strides, dtype=torch.float
     return [torch.zeros(batch, 4, height // s, width // s, dtype=dtype) for s in strides]
 
 
-@pytest.mark.parametrize("sizes, ratios, strides", [
-    (FPN_SIZES, FPN_RATIOS, (4, 8, 16, 32, 64)),
-    (((128, 256, 512),), ((0.5, 1.0, 2.0),), (16,)),
-    (((16, 24), (48, 64, 96)), ((1.0,), (0.25, 0.5, 1.0, 2.0)), (8, 16)),
-    ((32, 64, 128), (0.5, 1.0, 2.0), (8, 16, 32)),  # the flat forms torchvision also accepts
-])
+@pytest.mark.parametrize(
+    "sizes, ratios, strides",
+    [
+        (FPN_SIZES, FPN_RATIOS, (4, 8, 16, 32, 64)),
+        (((128, 256, 512),), ((0.5, 1.0, 2.0),), (16,)),
+        (((16, 24), (48, 64, 96)), ((1.0,), (0.25, 0.5, 1.0, 2.0)), (8, 16)),
+        ((32, 64, 128), (0.5, 1.0, 2.0), (8, 16, 32)),  # the flat forms torchvision also accepts
+    ],
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_anchor_generator_matches_torchvision(sizes, ratios, strides, dtype):
     images = ImageList(torch.zeros(2, 3, 320, 448, dtype=dtype), [(320, 448), (300, 400)])
@@ -71,9 +74,16 @@ def tiny_detector(sizes, ratios) -> FasterRCNN:
     torch.manual_seed(0)
     backbone = nn.Sequential(nn.Conv2d(3, 8, 3, stride=16, padding=1), nn.ReLU())
     backbone.out_channels = 8
-    return FasterRCNN(backbone, num_classes=3, rpn_anchor_generator=TorchvisionAnchorGenerator(sizes, ratios),
-                      min_size=128, max_size=128, box_score_thresh=0.0, rpn_pre_nms_top_n_test=200,
-                      rpn_post_nms_top_n_test=50)
+    return FasterRCNN(
+        backbone,
+        num_classes=3,
+        rpn_anchor_generator=TorchvisionAnchorGenerator(sizes, ratios),
+        min_size=128,
+        max_size=128,
+        box_score_thresh=0.0,
+        rpn_pre_nms_top_n_test=200,
+        rpn_post_nms_top_n_test=50,
+    )
 
 
 def test_drop_in_replacement_inside_torchvision_faster_rcnn():

@@ -49,8 +49,9 @@ def test_box_coder_matches_torchvision(gen, weights, dtype):
 def test_decode_inverts_encode(gen, weights):
     anchors, gt = random_boxes(100, gen, torch.float64), random_boxes(100, gen, torch.float64)
     coder = BoxCoder(weights, bbox_xform_clip=math.inf)
-    torch.testing.assert_close(coder.decode_single(coder.encode_single(gt, anchors), anchors), gt,
-                               rtol=1e-12, atol=1e-10)
+    torch.testing.assert_close(
+        coder.decode_single(coder.encode_single(gt, anchors), anchors), gt, rtol=1e-12, atol=1e-10
+    )
     zero = coder.decode_single(torch.zeros(100, 4, dtype=torch.float64), anchors)  # no change: the anchor
     torch.testing.assert_close(zero, anchors, rtol=1e-12, atol=1e-12)
 
@@ -59,8 +60,9 @@ def test_encode_known_values_and_leading_dims():
     anchor = torch.tensor([[0.0, 0.0, 10.0, 20.0]])  # centre (5, 10), size (10, 20)
     gt = torch.tensor([[5.0, 0.0, 15.0, 40.0]])  # centre (10, 20), size (10, 40)
     torch.testing.assert_close(encode_boxes(gt, anchor), torch.tensor([[0.5, 0.5, 0.0, math.log(2.0)]]))
-    torch.testing.assert_close(encode_boxes(gt, anchor, (10.0, 10.0, 5.0, 5.0)),
-                               torch.tensor([[5.0, 5.0, 0.0, 5 * math.log(2.0)]]))
+    torch.testing.assert_close(
+        encode_boxes(gt, anchor, (10.0, 10.0, 5.0, 5.0)), torch.tensor([[5.0, 5.0, 0.0, 5 * math.log(2.0)]])
+    )
     batched = encode_boxes(gt.expand(2, 3, 4), anchor.expand(2, 3, 4))
     assert batched.shape == (2, 3, 4) and torch.equal(batched[1, 2], encode_boxes(gt, anchor)[0])
 
@@ -76,15 +78,18 @@ def test_decode_clips_large_log_scales_like_torchvision():
 
 def test_coder_degenerate_boxes_like_torchvision():
     """Zero-width or zero-height boxes give infinite or nan targets, exactly where torchvision gives them."""
-    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 5.0, 9.0], [1.0, 1.0, 1.0, 1.0],
-                          [2.0, 2.0, 6.0, 2.0]])
+    boxes = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 5.0, 9.0], [1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 6.0, 2.0]]
+    )
     coder, ref = BoxCoder((10.0, 10.0, 5.0, 5.0)), tv_utils.BoxCoder((10.0, 10.0, 5.0, 5.0))
     for gt, anchors in ((boxes, boxes.flip(0)), (boxes.flip(0), boxes), (boxes, boxes)):
-        torch.testing.assert_close(coder.encode_single(gt, anchors), ref.encode_single(gt, anchors),
-                                   rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(
+            coder.encode_single(gt, anchors), ref.encode_single(gt, anchors), rtol=0, atol=0, equal_nan=True
+        )
     codes = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(coder.decode_single(codes, boxes), ref.decode_single(codes, boxes),
-                               rtol=0, atol=0, equal_nan=True)
+    torch.testing.assert_close(
+        coder.decode_single(codes, boxes), ref.decode_single(codes, boxes), rtol=0, atol=0, equal_nan=True
+    )
     assert not torch.isfinite(coder.encode_single(boxes, boxes)[1:]).all()  # the degenerate rows
 
 
@@ -127,9 +132,9 @@ def test_matcher_matches_torchvision(low_quality, thresholds, seed):
 
 
 def test_matcher_thresholds_and_best_anchor_rule():
-    quality = torch.tensor([[0.7, 0.3, 0.5, 0.1, 0.2],
-                            [0.1, 0.0, 0.6, 0.1, 0.0],
-                            [0.0, 0.0, 0.0, 0.25, 0.25]])  # box 2 overlaps nothing well (two tied best)
+    quality = torch.tensor(
+        [[0.7, 0.3, 0.5, 0.1, 0.2], [0.1, 0.0, 0.6, 0.1, 0.0], [0.0, 0.0, 0.0, 0.25, 0.25]]
+    )  # box 2 overlaps nothing well (two tied best)
     assert Matcher(0.7, 0.3)(quality).tolist() == [0, -2, -2, -1, -1]  # >= high: match; == low: ignored
     assert Matcher(0.7, 0.3, allow_low_quality_matches=True)(quality).tolist() == [0, -2, 1, 2, 2]
 
@@ -180,8 +185,9 @@ def test_assign_anchors_low_quality_matches_torchvision_rpn(seed):
     gen = torch.Generator().manual_seed(seed)
     anchors, gt = random_boxes(400, gen), random_boxes(8, gen)
     gt_labels = torch.randint(1, 4, (8,), generator=gen)
-    rpn = RegionProposalNetwork(None, None, 0.7, 0.3, 256, 0.5, {"training": 10, "testing": 10},
-                                {"training": 10, "testing": 10}, 0.7)
+    rpn = RegionProposalNetwork(
+        None, None, 0.7, 0.3, 256, 0.5, {"training": 10, "testing": 10}, {"training": 10, "testing": 10}, 0.7
+    )
     ref_labels, ref_matched = rpn.assign_targets_to_anchors([anchors], [{"boxes": gt, "labels": gt_labels}])
     labels, matched = assign_anchors(anchors, gt, gt_labels, 0.7, 0.3)
     rpn_style = labels.clamp(max=1).float()  # the RPN only asks "object or not": 1 / 0 / -1
@@ -193,8 +199,9 @@ def test_assign_anchors_low_quality_matches_torchvision_rpn(seed):
 
 
 def test_assign_anchors_known_values_and_no_boxes():
-    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 6.0], [20.0, 20.0, 30.0, 30.0],
-                            [0.0, 0.0, 10.0, 4.5]])
+    anchors = torch.tensor(
+        [[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 6.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 4.5]]
+    )
     gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
     labels, matched = assign_anchors(anchors, gt, torch.tensor([3]), 0.5, 0.4)
     assert labels.tolist() == [3, 3, 0, -1]  # IoU 1, 0.6, 0 and 0.45

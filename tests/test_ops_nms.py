@@ -97,8 +97,14 @@ def test_batched_nms_categories_never_suppress_each_other_and_empty():
     assert empty.shape == (0,) and empty.dtype == torch.int64
 
 
-def soft_nms_reference(boxes: np.ndarray, scores: np.ndarray, sigma: float, score_threshold: float,
-                       method: str, iou_threshold: float) -> tuple[list[int], list[float]]:
+def soft_nms_reference(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    sigma: float,
+    score_threshold: float,
+    method: str,
+    iou_threshold: float,
+) -> tuple[list[int], list[float]]:
     """Soft-NMS straight from its definition, box by box in float64 (continuous coordinates)."""
     scores = scores.astype(np.float64).copy()
     alive = [i for i in range(len(scores)) if scores[i] >= score_threshold]
@@ -132,8 +138,9 @@ def soft_nms_reference(boxes: np.ndarray, scores: np.ndarray, sigma: float, scor
 def test_soft_nms_matches_its_definition(method, seed):
     gen = torch.Generator().manual_seed(seed)
     boxes, scores = clustered(120, gen, torch.float64)
-    keep, new_scores = soft_nms(boxes, scores, sigma=0.5, score_threshold=0.05, method=method,
-                                iou_threshold=0.3)
+    keep, new_scores = soft_nms(
+        boxes, scores, sigma=0.5, score_threshold=0.05, method=method, iou_threshold=0.3
+    )
     ref_keep, ref_scores = soft_nms_reference(boxes.numpy(), scores.numpy(), 0.5, 0.05, method, 0.3)
     assert keep.tolist() == ref_keep
     np.testing.assert_allclose(new_scores.numpy(), ref_scores, rtol=1e-12)

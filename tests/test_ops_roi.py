@@ -18,14 +18,23 @@ def tolerance(dtype: torch.dtype) -> dict:
     return {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-12, "atol": 1e-12}
 
 
-def regions(gen: torch.Generator, dtype: torch.dtype, n: int = 40, images: int = 2,
-            scale: float = 130.0) -> torch.Tensor:
+def regions(
+    gen: torch.Generator, dtype: torch.dtype, n: int = 40, images: int = 2, scale: float = 130.0
+) -> torch.Tensor:
     """Rows (batch index, x1, y1, x2, y2): random boxes, some partly or wholly outside a 23 x 31 map at
     stride 4, plus boxes smaller than a cell, of zero size and on the borders."""
     boxes = random_boxes(n, gen, torch.float64, scale) - 10
-    special = torch.tensor([[5.0, 5.0, 5.5, 5.3], [7.0, 7.0, 7.0, 7.0], [0.0, 0.0, 124.0, 92.0],
-                            [-40.0, -40.0, -20.0, -10.0], [200.0, 10.0, 260.0, 50.0],
-                            [120.0, 88.0, 123.9, 91.9]], dtype=torch.float64)
+    special = torch.tensor(
+        [
+            [5.0, 5.0, 5.5, 5.3],
+            [7.0, 7.0, 7.0, 7.0],
+            [0.0, 0.0, 124.0, 92.0],
+            [-40.0, -40.0, -20.0, -10.0],
+            [200.0, 10.0, 260.0, 50.0],
+            [120.0, 88.0, 123.9, 91.9],
+        ],
+        dtype=torch.float64,
+    )
     boxes = torch.cat([boxes, special])
     ids = torch.randint(0, images, (boxes.shape[0], 1), generator=gen).to(torch.float64)
     return torch.cat([ids, boxes], dim=1).to(dtype)
@@ -86,14 +95,18 @@ def test_roi_pool_gradients_match_torchvision(gen):
 def test_list_of_boxes_and_modules(gen):
     features = torch.randn(3, 4, 20, 20, generator=gen)
     per_image = [random_boxes(5, gen, scale=70.0), random_boxes(0, gen), random_boxes(3, gen, scale=70.0)]
-    for ours, theirs in ((roi_align(features, per_image, 4, 0.25, 2, True),
-                          tvops.roi_align(features, per_image, 4, 0.25, 2, True)),
-                         (RoIAlign((4, 4), 0.25, 2, True)(features, per_image),
-                          tvops.RoIAlign((4, 4), 0.25, 2, True)(features, per_image)),
-                         (roi_pool(features, per_image, 4, 0.25),
-                          tvops.roi_pool(features, per_image, 4, 0.25)),
-                         (RoIPool(4, 0.25)(features, per_image),
-                          tvops.RoIPool(4, 0.25)(features, per_image))):
+    for ours, theirs in (
+        (
+            roi_align(features, per_image, 4, 0.25, 2, True),
+            tvops.roi_align(features, per_image, 4, 0.25, 2, True),
+        ),
+        (
+            RoIAlign((4, 4), 0.25, 2, True)(features, per_image),
+            tvops.RoIAlign((4, 4), 0.25, 2, True)(features, per_image),
+        ),
+        (roi_pool(features, per_image, 4, 0.25), tvops.roi_pool(features, per_image, 4, 0.25)),
+        (RoIPool(4, 0.25)(features, per_image), tvops.RoIPool(4, 0.25)(features, per_image)),
+    ):
         assert ours.shape == (8, 4, 4, 4)
         torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
     assert "sampling_ratio=2" in repr(RoIAlign((4, 4), 0.25, 2, True))
@@ -108,8 +121,10 @@ def test_empty_regions_and_known_values():
     assert roi_pool(features, whole, 2).flatten().tolist() == [5.0, 7.0, 13.0, 15.0]  # max of each quadrant
     # aligned RoI Align over [0.5, 2.5]^2 samples cell centres: bilinear = the linear ramp itself
     centre = torch.tensor([[0.0, 1.0, 1.0, 3.0, 3.0]])
-    torch.testing.assert_close(roi_align(features, centre, 1, sampling_ratio=1, aligned=True).flatten(),
-                               torch.tensor([4 * 1.5 + 1.5]))
+    torch.testing.assert_close(
+        roi_align(features, centre, 1, sampling_ratio=1, aligned=True).flatten(),
+        torch.tensor([4 * 1.5 + 1.5]),
+    )
 
 
 def test_clear_errors(gen):

@@ -1,6 +1,7 @@
 """utils.optim (chapter 04): the from-scratch optimizers follow torch.optim step for step, the schedules
 equal torch's schedulers, clipping equals torch's, the LR range test restores what it touched, and the
 2-D surfaces, plots and the widget behave."""
+
 from __future__ import annotations
 
 import copy
@@ -129,14 +130,17 @@ def test_works_with_schedulers_and_state_dict():
     assert twin.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda p: optim.SGD(p, lr=-1.0), "lr must lie in"),
-    (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "nesterov=True needs a momentum"),
-    (lambda p: optim.Adam(p, betas=(0.9,)), "betas must be a pair"),
-    (lambda p: optim.Adam(p, betas=(1.0, 0.999)), "betas[0] must lie in"),
-    (lambda p: optim.RMSprop(p, alpha=1.5), "alpha must lie in"),
-    (lambda p: optim.AdamW(p, lr="0.1"), "lr must be a number"),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda p: optim.SGD(p, lr=-1.0), "lr must lie in"),
+        (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "nesterov=True needs a momentum"),
+        (lambda p: optim.Adam(p, betas=(0.9,)), "betas must be a pair"),
+        (lambda p: optim.Adam(p, betas=(1.0, 0.999)), "betas[0] must lie in"),
+        (lambda p: optim.RMSprop(p, alpha=1.5), "alpha must lie in"),
+        (lambda p: optim.AdamW(p, lr="0.1"), "lr must be a number"),
+    ],
+)
 def test_bad_hyperparameters_raise_clear_errors(call, words):
     with pytest.raises((ValueError, TypeError), match=words.replace("[", r"\[").replace("]", r"\]")):
         call([torch.zeros(2, requires_grad=True)])
@@ -186,12 +190,20 @@ def _sequential_warmup_cosine(total, warmup, min_lr):
             return cosine
         linear = ls.LinearLR(opt, start_factor=1 / (warmup + 1), end_factor=1.0, total_iters=warmup)
         return ls.SequentialLR(opt, [linear, cosine], milestones=[warmup])
+
     return make
 
 
-@pytest.mark.parametrize("total, warmup, base, min_lr", [
-    (100, 10, 0.1, 1e-3), (60, 1, 1.0, 0.0), (50, 0, 0.3, 0.01), (80, 79, 0.5, 0.05), (57, 13, 3e-4, 3e-6),
-])
+@pytest.mark.parametrize(
+    "total, warmup, base, min_lr",
+    [
+        (100, 10, 0.1, 1e-3),
+        (60, 1, 1.0, 0.0),
+        (50, 0, 0.3, 0.01),
+        (80, 79, 0.5, 0.05),
+        (57, 13, 3e-4, 3e-6),
+    ],
+)
 def test_warmup_cosine_equals_linear_then_cosine(total, warmup, base, min_lr):
     ref = _torch_lrs(_sequential_warmup_cosine(total, warmup, min_lr), total + 1, base)
     ours = [optim.warmup_cosine(s, total, warmup, base, min_lr) for s in range(total + 1)]
@@ -208,31 +220,51 @@ def test_warmup_cosine_scheduler_is_a_lambdalr_per_group():
     assert isinstance(sched, ls.LambdaLR)
     for s in range(41):
         assert opt.param_groups[0]["lr"] == pytest.approx(optim.warmup_cosine(s, 40, 5, 0.1, 1e-3), rel=1e-12)
-        assert opt.param_groups[1]["lr"] == pytest.approx(optim.warmup_cosine(s, 40, 5, 0.01, 1e-3), rel=1e-12)
+        assert opt.param_groups[1]["lr"] == pytest.approx(
+            optim.warmup_cosine(s, 40, 5, 0.01, 1e-3), rel=1e-12
+        )
         opt.step()
         sched.step()
-    with pytest.raises(ValueError, match="min_lr=0.05 is larger than the learning rate 0.01 of parameter group 1"):
-        optim.warmup_cosine_scheduler(torch.optim.SGD([{"params": [w]}, {"params": [b], "lr": 0.01}], lr=0.1), 40, 5, 0.05)
+    with pytest.raises(
+        ValueError, match="min_lr=0.05 is larger than the learning rate 0.01 of parameter group 1"
+    ):
+        optim.warmup_cosine_scheduler(
+            torch.optim.SGD([{"params": [w]}, {"params": [b], "lr": 0.01}], lr=0.1), 40, 5, 0.05
+        )
 
 
-@pytest.mark.parametrize("total, max_lr, pct, div, final_div", [
-    (100, 0.1, 0.3, 25.0, 1e4), (37, 1.0, 0.25, 10.0, 100.0), (1000, 3e-3, 0.1, 25.0, 1e4),
-])
+@pytest.mark.parametrize(
+    "total, max_lr, pct, div, final_div",
+    [
+        (100, 0.1, 0.3, 25.0, 1e4),
+        (37, 1.0, 0.25, 10.0, 100.0),
+        (1000, 3e-3, 0.1, 25.0, 1e4),
+    ],
+)
 def test_one_cycle_equals_onecyclelr(total, max_lr, pct, div, final_div):
-    ref = _torch_lrs(lambda o: ls.OneCycleLR(o, max_lr=max_lr, total_steps=total, pct_start=pct, div_factor=div,
-                                             final_div_factor=final_div), total, max_lr, momentum=0.9)
+    ref = _torch_lrs(
+        lambda o: ls.OneCycleLR(
+            o, max_lr=max_lr, total_steps=total, pct_start=pct, div_factor=div, final_div_factor=final_div
+        ),
+        total,
+        max_lr,
+        momentum=0.9,
+    )
     ours = [optim.one_cycle(s, total, max_lr, pct, div, final_div) for s in range(total)]
     assert ours == pytest.approx(ref, rel=1e-9, abs=1e-15)
 
 
-@pytest.mark.parametrize("call, words", [
-    (lambda: optim.warmup_cosine(0, 10, 10, 0.1), "warmup_steps must be smaller than total_steps"),
-    (lambda: optim.warmup_cosine(0, 10, 2, 0.1, 0.2), "min_lr must lie in"),
-    (lambda: optim.warmup_cosine(-1, 10, 2, 0.1), "step must be an int >= 0"),
-    (lambda: optim.warmup_cosine(1.5, 10, 2, 0.1), "step must be an int"),
-    (lambda: optim.one_cycle(10, 10, 0.1), "step must be smaller than total_steps"),
-    (lambda: optim.step_decay(3, 0.1, 0), "step_size must be an int >= 1"),
-])
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: optim.warmup_cosine(0, 10, 10, 0.1), "warmup_steps must be smaller than total_steps"),
+        (lambda: optim.warmup_cosine(0, 10, 2, 0.1, 0.2), "min_lr must lie in"),
+        (lambda: optim.warmup_cosine(-1, 10, 2, 0.1), "step must be an int >= 0"),
+        (lambda: optim.warmup_cosine(1.5, 10, 2, 0.1), "step must be an int"),
+        (lambda: optim.one_cycle(10, 10, 0.1), "step must be smaller than total_steps"),
+        (lambda: optim.step_decay(3, 0.1, 0), "step_size must be an int >= 1"),
+    ],
+)
 def test_schedules_reject_bad_input(call, words):
     with pytest.raises((ValueError, TypeError), match=words):
         call()
@@ -363,7 +395,10 @@ def test_trajectory_converges_and_stops_when_it_diverges():
 
 
 def test_plot_trajectories_draws_every_path():
-    paths = {"a": optim.trajectory("saddle", optim.Adam, 20, lr=0.1), "b": optim.trajectory("saddle", optim.SGD, 20, lr=0.1)}
+    paths = {
+        "a": optim.trajectory("saddle", optim.Adam, 20, lr=0.1),
+        "b": optim.trajectory("saddle", optim.SGD, 20, lr=0.1),
+    }
     fig = optim.plot_trajectories("saddle", paths)
     assert isinstance(fig, Figure)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a", "b"]
@@ -386,7 +421,9 @@ def test_widget_redraws_when_a_knob_moves():
     box.controls["lr"].value = 0.5  # far above 2 / 20: SGD diverges on the quadratic
     assert box.summary.value.startswith("diverged")
     box.controls["surface"].value = "rosenbrock"
-    assert box.controls["lr"].value == pytest.approx(1e-3, rel=0.2)  # a learning rate that fits the new surface
+    assert box.controls["lr"].value == pytest.approx(
+        1e-3, rel=0.2
+    )  # a learning rate that fits the new surface
     assert not box.summary.value.startswith("diverged")
     with pytest.raises(ValueError, match="optimizer must be one of"):
         render_trajectory(optimizer="LBFGS")

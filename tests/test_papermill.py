@@ -1,4 +1,5 @@
 """Papermill drives the notebooks: parameters injected after the `parameters` cell take effect."""
+
 from __future__ import annotations
 
 import re
@@ -22,8 +23,14 @@ def test_injected_parameters_take_effect(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_PROFILE", "smoke")
     monkeypatch.delenv("MPLBACKEND", raising=False)
     out = tmp_path / "01_backprop.out.ipynb"
-    pm.execute_notebook(str(CHAPTER), str(out), parameters={"EPOCHS": 3, "SEED": 7, "DEVICE": "cpu"},
-                        cwd=str(CHAPTER.parent), kernel_name="python3", progress_bar=False)
+    pm.execute_notebook(
+        str(CHAPTER),
+        str(out),
+        parameters={"EPOCHS": 3, "SEED": 7, "DEVICE": "cpu"},
+        cwd=str(CHAPTER.parent),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     nb = nbformat.read(out, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1
@@ -35,5 +42,6 @@ def test_injected_parameters_take_effect(tmp_path, monkeypatch):
     assert re.search(r"device=cpu\b", text)
     assert re.search(r"epochs=3\b", text)
     assert re.search(r"seed=7\b", text)
-    assert re.search(r"trained for 3 epochs", text,
-                     re.I), "the training loop did not run for the injected EPOCHS"
+    assert re.search(r"trained for 3 epochs", text, re.I), (
+        "the training loop did not run for the injected EPOCHS"
+    )

@@ -1,5 +1,6 @@
 """The project's own conventions: layout, one dependency list, clean notebooks, a complete table of contents,
 a wheel that ships its typing marker."""
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,22 @@ except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 from utils import book
 
-TOP_LEVEL = ["book", "chapters", "exercises", "solutions", "utils", "tests", "benchmarks",
-             "_config.yml", "_toc.yml", "environment.yml", "pyproject.toml", "Makefile",
-             "README.md", ".ci/run"]
+TOP_LEVEL = [
+    "book",
+    "chapters",
+    "exercises",
+    "solutions",
+    "utils",
+    "tests",
+    "benchmarks",
+    "_config.yml",
+    "_toc.yml",
+    "environment.yml",
+    "pyproject.toml",
+    "Makefile",
+    "README.md",
+    ".ci/run",
+]
 
 
 def tracked_notebooks() -> list[Path]:
@@ -67,8 +81,9 @@ def test_dependencies_have_lower_bounds_only():
         assert "==" not in dep, f"{dep}: hard pins break on new releases; use a lower bound"
     names = {re.split(r"[<>=!\[ ]", d)[0] for d in project["dependencies"]}
     assert {"torch", "torchvision"} <= names
-    torch_specs = [d for d in project["dependencies"]
-                   if re.split(r"[<>=! ]", d)[0] in ("torch", "torchvision")]
+    torch_specs = [
+        d for d in project["dependencies"] if re.split(r"[<>=! ]", d)[0] in ("torch", "torchvision")
+    ]
     assert all("<" not in d for d in torch_specs), "torch/torchvision must resolve as a matched pair"
 
 
@@ -102,8 +117,9 @@ def test_every_topic_has_chapter_exercise_and_solution():
 def test_table_of_contents_names_every_notebook_and_existing_files():
     files = book.toc_files(book.load_toc())
     for f in files:
-        assert any((ROOT / f"{f}{ext}").exists()
-                   for ext in (".md", ".ipynb")), f"_toc.yml names {f}, which does not exist"
+        assert any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb")), (
+            f"_toc.yml names {f}, which does not exist"
+        )
     for nb in tracked_notebooks():
         rel = str(nb.relative_to(ROOT).with_suffix(""))
         if rel.split("/")[0] in ("chapters", "exercises", "solutions"):
@@ -120,8 +136,9 @@ def test_toc_without_solutions_drops_only_solutions():
 
 def test_lessons_link_to_their_exercise():
     for path in LESSONS:
-        text = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
-                         if c.cell_type == "markdown")
+        text = "\n".join(
+            c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"
+        )
         assert f"../exercises/{path.name}" in text, f"{path.name} does not link to its exercise"
 
 
@@ -134,8 +151,11 @@ def test_credits_page_agrees_with_utils_data():
         assert credit in page, f"book/credits.md has another credit line for {name} than utils.data.CREDITS"
 
 
-@pytest.mark.parametrize("path", LESSONS + SOLUTIONS + sorted((ROOT / "exercises").glob("*.ipynb")),
-                         ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize(
+    "path",
+    LESSONS + SOLUTIONS + sorted((ROOT / "exercises").glob("*.ipynb")),
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
 def test_notebooks_install_the_course_on_hosted_runtimes(path):
     """The first code cell installs the course package on Colab and the like, from the book's repository."""
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -192,10 +212,26 @@ def test_wheel_ships_the_typing_marker(tmp_path):
     shutil.copytree(ROOT / "utils", source / "utils", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
-               "--wheel-dir", str(tmp_path / "dist"), str(source)]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path,
-                         env={**os.environ, "PIP_NO_INDEX": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--quiet",
+        "--wheel-dir",
+        str(tmp_path / "dist"),
+        str(source),
+    ]
+    out = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "PIP_NO_INDEX": "1"},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()

@@ -1,6 +1,7 @@
 """utils.receptive_field (chapter 06): the computed receptive field size, jump and start of every
 layer agree with the receptive field measured with gradients on real conv stacks (stride,
 dilation, padding, max and average pooling), and bad input fails clearly."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,7 +18,6 @@ from utils.receptive_field import (
 )
 
 
-
 def _positive_linear(model: nn.Module) -> nn.Module:
     """Positive weights and no non-linearity: every pixel of the receptive field gets a positive gradient."""
     torch.manual_seed(0)
@@ -29,18 +29,27 @@ def _positive_linear(model: nn.Module) -> nn.Module:
 
 STACKS = {
     "plain 3x3": lambda: nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.Conv2d(2, 1, 3)),
-    "stride and padding": lambda: nn.Sequential(nn.Conv2d(1, 2, 5, stride=2, padding=2),
-                                                nn.Conv2d(2, 2, 3, stride=2, padding=1),
-                                                nn.Conv2d(2, 1, 3, padding=1)),
-    "dilation": lambda: nn.Sequential(nn.Conv2d(1, 2, 3, dilation=1),
-                                      nn.Conv2d(2, 2, 3, dilation=2, padding=2),
-                                      nn.Conv2d(2, 1, 3, dilation=4, padding=4)),
-    "avg pooling": lambda: nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.AvgPool2d(2),
-                                         nn.Conv2d(2, 2, 3, padding=1),
-                                         nn.AvgPool2d(3, stride=2, padding=1), nn.Conv2d(2, 1, 3)),
-    "non-square": lambda: nn.Sequential(nn.Conv2d(1, 2, (3, 5), stride=(1, 2), padding=(1, 0),
-                                                  dilation=(2, 1)),
-                                        nn.Conv2d(2, 1, (1, 3), stride=(2, 1))),
+    "stride and padding": lambda: nn.Sequential(
+        nn.Conv2d(1, 2, 5, stride=2, padding=2),
+        nn.Conv2d(2, 2, 3, stride=2, padding=1),
+        nn.Conv2d(2, 1, 3, padding=1),
+    ),
+    "dilation": lambda: nn.Sequential(
+        nn.Conv2d(1, 2, 3, dilation=1),
+        nn.Conv2d(2, 2, 3, dilation=2, padding=2),
+        nn.Conv2d(2, 1, 3, dilation=4, padding=4),
+    ),
+    "avg pooling": lambda: nn.Sequential(
+        nn.Conv2d(1, 2, 3, padding=1),
+        nn.AvgPool2d(2),
+        nn.Conv2d(2, 2, 3, padding=1),
+        nn.AvgPool2d(3, stride=2, padding=1),
+        nn.Conv2d(2, 1, 3),
+    ),
+    "non-square": lambda: nn.Sequential(
+        nn.Conv2d(1, 2, (3, 5), stride=(1, 2), padding=(1, 0), dilation=(2, 1)),
+        nn.Conv2d(2, 1, (1, 3), stride=(2, 1)),
+    ),
 }
 
 
@@ -80,14 +89,28 @@ def test_calculator_matches_gradients_of_every_unit(name):
 def test_relu_cnn_with_max_pooling_and_dilation():
     """A real (random, ReLU, max-pooling) CNN: the union over a batch of random inputs fills the field."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                          nn.MaxPool2d(2),
-                          nn.Conv2d(8, 8, 3, padding=2, dilation=2), nn.ReLU(),
-                          nn.Conv2d(8, 8, 3, stride=2, padding=1),
-                          nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 4, 3, padding=1),
+    )
     rows = receptive_field(model, input_size=64)
-    assert [(r.size, r.jump, r.start) for r in rows] == [(3, 1, -1), (5, 1, -2), (6, 2, -2), (14, 2, -6),
-                                                         (18, 4, -8), (26, 4, -12)]
+    assert [(r.size, r.jump, r.start) for r in rows] == [
+        (3, 1, -1),
+        (5, 1, -2),
+        (6, 2, -2),
+        (14, 2, -6),
+        (18, 4, -8),
+        (26, 4, -12),
+    ]
     for unit in [(8, 8), (5, 9), (0, 0), (15, 15)]:
         measured = empirical_receptive_field(model, (3, 64, 64), unit, batch=16)
         assert measured.rows == _expected_box(rows[-1], unit[0], 64)
@@ -103,22 +126,34 @@ def test_known_values_and_tuples():
     rows = receptive_field([(3, 1, 1), (3, 1, 1), (2, 2, 1), (3, 1, 1)])
     assert [(r.size, r.jump) for r in rows] == [(3, 1), (5, 1), (6, 2), (10, 2)]
     # dilations 1, 2, 4, 8: 3, 7, 15, 31 (exponential growth, Yu and Koltun)
-    assert [r.size for r in receptive_field([(3, 1, 2 ** i) for i in range(4)])] == [3, 7, 15, 31]
+    assert [r.size for r in receptive_field([(3, 1, 2**i) for i in range(4)])] == [3, 7, 15, 31]
     # padding moves the start, not the size
     rows = receptive_field([(3, 1, 1, 1), (3, 2, 1, 1), (3, 1, 1, 1)], input_size=10)
-    assert [(r.size, r.jump, r.start, r.out_size) for r in rows] == [(3, 1, -1, 10),
-                                                                     (5, 2, -2, 5), (9, 2, -4, 5)]
+    assert [(r.size, r.jump, r.start, r.out_size) for r in rows] == [
+        (3, 1, -1, 10),
+        (5, 2, -2, 5),
+        (9, 2, -4, 5),
+    ]
     assert rows[-1].span(2) == (0, 8) and rows[-1].center == 0.0
     assert receptive_field([]) == []
 
 
 def test_layer_specs_reads_modules_and_skips_pointwise_layers():
-    model = nn.Sequential(nn.Conv2d(1, 4, 5, stride=2, padding=2), nn.BatchNorm2d(4), nn.ReLU(),
-                          nn.MaxPool2d(3, 2, 1),
-                          nn.Sequential(nn.Conv2d(4, 4, 3, dilation=2), nn.Dropout()), nn.AvgPool2d(2))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 5, stride=2, padding=2),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, 1),
+        nn.Sequential(nn.Conv2d(4, 4, 3, dilation=2), nn.Dropout()),
+        nn.AvgPool2d(2),
+    )
     specs = layer_specs(model)
-    assert [(s.kernel, s.stride, s.dilation, s.padding) for s in specs] == [(5, 2, 1, 2), (3, 2, 1, 1),
-                                                                            (3, 1, 2, 0), (2, 2, 1, 0)]
+    assert [(s.kernel, s.stride, s.dilation, s.padding) for s in specs] == [
+        (5, 2, 1, 2),
+        (3, 2, 1, 1),
+        (3, 1, 2, 0),
+        (2, 2, 1, 0),
+    ]
     assert "Conv2d" in specs[0].name and specs[2].span == 5
     assert layer_specs([LayerSpec(3), nn.MaxPool2d(2), (3, 1, 2, 1)])[1].stride == 2
     table = format_table(receptive_field(model, input_size=32))

@@ -46,8 +46,9 @@ def test_scene_invariants():
 
 
 def test_scene_options():
-    scene = D.make_scene(7, size=96, min_objects=3, max_objects=3, classes=("circle", "triangle"),
-                         background="plain")
+    scene = D.make_scene(
+        7, size=96, min_objects=3, max_objects=3, classes=("circle", "triangle"), background="plain"
+    )
     check_scene(scene, 96, 2)
     assert len(scene["labels"]) == 3
     bg = scene["image"][:, scene["semantic_mask"] == 0]

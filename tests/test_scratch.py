@@ -1,5 +1,6 @@
 """utils.scratch (chapter 01): the scalar autograd engine and the hand-written layers agree with
 torch.autograd and with central differences, and bad input fails with a clear message."""
+
 from __future__ import annotations
 
 import math
@@ -89,7 +90,7 @@ def test_engine_random_expression_trees_match_torch():
                     pool.append((a.tanh() * 0.5).exp())
                 else:
                     pool.append((a * a + 1).log())
-            return sum(pool[len(xs):], pool[0])
+            return sum(pool[len(xs) :], pool[0])
 
         out_v, out_t, vs, ts = _both(build, values)
         assert out_v.data == pytest.approx(out_t.item(), rel=1e-10)
@@ -341,6 +342,7 @@ def test_packaged_layers_pass_the_chapter_01_exercise_checks(seed):
 
     for question in get_assignment("01_backprop").questions:
         question = dataclasses.replace(question, forbid=())
-        result = grading.evaluate(question,
-                                  {name: getattr(layers, name) for name in question.functions}, seed=seed)
+        result = grading.evaluate(
+            question, {name: getattr(layers, name) for name in question.functions}, seed=seed
+        )
         assert result.passed, result.line()

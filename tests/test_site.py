@@ -17,6 +17,7 @@ a missing Chromium, or a site built without its offline assets, fails instead); 
 another binary. The book is built once per session (the `site` fixture in conftest.py);
 `COURSE_SITE_BUILD=_build pytest tests/test_site.py` checks an existing `make book` build instead.
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,6 +57,7 @@ PAGE_TIMEOUT = 60.0
 
 # --- A minimal client of Chromium's DevTools protocol -------------------------------------------
 
+
 def find_chromium() -> str | None:
     """The Chromium to drive: $CHROMIUM, else the first of chromium, chromium-browser, google-chrome."""
     if os.environ.get("CHROMIUM"):
@@ -74,14 +76,27 @@ class Chromium:
     """A headless Chromium spoken to over ``--remote-debugging-pipe`` (JSON messages ended by NUL)."""
 
     FLAGS = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-default-apps", "--disable-extensions", "--no-default-browser-check", "--mute-audio",
-        "--hide-scrollbars", "--password-store=basic", "--use-mock-keychain", "--disable-dev-shm-usage",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-extensions",
+        "--no-default-browser-check",
+        "--mute-audio",
+        "--hide-scrollbars",
+        "--password-store=basic",
+        "--use-mock-keychain",
+        "--disable-dev-shm-usage",
         "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication",
         # Only this machine answers: a page that needs the network fails its checks.
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        "--window-size=1280,900", "--remote-debugging-pipe",
+        "--window-size=1280,900",
+        "--remote-debugging-pipe",
     ]
 
     def __init__(self, executable: str, profile: Path, log: Path):
@@ -96,8 +111,12 @@ class Chromium:
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
             [executable, *self.FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-            preexec_fn=wire_fds, pass_fds=(3, 4), close_fds=True,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            preexec_fn=wire_fds,
+            pass_fds=(3, 4),
+            close_fds=True,
         )
         os.close(to_child_r)
         os.close(from_child_w)
@@ -166,7 +185,9 @@ class Tab:
     def __init__(self, browser: Chromium):
         self.browser = browser
         self.target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self.session = browser.send("Target.attachToTarget", {"targetId": self.target, "flatten": True})["sessionId"]
+        self.session = browser.send("Target.attachToTarget", {"targetId": self.target, "flatten": True})[
+            "sessionId"
+        ]
         for domain in ("Page", "Runtime", "Network", "Log"):
             self.send(f"{domain}.enable")
 
@@ -174,8 +195,11 @@ class Tab:
         return self.browser.send(method, params, session=self.session, timeout=timeout)
 
     def events(self, *methods: str) -> list[dict]:
-        return [e["params"] for e in self.browser.events
-                if e.get("sessionId") == self.session and (not methods or e["method"] in methods)]
+        return [
+            e["params"]
+            for e in self.browser.events
+            if e.get("sessionId") == self.session and (not methods or e["method"] in methods)
+        ]
 
     def goto(self, url: str, timeout: float = PAGE_TIMEOUT, quiet: float = 0.5) -> None:
         """Open ``url`` and wait for the load event and then for the network to be quiet."""
@@ -198,16 +222,26 @@ class Tab:
         """The requests of the current document that have not finished (those of a page left are dropped)."""
         sent = self.events("Network.requestWillBeSent")
         documents = [e["loaderId"] for e in sent if e.get("type") == "Document"]
-        started = {e["requestId"]: e["request"]["url"] for e in sent
-                   if not documents or e.get("loaderId") == documents[-1]}
+        started = {
+            e["requestId"]: e["request"]["url"]
+            for e in sent
+            if not documents or e.get("loaderId") == documents[-1]
+        }
         for e in self.events("Network.loadingFinished", "Network.loadingFailed"):
             started.pop(e["requestId"], None)
         return sorted(started.values())
 
     def evaluate(self, expression: str, timeout: float = 30):
-        result = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                "returnByValue": True, "timeout": timeout * 1000},
-                           timeout=timeout + 5)
+        result = self.send(
+            "Runtime.evaluate",
+            {
+                "expression": expression,
+                "awaitPromise": True,
+                "returnByValue": True,
+                "timeout": timeout * 1000,
+            },
+            timeout=timeout + 5,
+        )
         if "exceptionDetails" in result:
             raise DevToolsError(f"{expression[:80]}...: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -235,8 +269,10 @@ class Tab:
         found = []
         for e in self.events("Runtime.exceptionThrown"):
             d = e["exceptionDetails"]
-            found.append(f"JavaScript error: {d.get('exception', {}).get('description') or d.get('text')}"
-                         f" ({d.get('url', '')}:{d.get('lineNumber', '')})")
+            found.append(
+                f"JavaScript error: {d.get('exception', {}).get('description') or d.get('text')}"
+                f" ({d.get('url', '')}:{d.get('lineNumber', '')})"
+            )
         for e in self.events("Runtime.consoleAPICalled"):
             if e["type"] in ("error", "assert"):
                 text = " ".join(str(a.get("value", a.get("description", ""))) for a in e["args"])
@@ -255,8 +291,10 @@ class Tab:
     def screenshot(self, path: Path, width: int = 1280, max_height: int = 6000) -> Path:
         """The page from the top, as tall as its content (at most ``max_height`` pixels), as PNG."""
         height = min(int(self.evaluate("document.documentElement.scrollHeight")), max_height)
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+        )
         try:
             self.browser.pump(0.5)  # let the page lay itself out again
             shot = self.send("Page.captureScreenshot", {"format": "png"}, timeout=60)
@@ -276,10 +314,10 @@ class Tab:
 
 # --- Fixtures: the site on 127.0.0.1, one browser for the session ---------------------------------
 
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
-
 
 
 def serve(directory: Path) -> tuple[ThreadingHTTPServer, str]:
@@ -293,8 +331,10 @@ def serve(directory: Path) -> tuple[ThreadingHTTPServer, str]:
 def offline(site) -> Path:
     """The built site, which must serve MathJax and the widget renderer itself (see site/course_site.py)."""
     if not (site / "html" / "_vendor" / "versions.json").exists():
-        message = ("the site was built without its offline assets (npm missing or `npm ci` failed: see the "
-                   "build output), so its pages load MathJax and the widget renderer from the CDN")
+        message = (
+            "the site was built without its offline assets (npm missing or `npm ci` failed: see the "
+            "build output), so its pages load MathJax and the widget renderer from the CDN"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -313,8 +353,10 @@ def served(offline):
 def browser(tmp_path_factory):
     executable = find_chromium()
     if executable is None:
-        message = ("no Chromium found, so the browser tests cannot run: install it (Debian: "
-                   "`apt-get install chromium`; .ci/run does) or set CHROMIUM=/path/to/chromium")
+        message = (
+            "no Chromium found, so the browser tests cannot run: install it (Debian: "
+            "`apt-get install chromium`; .ci/run does) or set CHROMIUM=/path/to/chromium"
+        )
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
@@ -335,18 +377,24 @@ def open_page(tab: Tab, url: str) -> None:
     """Open a page and fail on its errors, failed requests and requests to other hosts."""
     tab.goto(url)
     if url.endswith("/index.html"):  # the root page redirects to the landing page
-        tab.wait_for("location.pathname.endsWith('/book/intro.html') && document.readyState === 'complete'",
-                     what="the redirect to the landing page")
+        tab.wait_for(
+            "location.pathname.endsWith('/book/intro.html') && document.readyState === 'complete'",
+            what="the redirect to the landing page",
+        )
         tab.browser.pump(0.5)
     assert tab.document_status() == 200, f"{url}: HTTP {tab.document_status()}"
     problems = tab.problems()
     assert not problems, f"{url}:\n" + "\n".join(problems)
-    foreign = [u for u in tab.requested_urls() if urlsplit(u).scheme in ("http", "https", "ws", "wss")
-               and urlsplit(u).hostname != "127.0.0.1"]
+    foreign = [
+        u
+        for u in tab.requested_urls()
+        if urlsplit(u).scheme in ("http", "https", "ws", "wss") and urlsplit(u).hostname != "127.0.0.1"
+    ]
     assert not foreign, f"{url} needs the network: {foreign}"
 
 
 # --- The build, without a browser --------------------------------------------------------------
+
 
 class _Links(HTMLParser):
     """The ids of a page and the local URLs it links to or loads."""
@@ -395,7 +443,9 @@ def test_every_internal_link_resolves(site):
     """Every local href and src of every page names a file of the site, and its #anchor exists there."""
     html = site / "html"
     broken = []
-    pages = sorted(p for p in html.rglob("*.html") if p.relative_to(html).parts[0] not in ("_static", "_vendor"))
+    pages = sorted(
+        p for p in html.rglob("*.html") if p.relative_to(html).parts[0] not in ("_static", "_vendor")
+    )
     assert len(pages) >= len(TOC_FILES)
     for page in pages:
         for url in _parse(page).urls:
@@ -408,7 +458,11 @@ def test_every_internal_link_resolves(site):
             where = f"{page.relative_to(html)} -> {url}"
             if not target.is_relative_to(html.resolve()) or not target.exists():
                 broken.append(f"{where}: no such file")
-            elif parts.fragment and target.suffix == ".html" and unquote(parts.fragment) not in _parse(target).ids:
+            elif (
+                parts.fragment
+                and target.suffix == ".html"
+                and unquote(parts.fragment) not in _parse(target).ids
+            ):
                 broken.append(f"{where}: no anchor #{parts.fragment}")
     assert not broken, f"{len(broken)} broken internal links:\n" + "\n".join(broken[:50])
 
@@ -423,8 +477,13 @@ def course_map() -> list[dict]:
         chapter = re.search(r"\[([^\]]+)\]\(\.\./(chapters/[\w-]+)\.ipynb\)", line)
         if chapter:
             exercise = re.search(r"\]\(\.\./(exercises/[\w-]+)\.ipynb\)", line)
-            rows.append({"title": chapter.group(1), "chapter": chapter.group(2),
-                         "exercise": exercise.group(1) if exercise else None})
+            rows.append(
+                {
+                    "title": chapter.group(1),
+                    "chapter": chapter.group(2),
+                    "exercise": exercise.group(1) if exercise else None,
+                }
+            )
     return rows
 
 
@@ -440,8 +499,9 @@ def test_course_map_lists_every_chapter_and_exercise_of_the_toc():
     rows = course_map()
     mapped = {r["chapter"] for r in rows}
     for row in rows:
-        assert row["exercise"] == row["chapter"].replace("chapters/", "exercises/"), \
+        assert row["exercise"] == row["chapter"].replace("chapters/", "exercises/"), (
             f"course map: {row['chapter']} must link its own exercise, not {row['exercise']}"
+        )
     missing = [c for c in CHAPTERS if c not in mapped]
     assert not missing, f"chapters in _toc.yml but not in the course map of book/intro.md: {missing}"
     missing = [e for e in EXERCISES if e.replace("exercises/", "chapters/") not in mapped]
@@ -480,7 +540,9 @@ def test_chapter_starts_with_objectives_and_ends_with_summary_and_exercise(chapt
     markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
     first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
     opening = "\n".join(c.source for c in nb.cells[:first_code] if c.cell_type == "markdown")
-    assert re.search(r"learning objectives", opening, re.I), f"{chapter}: no learning objectives before the first code cell"
+    assert re.search(r"learning objectives", opening, re.I), (
+        f"{chapter}: no learning objectives before the first code cell"
+    )
     summary = next((i for i, s in enumerate(markdown) if re.search(r"^#+\s*Summary", s, re.M | re.I)), None)
     assert summary is not None, f"{chapter}: no Summary section"
     exercise = chapter.replace("chapters/", "exercises/")
@@ -492,8 +554,9 @@ def test_favicon(site):
     html = site / "html"
     assert (html / "favicon.ico").read_bytes()[:4] == b"\x00\x00\x01\x00"
     landing = (html / "book" / "intro.html").read_text(encoding="utf-8")
-    icon = re.search(r'<link[^>]+rel="icon"[^>]+href="([^"]+)"', landing) or \
-        re.search(r'<link[^>]+href="([^"]+)"[^>]+rel="icon"', landing)
+    icon = re.search(r'<link[^>]+rel="icon"[^>]+href="([^"]+)"', landing) or re.search(
+        r'<link[^>]+href="([^"]+)"[^>]+rel="icon"', landing
+    )
     assert icon, "no favicon link"
     assert (html / "book" / icon.group(1)).resolve().is_file()
 
@@ -509,11 +572,14 @@ def test_make_pdf_says_what_is_missing_without_tex(tmp_path, monkeypatch, capsys
 
 # --- In the browser ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_loads_without_errors_or_network(tab, served, page):
     open_page(tab, served + f"{page}.html")
-    icon = tab.evaluate("(async () => { const l = document.querySelector('link[rel=icon]');"
-                        " return l ? (await fetch(l.href)).status : null })()")
+    icon = tab.evaluate(
+        "(async () => { const l = document.querySelector('link[rel=icon]');"
+        " return l ? (await fetch(l.href)).status : null })()"
+    )
     assert icon == 200, f"{page}: favicon answers {icon}"
 
 
@@ -544,11 +610,15 @@ def test_chapter_page_in_the_browser(tab, served, chapter):
     math = tab.evaluate(MATH_CHECK)
     assert "error" not in math, math
     assert math["count"] > 0 and math["typeset"] >= math["count"], f"{chapter}: math not typeset: {math}"
-    assert not math["raw"] and not math["delimiters"] and not math["errors"], f"{chapter}: raw TeX left: {math}"
+    assert not math["raw"] and not math["delimiters"] and not math["errors"], (
+        f"{chapter}: raw TeX left: {math}"
+    )
 
     figures = tab.evaluate(FIGURE_CHECK)
     assert len(figures) >= 3, f"{chapter}: expected figures, found {figures}"
-    assert all(f["ok"] for f in figures), f"{chapter}: figures not loaded: {[f for f in figures if not f['ok']]}"
+    assert all(f["ok"] for f in figures), (
+        f"{chapter}: figures not loaded: {[f for f in figures if not f['ok']]}"
+    )
 
     colab = f"https://colab.research.google.com/github/{REPO}/blob/main/{chapter}.ipynb"
     launch = tab.evaluate(f"""(() => {{
@@ -558,7 +628,9 @@ def test_chapter_page_in_the_browser(tab, served, chapter):
                label: a ? a.textContent.trim() : null}};
     }})()""")
     assert launch["menu"], f"{chapter}: no visible launch menu"
-    assert launch["colab"] and "colab" in launch["label"].lower(), f"{chapter}: no Colab link to {colab}: {launch}"
+    assert launch["colab"] and "colab" in launch["label"].lower(), (
+        f"{chapter}: no Colab link to {colab}: {launch}"
+    )
 
     download = tab.evaluate(f"""(async () => {{
       const a = document.querySelector('a[href$="_sources/{chapter}.ipynb"]');
@@ -566,7 +638,9 @@ def test_chapter_page_in_the_browser(tab, served, chapter):
       const r = await fetch(a.href);
       return {{status: r.status, cells: (await r.json()).cells.length}};
     }})()""")
-    assert download and download["status"] == 200 and download["cells"] > 0, f"{chapter}: download button: {download}"
+    assert download and download["status"] == 200 and download["cells"] > 0, (
+        f"{chapter}: download button: {download}"
+    )
     assert not tab.problems(), tab.problems()
 
 
@@ -574,8 +648,13 @@ def saved_widgets(notebook: Path) -> tuple[dict, list[str]]:
     """The saved widget state of an executed notebook and the model ids of its displayed widgets."""
     nb = nbformat.read(notebook, as_version=4)
     state = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
-    views = [o["data"][WIDGET_VIEW]["model_id"] for c in nb.cells if c.cell_type == "code"
-             for o in c.get("outputs", []) if WIDGET_VIEW in o.get("data", {})]
+    views = [
+        o["data"][WIDGET_VIEW]["model_id"]
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if WIDGET_VIEW in o.get("data", {})
+    ]
     return state, [v for v in views if v in state]
 
 
@@ -598,8 +677,17 @@ def expected_widget_texts(state: dict, views: list[str]) -> list[str]:
                 texts.append(str(value))
             elif name == "FloatSliderModel":
                 texts.append(format(value, s.get("readout_format", ".2f").lstrip(",")))
-        elif name in ("DropdownModel", "SelectionSliderModel", "ToggleButtonsModel", "RadioButtonsModel",
-                      "SelectModel") and s.get("index") is not None:
+        elif (
+            name
+            in (
+                "DropdownModel",
+                "SelectionSliderModel",
+                "ToggleButtonsModel",
+                "RadioButtonsModel",
+                "SelectModel",
+            )
+            and s.get("index") is not None
+        ):
             texts.append(str(s["_options_labels"][s["index"]]))
         elif name in ("TextModel", "IntTextModel", "FloatTextModel", "BoundedIntTextModel", "LabelModel"):
             texts.append(str(s["value"]))
@@ -632,10 +720,14 @@ def check_widgets(tab: Tab, url: str, notebook: Path) -> dict:
     """Open ``url`` and check that its saved widgets are live controls showing their saved values."""
     state, views = saved_widgets(notebook)
     open_page(tab, url)
-    tab.wait_for(f"""(() => {{
+    tab.wait_for(
+        f"""(() => {{
       const areas = [...document.querySelectorAll('.widget-subarea')];
       return areas.length >= {len(views)} && areas.every(a => a.querySelector('.jupyter-widgets'));
-    }})()""", timeout=30, what=f"{len(views)} widgets to render on {url}")
+    }})()""",
+        timeout=30,
+        what=f"{len(views)} widgets to render on {url}",
+    )
     rendered = tab.evaluate("document.querySelectorAll('.widget-subarea .jupyter-widgets').length")
     shown = [" ".join(t.split()) for t in tab.evaluate(WIDGET_TEXTS)]  # non-breaking spaces too
     expected = expected_widget_texts(state, views)
@@ -658,7 +750,10 @@ def test_saved_widgets_are_live_controls(tab, served, site, page):
 
 WIDGET_NOTEBOOK = [
     ("markdown", "# Widgets\n\nA saved slider, and math on the same page: $\\sigma(x) = 1 / (1 + e^{-x})$."),
-    ("code", "import ipywidgets as widgets\n\nslider = widgets.IntSlider(value=7, min=0, max=10, description='k')\nslider"),
+    (
+        "code",
+        "import ipywidgets as widgets\n\nslider = widgets.IntSlider(value=7, min=0, max=10, description='k')\nslider",
+    ),
     ("code", "widgets.Dropdown(options=['relu', 'tanh', 'sigmoid'], value='tanh', description='activation')"),
 ]
 
@@ -672,8 +767,10 @@ def test_widgets_of_a_small_book_show_their_saved_values(tab, tmp_path_factory, 
     (src / "book" / "intro.md").write_text("# A small book\n\nOne page with widgets.\n")
     (src / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: widgets\n")
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell(s) if kind == "markdown" else nbformat.v4.new_code_cell(s)
-                for kind, s in WIDGET_NOTEBOOK]
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(s) if kind == "markdown" else nbformat.v4.new_code_cell(s)
+        for kind, s in WIDGET_NOTEBOOK
+    ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, src / "widgets.ipynb")
     assert book.build(path_output=src, root=src, profile="smoke") == 0
@@ -694,10 +791,14 @@ def test_widgets_of_a_small_book_show_their_saved_values(tab, tmp_path_factory, 
 
 def test_search_finds_backpropagation(tab, served):
     open_page(tab, served + "search.html?q=backpropagation")
-    results = tab.wait_for("""(() => {
+    results = tab.wait_for(
+        """(() => {
       const links = [...document.querySelectorAll('#search-results li a')].map(a => a.getAttribute('href'));
       return links.length ? links : null;
-    })()""", timeout=20, what="search results")
+    })()""",
+        timeout=20,
+        what="search results",
+    )
     assert any("chapters/01_backprop" in link for link in results), results
     assert not tab.problems(), tab.problems()
 

@@ -1,5 +1,6 @@
 """utils.train: the loop against a hand-written one, history, schedulers, early stopping,
 mixed precision, argument checks, and exact resumption from a checkpoint."""
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,6 @@ from utils.train import Classification, History, evaluate, fit, load_checkpoint,
 
 CPU = torch.device("cpu")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,8 +85,15 @@ def test_history_records_sample_weighted_means_lr_and_time():
     model = mlp(dropout=0.0)
     loader = DataLoader(ds, batch_size=16)  # batches of 16, 16, 16, 2
     # lr = 0 leaves the model unchanged, so the epoch loss must be the loss over the whole set
-    hist = fit(model, loader, loader, epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
-               device="cpu", progress=False)
+    hist = fit(
+        model,
+        loader,
+        loader,
+        epochs=2,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+        device="cpu",
+        progress=False,
+    )
     with torch.no_grad():
         logits = model(x)
     full_loss = F.cross_entropy(logits, y).item()
@@ -105,8 +112,16 @@ def test_history_records_sample_weighted_means_lr_and_time():
 def test_fit_learns_and_evaluate_agrees_with_last_epoch():
     train, val = blobs(seed=0), blobs(n=60, seed=0)
     model = mlp()
-    hist = fit(model, DataLoader(train, batch_size=16, shuffle=True), DataLoader(val, batch_size=32),
-               epochs=6, lr=0.02, device="cpu", progress=False, seed=0)
+    hist = fit(
+        model,
+        DataLoader(train, batch_size=16, shuffle=True),
+        DataLoader(val, batch_size=32),
+        epochs=6,
+        lr=0.02,
+        device="cpu",
+        progress=False,
+        seed=0,
+    )
     assert hist.val_acc[-1] > 0.9 and hist.train_loss[-1] < hist.train_loss[0]
     assert hist.best_epoch == min(range(6), key=hist.val_loss.__getitem__)
     result = evaluate(model, DataLoader(val, batch_size=7))
@@ -137,8 +152,15 @@ def test_per_epoch_scheduler_and_plateau_scheduler():
     loader = DataLoader(blobs(), batch_size=32)
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    hist = fit(model, loader, epochs=3, optimizer=opt, scheduler=torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.1),
-               device="cpu", progress=False)
+    hist = fit(
+        model,
+        loader,
+        epochs=3,
+        optimizer=opt,
+        scheduler=torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.1),
+        device="cpu",
+        progress=False,
+    )
     assert hist.lr == pytest.approx([0.1, 0.01, 0.001])
 
     # a validation set with shuffled labels gets worse as training fits the real ones
@@ -147,7 +169,9 @@ def test_per_epoch_scheduler_and_plateau_scheduler():
     model = mlp(dropout=0.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=0)
-    hist = fit(model, loader, bad_val, epochs=3, optimizer=opt, scheduler=plateau, device="cpu", progress=False)
+    hist = fit(
+        model, loader, bad_val, epochs=3, optimizer=opt, scheduler=plateau, device="cpu", progress=False
+    )
     assert hist.val_loss[1] > hist.val_loss[0]
     assert hist.lr == pytest.approx([0.2, 0.2, 0.1])
 
@@ -172,8 +196,17 @@ def test_early_stopping_stops_and_restores_best_weights(tmp_path):
     bad_val = DataLoader(TensorDataset(x, (y + 1) % 3), batch_size=32)  # gets worse every epoch
     model = mlp(dropout=0.0)
     ckpt = tmp_path / "run.pt"
-    hist = fit(model, loader, bad_val, epochs=20, lr=0.05, early_stopping=2, checkpoint=ckpt,
-               device="cpu", progress=False)
+    hist = fit(
+        model,
+        loader,
+        bad_val,
+        epochs=20,
+        lr=0.05,
+        early_stopping=2,
+        checkpoint=ckpt,
+        device="cpu",
+        progress=False,
+    )
     assert hist.best_epoch == 0 and hist.stopped_early and len(hist) == 3
     # the model is back at the weights of epoch 1, not those of the last epoch
     assert evaluate(model, bad_val)["loss"] == pytest.approx(hist.val_loss[0], rel=1e-6)
@@ -181,8 +214,18 @@ def test_early_stopping_stops_and_restores_best_weights(tmp_path):
 
     # resuming a finished run trains nothing and gives the same best weights
     other = mlp(dropout=0.0, seed=1)
-    again = fit(other, loader, bad_val, epochs=20, lr=0.05, early_stopping=2, checkpoint=ckpt, resume=True,
-                device="cpu", progress=False)
+    again = fit(
+        other,
+        loader,
+        bad_val,
+        epochs=20,
+        lr=0.05,
+        early_stopping=2,
+        checkpoint=ckpt,
+        resume=True,
+        device="cpu",
+        progress=False,
+    )
     assert again.train_loss == hist.train_loss and params_equal(other, model)
 
 
@@ -273,8 +316,13 @@ def test_bad_arguments_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="built on another optimizer"):
         model = mlp()
         other = torch.optim.SGD(mlp().parameters(), lr=0.1)
-        fit(model, loader, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-            scheduler=torch.optim.lr_scheduler.StepLR(other, 1), **kw)
+        fit(
+            model,
+            loader,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            scheduler=torch.optim.lr_scheduler.StepLR(other, 1),
+            **kw,
+        )
     with pytest.raises(FloatingPointError, match="lower the learning rate"):
         fit(mlp(), DataLoader(TensorDataset(x * float("nan"), y), batch_size=32), **kw)
 
@@ -323,7 +371,15 @@ def test_save_and_load_checkpoint_round_trip(tmp_path):
     model = mlp()
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
     sched = torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.5)
-    fit(model, DataLoader(blobs(), batch_size=32), epochs=2, optimizer=opt, scheduler=sched, device="cpu", progress=False)
+    fit(
+        model,
+        DataLoader(blobs(), batch_size=32),
+        epochs=2,
+        optimizer=opt,
+        scheduler=sched,
+        device="cpu",
+        progress=False,
+    )
     path = save_checkpoint(tmp_path / "sub" / "m.pt", model, opt, sched, note="hello", step=7)
     assert path.is_file() and not list(path.parent.glob("*.tmp"))
 
@@ -333,7 +389,9 @@ def test_save_and_load_checkpoint_round_trip(tmp_path):
     state = load_checkpoint(path, model2, opt2, sched2)
     assert params_equal(model, model2)
     assert state["note"] == "hello" and state["step"] == 7
-    assert sched2.state_dict() == sched.state_dict() and opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    assert (
+        sched2.state_dict() == sched.state_dict() and opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"]
+    )
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
 
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
@@ -353,8 +411,19 @@ def _run(tmp_path, *, epochs, generator, resume=False, ckpt="ckpt.pt", model_see
     model = mlp(seed=model_seed)
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.7)
-    hist = fit(model, train, DataLoader(ds, batch_size=32), epochs=epochs, optimizer=opt, scheduler=sched,
-               checkpoint=tmp_path / ckpt if ckpt else None, resume=resume, device="cpu", progress=False, seed=0)
+    hist = fit(
+        model,
+        train,
+        DataLoader(ds, batch_size=32),
+        epochs=epochs,
+        optimizer=opt,
+        scheduler=sched,
+        checkpoint=tmp_path / ckpt if ckpt else None,
+        resume=resume,
+        device="cpu",
+        progress=False,
+        seed=0,
+    )
     return model, opt, sched, hist
 
 
@@ -364,13 +433,23 @@ def test_resumed_run_ends_with_exactly_the_uninterrupted_weights(tmp_path, gener
 
     _run(tmp_path, epochs=2, generator=generator)  # run B, first half: writes ckpt.pt
     # a new model (other initial weights), a new optimizer and scheduler continue from the checkpoint
-    model_b, opt_b, sched_b, hist_b = _run(tmp_path, epochs=4, generator=generator, resume=True, model_seed=123)
+    model_b, opt_b, sched_b, hist_b = _run(
+        tmp_path, epochs=4, generator=generator, resume=True, model_seed=123
+    )
 
     assert params_equal(model_a, model_b)
     assert sched_b.last_epoch == sched_a.last_epoch == 4
     assert sched_b.state_dict() == sched_a.state_dict()
-    assert opt_b.param_groups[0]["lr"] == pytest.approx(opt_a.param_groups[0]["lr"]) == pytest.approx(0.01 * 0.7**4)
-    assert hist_b.lr == hist_a.lr and hist_b.train_loss == hist_a.train_loss and hist_b.val_loss == hist_a.val_loss
+    assert (
+        opt_b.param_groups[0]["lr"]
+        == pytest.approx(opt_a.param_groups[0]["lr"])
+        == pytest.approx(0.01 * 0.7**4)
+    )
+    assert (
+        hist_b.lr == hist_a.lr
+        and hist_b.train_loss == hist_a.train_loss
+        and hist_b.val_loss == hist_a.val_loss
+    )
     assert len(hist_b.epoch_time) == 4
 
 
@@ -406,8 +485,16 @@ def test_resume_refuses_a_checkpoint_that_fit_did_not_write(tmp_path):
     model = mlp()
     save_checkpoint(tmp_path / "plain.pt", model)
     with pytest.raises(ValueError, match="not written by fit"):
-        fit(model, DataLoader(blobs(), batch_size=32), epochs=1, checkpoint=tmp_path / "plain.pt", resume=True,
-            optimizer=None, device="cpu", progress=False)
+        fit(
+            model,
+            DataLoader(blobs(), batch_size=32),
+            epochs=1,
+            checkpoint=tmp_path / "plain.pt",
+            resume=True,
+            optimizer=None,
+            device="cpu",
+            progress=False,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -434,8 +521,17 @@ def test_resume_is_exact_on_cuda_with_fp16_scaler(tmp_path):
     def run(epochs, resume, ckpt, seed_model=0):
         loader = DataLoader(blobs(), batch_size=16, shuffle=True)
         model = mlp(seed=seed_model)
-        fit(model, loader, epochs=epochs, amp="fp16", device="cuda", checkpoint=ckpt, resume=resume,
-            progress=False, seed=0)
+        fit(
+            model,
+            loader,
+            epochs=epochs,
+            amp="fp16",
+            device="cuda",
+            checkpoint=ckpt,
+            resume=resume,
+            progress=False,
+            seed=0,
+        )
         return model
 
     a = run(4, False, None)
@@ -486,8 +582,16 @@ def test_a_frozen_backbone_stays_in_eval_mode_and_out_of_the_default_optimizer(t
     before = {k: v.clone() for k, v in model.state_dict().items()}
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(32, 1, 6, 6, generator=g) * 3 + 1, torch.arange(32) % 3)
-    fit(model, DataLoader(data, batch_size=8), DataLoader(data, batch_size=16), epochs=3, lr=0.05,
-        checkpoint=tmp_path / "c.pt", device="cpu", progress=False)
+    fit(
+        model,
+        DataLoader(data, batch_size=8),
+        DataLoader(data, batch_size=16),
+        epochs=3,
+        lr=0.05,
+        checkpoint=tmp_path / "c.pt",
+        device="cpu",
+        progress=False,
+    )
     assert backbone.modes and not any(backbone.modes)  # never switched to training mode, not even once
     assert model.training and model[1].training and not backbone.training
     after = model.state_dict()
@@ -499,7 +603,9 @@ def test_a_frozen_backbone_stays_in_eval_mode_and_out_of_the_default_optimizer(t
     # without the learner's eval(), the old behaviour: batch norm trains and its statistics move
     free = nn.Sequential(Backbone(), nn.Linear(4, 3))
     fit(free, DataLoader(data, batch_size=8), epochs=1, lr=0.05, device="cpu", progress=False)
-    assert all(free[0].modes) and not torch.equal(free.state_dict()["0.bn.running_mean"], before["0.bn.running_mean"])
+    assert all(free[0].modes) and not torch.equal(
+        free.state_dict()["0.bn.running_mean"], before["0.bn.running_mean"]
+    )
     with pytest.raises(ValueError, match="no trainable parameters"):
         fit(nn.Sequential(backbone), DataLoader(data, batch_size=8), epochs=1, device="cpu", progress=False)
 
@@ -508,10 +614,23 @@ def test_a_frozen_backbone_stays_in_eval_mode_and_out_of_the_default_optimizer(t
 def test_accumulating_gradients_equals_a_bigger_batch(n):
     ds = blobs(n=n)
     small, big = mlp(dropout=0.0), mlp(dropout=0.0)
-    fit(small, DataLoader(ds, batch_size=8), epochs=3, optimizer=torch.optim.SGD(small.parameters(), lr=0.1),
-        accumulate=2, device="cpu", progress=False)
-    fit(big, DataLoader(ds, batch_size=16), epochs=3, optimizer=torch.optim.SGD(big.parameters(), lr=0.1),
-        device="cpu", progress=False)
+    fit(
+        small,
+        DataLoader(ds, batch_size=8),
+        epochs=3,
+        optimizer=torch.optim.SGD(small.parameters(), lr=0.1),
+        accumulate=2,
+        device="cpu",
+        progress=False,
+    )
+    fit(
+        big,
+        DataLoader(ds, batch_size=16),
+        epochs=3,
+        optimizer=torch.optim.SGD(big.parameters(), lr=0.1),
+        device="cpu",
+        progress=False,
+    )
     for k, v in big.state_dict().items():
         torch.testing.assert_close(small.state_dict()[k], v, atol=1e-6, rtol=1e-5)
     assert not params_equal(small, mlp(dropout=0.0))  # it did train
@@ -529,8 +648,15 @@ def test_accumulation_steps_once_per_window_even_without_len():
     model = mlp(dropout=0.0)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     opt.register_step_post_hook(lambda *args: steps.append(1))
-    fit(model, Unsized(DataLoader(blobs(n=40), batch_size=8)), epochs=2, optimizer=opt, accumulate=2,
-        device="cpu", progress=False)
+    fit(
+        model,
+        Unsized(DataLoader(blobs(n=40), batch_size=8)),
+        epochs=2,
+        optimizer=opt,
+        accumulate=2,
+        device="cpu",
+        progress=False,
+    )
     assert len(steps) == 2 * 3  # 5 batches a epoch: windows of 2, 2 and 1
 
 
@@ -538,10 +664,23 @@ def test_gradient_clipping_equals_clip_grad_norm():
     ds = blobs()
     loader = DataLoader(ds, batch_size=16)
     model, reference, unclipped = mlp(dropout=0.0), mlp(dropout=0.0), mlp(dropout=0.0)
-    fit(model, loader, epochs=2, optimizer=torch.optim.SGD(model.parameters(), lr=0.5), grad_clip=0.1,
-        device="cpu", progress=False)
-    fit(unclipped, loader, epochs=2, optimizer=torch.optim.SGD(unclipped.parameters(), lr=0.5), device="cpu",
-        progress=False)
+    fit(
+        model,
+        loader,
+        epochs=2,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
+        grad_clip=0.1,
+        device="cpu",
+        progress=False,
+    )
+    fit(
+        unclipped,
+        loader,
+        epochs=2,
+        optimizer=torch.optim.SGD(unclipped.parameters(), lr=0.5),
+        device="cpu",
+        progress=False,
+    )
     opt = torch.optim.SGD(reference.parameters(), lr=0.5)
     norms = []
     for _ in range(2):
@@ -577,19 +716,57 @@ def test_early_stopping_on_a_metric_that_should_go_up():
         def validation_epoch_start(self):
             weights.append({k: v.clone() for k, v in model.state_dict().items()})
 
-    hist = fit(model, loader, loader, epochs=10, lr=0.05, task=Recording([0.1, 0.5, 0.4, 0.3, 0.6, 0.7]),
-               early_stopping=2, monitor="val_map", device="cpu", progress=False)
+    hist = fit(
+        model,
+        loader,
+        loader,
+        epochs=10,
+        lr=0.05,
+        task=Recording([0.1, 0.5, 0.4, 0.3, 0.6, 0.7]),
+        early_stopping=2,
+        monitor="val_map",
+        device="cpu",
+        progress=False,
+    )
     assert hist["val_map"] == [0.1, 0.5, 0.4, 0.3] and hist.best_epoch == 1 and hist.stopped_early
     assert hist.monitor == "val_map" and hist.mode == "max"
     assert all(torch.equal(model.state_dict()[k], v) for k, v in weights[1].items())  # epoch 2's weights
     # min mode on the same script keeps the first epoch
-    hist = fit(mlp(), loader, loader, epochs=10, task=ScriptedMetric([0.1, 0.5, 0.4, 0.3]), early_stopping=2,
-               monitor="val_map", mode="min", device="cpu", progress=False)
+    hist = fit(
+        mlp(),
+        loader,
+        loader,
+        epochs=10,
+        task=ScriptedMetric([0.1, 0.5, 0.4, 0.3]),
+        early_stopping=2,
+        monitor="val_map",
+        mode="min",
+        device="cpu",
+        progress=False,
+    )
     assert hist.best_epoch == 0 and len(hist) == 3
     with pytest.raises(ValueError, match="does not record"):
-        fit(mlp(), loader, loader, epochs=2, early_stopping=1, monitor="val_miou", device="cpu", progress=False)
+        fit(
+            mlp(),
+            loader,
+            loader,
+            epochs=2,
+            early_stopping=1,
+            monitor="val_miou",
+            device="cpu",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="pass mode='min' or mode='max'"):
-        fit(mlp(), loader, loader, epochs=2, early_stopping=1, monitor="val_thing", device="cpu", progress=False)
+        fit(
+            mlp(),
+            loader,
+            loader,
+            epochs=2,
+            early_stopping=1,
+            monitor="val_thing",
+            device="cpu",
+            progress=False,
+        )
 
 
 def test_history_holds_named_metrics_and_reads_the_old_format():
@@ -602,8 +779,16 @@ def test_history_holds_named_metrics_and_reads_the_old_format():
     with pytest.raises(KeyError, match="it holds"):
         h["val_miou"]
     assert History.from_dict(h.as_dict()) == h
-    old = {"train_loss": [1.0, 0.8], "train_acc": [0.5, 0.6], "val_loss": [1.1, 0.9], "val_acc": [0.4, 0.7],
-           "lr": [0.1, 0.1], "epoch_time": [1.0, 1.1], "best_epoch": 1, "stopped_early": False}
+    old = {
+        "train_loss": [1.0, 0.8],
+        "train_acc": [0.5, 0.6],
+        "val_loss": [1.1, 0.9],
+        "val_acc": [0.4, 0.7],
+        "lr": [0.1, 0.1],
+        "epoch_time": [1.0, 1.1],
+        "best_epoch": 1,
+        "stopped_early": False,
+    }
     restored = History.from_dict(old)  # what a checkpoint of the first fit holds
     assert restored.val_acc == [0.4, 0.7] and restored.best_epoch == 1 and restored.monitor == "val_loss"
     with pytest.raises(TypeError, match="list of numbers"):
@@ -617,8 +802,19 @@ def test_resume_from_a_checkpoint_of_the_first_format(tmp_path):
     state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     hist = state["history"]
     state["format"] = "utils.train/1"
-    state["history"] = {k: hist[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time",
-                                             "best_epoch", "stopped_early")}
+    state["history"] = {
+        k: hist[k]
+        for k in (
+            "train_loss",
+            "train_acc",
+            "val_loss",
+            "val_acc",
+            "lr",
+            "epoch_time",
+            "best_epoch",
+            "stopped_early",
+        )
+    }
     torch.save(state, tmp_path / "ckpt.pt")
     model_b, *_ = _run(tmp_path, epochs=4, generator=False, resume=True, model_seed=9)
     assert params_equal(model_a, model_b)

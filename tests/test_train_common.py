@@ -1,4 +1,5 @@
 """utils.common (the helpers the loop, debug, optim and interpret share) and the loop's StepContext."""
+
 from __future__ import annotations
 
 from collections import namedtuple
@@ -24,12 +25,24 @@ from utils.train import StepContext
 def test_move_to_goes_through_nested_containers_and_keeps_the_rest():
     Pair = namedtuple("Pair", "a b")
     images = [torch.rand(3, 5, 7), torch.rand(3, 9, 4)]  # different sizes: a detector's batch
-    batch = {"image": torch.rand(2, 3, 4, 4), "boxes": [torch.rand(1, 4), torch.rand(0, 4)], "name": "scene",
-             "pair": Pair(torch.zeros(2), 3), "images": (images, [{"labels": torch.ones(2, dtype=torch.int64)}])}
+    batch = {
+        "image": torch.rand(2, 3, 4, 4),
+        "boxes": [torch.rand(1, 4), torch.rand(0, 4)],
+        "name": "scene",
+        "pair": Pair(torch.zeros(2), 3),
+        "images": (images, [{"labels": torch.ones(2, dtype=torch.int64)}]),
+    }
     moved = move_to(batch, torch.device("meta"))
     assert moved["image"].device.type == "meta" and moved["boxes"][1].shape == (0, 4)
-    assert all(t.device.type == "meta" for t in moved["images"][0]) and moved["images"][0][1].shape == (3, 9, 4)
-    assert moved["images"][1][0]["labels"].device.type == "meta" and moved["images"][1][0]["labels"].dtype == torch.int64
+    assert all(t.device.type == "meta" for t in moved["images"][0]) and moved["images"][0][1].shape == (
+        3,
+        9,
+        4,
+    )
+    assert (
+        moved["images"][1][0]["labels"].device.type == "meta"
+        and moved["images"][1][0]["labels"].dtype == torch.int64
+    )
     assert moved["name"] == "scene" and isinstance(moved["pair"], Pair) and moved["pair"].b == 3
     assert isinstance(moved["images"], tuple) and isinstance(moved["boxes"], list)
     cl = move_to((torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4)), "cpu", channels_last=True)
@@ -40,8 +53,11 @@ def test_move_to_goes_through_nested_containers_and_keeps_the_rest():
 def test_unpack_batch_and_the_argument_checks_name_what_was_wrong():
     x, y = torch.zeros(2, 3), torch.zeros(2)
     assert unpack_batch([x, y])[0] is x and unpack_batch((x, y))[1] is y
-    with pytest.raises(TypeError, match=r"each batch of val_loader must be an \(inputs, targets\) pair, got a dict "
-                                        r"with keys \['image'\]"):
+    with pytest.raises(
+        TypeError,
+        match=r"each batch of val_loader must be an \(inputs, targets\) pair, got a dict "
+        r"with keys \['image'\]",
+    ):
         unpack_batch({"image": x}, "each batch of val_loader")
     with pytest.raises(TypeError, match="pair of tensors, got a pair of \\(Tensor, list\\)"):
         unpack_batch((x, [1, 2]), "batch", tensors=True)
@@ -93,8 +109,9 @@ def test_optimizer_step_equals_the_four_lines_and_clips():
 
 def test_step_context_windows_of_accumulation():
     model = nn.Linear(2, 1)
-    ctx = StepContext(torch.device("cpu"), optimizers={"opt": torch.optim.SGD(model.parameters(), lr=0.1)},
-                      accumulate=3)
+    ctx = StepContext(
+        torch.device("cpu"), optimizers={"opt": torch.optim.SGD(model.parameters(), lr=0.1)}, accumulate=3
+    )
     ctx.steps_per_epoch = 7  # windows: batches 0-2, 3-5, 6
     sizes, ends = [], []
     for i in range(7):
@@ -103,8 +120,10 @@ def test_step_context_windows_of_accumulation():
         ends.append(ctx.end_of_window)
     assert sizes == [3, 3, 3, 3, 3, 3, 1] and ends == [False, False, True, False, False, True, True]
     with pytest.raises(ValueError, match="name the one"):
-        StepContext(torch.device("cpu"), optimizers={"g": torch.optim.SGD(model.parameters()),
-                                                     "d": torch.optim.SGD(model.parameters())}).backward(torch.ones(()))
+        StepContext(
+            torch.device("cpu"),
+            optimizers={"g": torch.optim.SGD(model.parameters()), "d": torch.optim.SGD(model.parameters())},
+        ).backward(torch.ones(()))
     with pytest.raises(RuntimeError, match="not to validation"):
         StepContext(torch.device("cpu")).step()
     with pytest.raises(KeyError, match="no optimizer named 'x'"):

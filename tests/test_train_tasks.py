@@ -1,5 +1,6 @@
 """utils.train tasks beyond classification: detection, segmentation, autoencoders and VAEs, GANs and
 distillation, each against a hand-computed reference and trained until it makes progress."""
+
 from __future__ import annotations
 
 import math
@@ -56,11 +57,19 @@ class BoxRegressor(nn.Module):
         if self.training:
             assert targets is not None and len(targets) == len(images)
             goal = torch.stack([t["boxes"][0] for t in targets])  # (B, 4)
-            return {"loss_box": F.smooth_l1_loss(self.box.expand_as(goal), goal, beta=1.0),
-                    "loss_score": (self.logit - 2.0) ** 2}
+            return {
+                "loss_box": F.smooth_l1_loss(self.box.expand_as(goal), goal, beta=1.0),
+                "loss_score": (self.logit - 2.0) ** 2,
+            }
         score = torch.sigmoid(self.logit).reshape(1)
-        return [{"boxes": self.box[None].detach().clone(), "scores": score, "labels": torch.ones(1, dtype=torch.int64)}
-                for _ in images]
+        return [
+            {
+                "boxes": self.box[None].detach().clone(),
+                "scores": score,
+                "labels": torch.ones(1, dtype=torch.int64),
+            }
+            for _ in images
+        ]
 
 
 class RecallAt50:
@@ -82,8 +91,12 @@ class RecallAt50:
             self.total += len(t["boxes"])
 
     def compute(self):
-        return {"map": torch.tensor(self.hits / self.total), "map_50": self.hits / self.total,
-                "map_per_class": torch.tensor([0.1, 0.2]), "classes": [1, 2]}
+        return {
+            "map": torch.tensor(self.hits / self.total),
+            "map_50": self.hits / self.total,
+            "map_per_class": torch.tensor([0.1, 0.2]),
+            "classes": [1, 2],
+        }
 
 
 def scene_dicts(n=8, size=32, batch=4):
@@ -91,10 +104,15 @@ def scene_dicts(n=8, size=32, batch=4):
     out = []
     for start in range(0, n, batch):
         b = min(batch, n - start)
-        out.append({"image": torch.rand(b, 3, size, size), "boxes": [BOX.clone() for _ in range(b)],
-                    "labels": [torch.ones(1, dtype=torch.int64) for _ in range(b)],
-                    "instance_masks": [torch.zeros(1, size, size, dtype=torch.bool) for _ in range(b)],
-                    "semantic_mask": torch.zeros(b, size, size, dtype=torch.int64)})
+        out.append(
+            {
+                "image": torch.rand(b, 3, size, size),
+                "boxes": [BOX.clone() for _ in range(b)],
+                "labels": [torch.ones(1, dtype=torch.int64) for _ in range(b)],
+                "instance_masks": [torch.zeros(1, size, size, dtype=torch.bool) for _ in range(b)],
+                "semantic_mask": torch.zeros(b, size, size, dtype=torch.int64),
+            }
+        )
     return out
 
 
@@ -102,19 +120,35 @@ def test_detection_sums_the_loss_dict_logs_each_loss_and_measures_the_metric_eac
     model = BoxRegressor()
     batches = scene_dicts()
     RecallAt50.instances.clear()
-    hist = fit(model, batches, batches, epochs=12, task=Detection(metric=RecallAt50),
-               optimizer=torch.optim.SGD([{"params": [model.box], "lr": 4.0}, {"params": [model.logit], "lr": 0.2}]),
-               early_stopping=30, monitor="val_map", **KW)
+    hist = fit(
+        model,
+        batches,
+        batches,
+        epochs=12,
+        task=Detection(metric=RecallAt50),
+        optimizer=torch.optim.SGD([{"params": [model.box], "lr": 4.0}, {"params": [model.logit], "lr": 0.2}]),
+        early_stopping=30,
+        monitor="val_map",
+        **KW,
+    )
     # the step's loss is the sum of the detector's losses, and each is logged
     for epoch in range(len(hist)):
-        assert hist.train_loss[epoch] == pytest.approx(hist["train_loss_box"][epoch] + hist["train_loss_score"][epoch],
-                                                       rel=1e-6)
+        assert hist.train_loss[epoch] == pytest.approx(
+            hist["train_loss_box"][epoch] + hist["train_loss_score"][epoch], rel=1e-6
+        )
     assert hist.train_loss[-1] < 0.01 * hist.train_loss[0]
     # the metric saw every validation image once per epoch, on the CPU, as torchvision-style dicts
     assert len(RecallAt50.instances) == len(hist)
     preds, targets = RecallAt50.instances[-1].updates[0]
-    assert len(preds) == 4 and set(preds[0]) == {"boxes", "scores", "labels"} and preds[0]["boxes"].device.type == "cpu"
-    assert set(targets[0]) == {"boxes", "labels"} and sum(len(u[0]) for u in RecallAt50.instances[-1].updates) == 8
+    assert (
+        len(preds) == 4
+        and set(preds[0]) == {"boxes", "scores", "labels"}
+        and preds[0]["boxes"].device.type == "cpu"
+    )
+    assert (
+        set(targets[0]) == {"boxes", "labels"}
+        and sum(len(u[0]) for u in RecallAt50.instances[-1].updates) == 8
+    )
     # scalar results are logged as val_<key>; per-class tensors and lists are left out
     assert hist["val_map"][0] == 0.0 and hist["val_map"][-1] == 1.0 and hist["val_map_50"][-1] == 1.0
     assert "val_map_per_class" not in hist and "val_classes" not in hist
@@ -133,6 +167,7 @@ def test_detection_takes_lists_of_images_of_different_sizes_and_target_dicts():
     assert len(tgt) == 3 and torch.equal(tgt[2]["boxes"], BOX)
     with pytest.raises(TypeError, match="image, boxes and labels"):
         fit(BoxRegressor(), [{"image": torch.rand(2, 3, 8, 8)}], epochs=1, task=Detection(metric=False), **KW)
+
     class NotADetector(nn.Linear):
         def forward(self, images, targets=None):
             return self.weight.sum()
@@ -153,21 +188,44 @@ def test_a_tiny_torchvision_faster_rcnn_trains_through_the_detection_task():
     from torchvision.ops import MultiScaleRoIAlign
 
     torch.manual_seed(0)
-    backbone = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU(),
-                             nn.Conv2d(16, 16, 3, stride=2, padding=1), nn.ReLU())
+    backbone = nn.Sequential(
+        nn.Conv2d(3, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, stride=2, padding=1),
+        nn.ReLU(),
+    )
     backbone.out_channels = 16
-    model = FasterRCNN(backbone, num_classes=2, min_size=32, max_size=32,
-                       rpn_anchor_generator=AnchorGenerator(sizes=((8, 16),), aspect_ratios=((1.0,),)),
-                       box_roi_pool=MultiScaleRoIAlign(["0"], output_size=4, sampling_ratio=2),
-                       representation_size=32, rpn_batch_size_per_image=32, box_batch_size_per_image=32)
+    model = FasterRCNN(
+        backbone,
+        num_classes=2,
+        min_size=32,
+        max_size=32,
+        rpn_anchor_generator=AnchorGenerator(sizes=((8, 16),), aspect_ratios=((1.0,),)),
+        box_roi_pool=MultiScaleRoIAlign(["0"], output_size=4, sampling_ratio=2),
+        representation_size=32,
+        rpn_batch_size_per_image=32,
+        box_batch_size_per_image=32,
+    )
     batches = scene_dicts(n=8, size=32)
     for b in batches:  # a bright square where the box is: something to find
         b["image"][:, :, 8:24, 8:24] += 1.0
     RecallAt50.instances.clear()
-    hist = fit(model, batches, batches[:1], epochs=4, task=Detection(metric=RecallAt50),
-               optimizer=torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9), seed=0, **KW)
-    assert {"train_loss_classifier", "train_loss_box_reg", "train_loss_objectness", "train_loss_rpn_box_reg"} <= set(
-        hist.metrics)
+    hist = fit(
+        model,
+        batches,
+        batches[:1],
+        epochs=4,
+        task=Detection(metric=RecallAt50),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9),
+        seed=0,
+        **KW,
+    )
+    assert {
+        "train_loss_classifier",
+        "train_loss_box_reg",
+        "train_loss_objectness",
+        "train_loss_rpn_box_reg",
+    } <= set(hist.metrics)
     assert all(math.isfinite(v) for v in hist.train_loss) and hist.train_loss[-1] < hist.train_loss[0]
     assert len(hist["val_map"]) == 4 and model.training  # back in train mode after validation
 
@@ -196,10 +254,18 @@ def test_dice_loss_matches_a_class_by_class_reference(ignore_index):
     if ignore_index is not None:
         target[:, 0] = ignore_index
     weight = torch.tensor([1.0, 2.0, 0.5, 1.0], dtype=torch.float64)
-    torch.testing.assert_close(dice_loss(logits, target, ignore_index=ignore_index),
-                               reference_dice(logits, target, ignore_index), atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(dice_loss(logits, target, ignore_index=ignore_index, weight=weight),
-                               reference_dice(logits, target, ignore_index, weight), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(
+        dice_loss(logits, target, ignore_index=ignore_index),
+        reference_dice(logits, target, ignore_index),
+        atol=1e-6,
+        rtol=1e-6,
+    )
+    torch.testing.assert_close(
+        dice_loss(logits, target, ignore_index=ignore_index, weight=weight),
+        reference_dice(logits, target, ignore_index, weight),
+        atol=1e-6,
+        rtol=1e-6,
+    )
     perfect = F.one_hot(torch.where(target == 255, 0, target), 4).permute(0, 3, 1, 2) * 50.0
     assert dice_loss(perfect, target, ignore_index=ignore_index) < 1e-6
 
@@ -217,8 +283,11 @@ class ConfusionMIoU:
     def compute(self):
         inter = self.cm.diag().float()
         union = self.cm.sum(0) + self.cm.sum(1) - self.cm.diag()
-        return {"miou": (inter / union).mean(), "pixel_accuracy": inter.sum() / self.cm.sum(),
-                "iou_per_class": inter / union}
+        return {
+            "miou": (inter / union).mean(),
+            "pixel_accuracy": inter.sum() / self.cm.sum(),
+            "iou_per_class": inter / union,
+        }
 
 
 def bright_squares(n=16, size=12, seed=0):
@@ -228,8 +297,8 @@ def bright_squares(n=16, size=12, seed=0):
     y = torch.zeros(n, size, size, dtype=torch.int64)
     for i in range(n):
         r, c = torch.randint(0, size - 5, (2,), generator=g).tolist()
-        x[i, 0, r:r + 5, c:c + 5] += 0.7
-        y[i, r:r + 5, c:c + 5] = 1
+        x[i, 0, r : r + 5, c : c + 5] += 0.7
+        y[i, r : r + 5, c : c + 5] = 1
     y[:, 0, :] = 255
     return TensorDataset(x, y)
 
@@ -239,12 +308,22 @@ def test_segmentation_learns_a_mask_and_logs_miou_and_the_loss_parts():
     model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 1))
     ds = bright_squares()
     task = Segmentation(2, ignore_index=255, loss="ce+dice", metric=ConfusionMIoU)
-    hist = fit(model, DataLoader(ds, batch_size=4, shuffle=True), DataLoader(ds, batch_size=8), epochs=15, lr=0.02,
-               task=task, seed=0, **KW)
+    hist = fit(
+        model,
+        DataLoader(ds, batch_size=4, shuffle=True),
+        DataLoader(ds, batch_size=8),
+        epochs=15,
+        lr=0.02,
+        task=task,
+        seed=0,
+        **KW,
+    )
     assert hist["val_miou"][-1] > 0.9 > hist["val_miou"][0]
     assert hist["val_pixel_accuracy"][-1] > 0.95 and "val_iou_per_class" not in hist
     for epoch in range(len(hist)):
-        assert hist.train_loss[epoch] == pytest.approx(hist["train_ce"][epoch] + hist["train_dice"][epoch], rel=1e-6)
+        assert hist.train_loss[epoch] == pytest.approx(
+            hist["train_ce"][epoch] + hist["train_dice"][epoch], rel=1e-6
+        )
     result = evaluate(model, DataLoader(ds, batch_size=5), task=task)
     assert result["miou"] == pytest.approx(hist["val_miou"][-1]) and set(result) >= {"loss", "ce", "dice"}
 
@@ -264,13 +343,20 @@ def test_segmentation_loss_and_torchvision_aux_output():
     x, y = ds.tensors
     weights = [1.0, 3.0]
     task = Segmentation(2, ignore_index=255, class_weights=weights, metric=False)
-    hist = fit(model, DataLoader(ds, batch_size=8), epochs=1, task=task,
-               optimizer=torch.optim.SGD(model.parameters(), lr=0.0), **KW)
+    hist = fit(
+        model,
+        DataLoader(ds, batch_size=8),
+        epochs=1,
+        task=task,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.0),
+        **KW,
+    )
     with torch.no_grad():
         out = model(x)
         w = torch.tensor(weights)
-        expected = F.cross_entropy(out["out"], y, weight=w, ignore_index=255) + \
-            0.5 * F.cross_entropy(out["aux"], y, weight=w, ignore_index=255)
+        expected = F.cross_entropy(out["out"], y, weight=w, ignore_index=255) + 0.5 * F.cross_entropy(
+            out["aux"], y, weight=w, ignore_index=255
+        )
     assert hist.train_loss[0] == pytest.approx(expected.item(), rel=1e-6)
     bad = y.clone()
     bad[0, 5, 5] = 7
@@ -323,8 +409,16 @@ def test_vae_logs_the_kl_term_separately_and_learns():
     torch.manual_seed(0)
     model = TinyVAE()
     beta = 0.5
-    hist = fit(model, DataLoader(x, batch_size=50, shuffle=True), DataLoader(x[:100], batch_size=50), epochs=8,
-               lr=3e-3, task=Reconstruction("bce", beta=beta), seed=0, **KW)
+    hist = fit(
+        model,
+        DataLoader(x, batch_size=50, shuffle=True),
+        DataLoader(x[:100], batch_size=50),
+        epochs=8,
+        lr=3e-3,
+        task=Reconstruction("bce", beta=beta),
+        seed=0,
+        **KW,
+    )
     for split in ("train", "val"):
         for epoch in range(len(hist)):  # the loss is recon + beta * kl, each logged on its own
             total = hist[f"{split}_recon"][epoch] + beta * hist[f"{split}_kl"][epoch]
@@ -341,18 +435,33 @@ def test_vae_logs_the_kl_term_separately_and_learns():
 def test_plain_autoencoder_and_the_mean_reduction():
     x = digits()[:64]
     torch.manual_seed(0)
-    ae = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 64), nn.Unflatten(1, (1, 8, 8)))
+    ae = nn.Sequential(
+        nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Linear(8, 64), nn.Unflatten(1, (1, 8, 8))
+    )
     frozen = torch.optim.SGD(ae.parameters(), lr=0.0)
-    summed = fit(ae, DataLoader(x, batch_size=32), epochs=1, optimizer=frozen, task=Reconstruction("mse"), **KW)
-    mean = fit(ae, DataLoader(x, batch_size=32), epochs=1, optimizer=frozen,
-               task=Reconstruction("mse", reduction="mean"), **KW)
+    summed = fit(
+        ae, DataLoader(x, batch_size=32), epochs=1, optimizer=frozen, task=Reconstruction("mse"), **KW
+    )
+    mean = fit(
+        ae,
+        DataLoader(x, batch_size=32),
+        epochs=1,
+        optimizer=frozen,
+        task=Reconstruction("mse", reduction="mean"),
+        **KW,
+    )
     assert set(summed.metrics) == {"train_loss", "lr", "epoch_time"}
     assert summed.train_loss[0] == pytest.approx(64 * mean.train_loss[0], rel=1e-6)
     with torch.no_grad():
         assert mean.train_loss[0] == pytest.approx(F.mse_loss(ae(x), x).item(), rel=1e-6)
     with pytest.raises(ValueError, match="input's shape"):
-        fit(nn.Sequential(nn.Flatten(), nn.Linear(64, 64)), DataLoader(x, batch_size=32), epochs=1,
-            task=Reconstruction(), **KW)
+        fit(
+            nn.Sequential(nn.Flatten(), nn.Linear(64, 64)),
+            DataLoader(x, batch_size=32),
+            epochs=1,
+            task=Reconstruction(),
+            **KW,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,13 +486,22 @@ def test_a_2d_gan_moves_its_samples_onto_the_data():
     model = gan_2d()
     with torch.no_grad():
         start = (model.generator(torch.randn(1000, 2)).mean(0) - TARGET).norm().item()
-    hist = fit(model, DataLoader(gaussian_2d(), batch_size=64, shuffle=True), epochs=25, lr=2e-3,
-               task=GAN(2, betas=(0.5, 0.9)), seed=0, **KW)
+    hist = fit(
+        model,
+        DataLoader(gaussian_2d(), batch_size=64, shuffle=True),
+        epochs=25,
+        lr=2e-3,
+        task=GAN(2, betas=(0.5, 0.9)),
+        seed=0,
+        **KW,
+    )
     with torch.no_grad():
         samples = model.generator(torch.randn(2000, 2))
     end = (samples.mean(0) - TARGET).norm().item()
     assert start > 2.0 and end < 0.3, (start, end)
-    assert 0.1 < samples.std(0).mean().item() < 0.8  # spread out like the data (0.3), not collapsed or blown up
+    assert (
+        0.1 < samples.std(0).mean().item() < 0.8
+    )  # spread out like the data (0.3), not collapsed or blown up
     assert {"train_d_loss", "train_g_loss", "train_d_acc"} <= set(hist.metrics) and "train_loss" not in hist
     assert 0.3 < hist["train_d_acc"][-1] < 0.9  # D can no longer tell them apart for sure
 
@@ -394,7 +512,9 @@ def test_gan_task_equals_a_hand_written_loop(loss):
 
     data = gaussian_2d(128)
     model = gan_2d()
-    hist = fit(model, DataLoader(data, batch_size=32), epochs=2, lr=1e-3, task=GAN(2, loss, n_critic=2), seed=0, **KW)
+    hist = fit(
+        model, DataLoader(data, batch_size=32), epochs=2, lr=1e-3, task=GAN(2, loss, n_critic=2), seed=0, **KW
+    )
     ref = gan_2d()
     g_net, d_net = ref.generator, ref.discriminator
     g_opt = torch.optim.Adam(g_net.parameters(), lr=1e-3, betas=(0.5, 0.999))
@@ -412,15 +532,19 @@ def test_gan_task_equals_a_hand_written_loop(loss):
                 (grad,) = torch.autograd.grad(d_net(mix).sum(), mix, create_graph=True)
                 loss_d = s_fake.mean() - s_real.mean() + 10 * ((grad.norm(2, dim=1) - 1) ** 2).mean()
             else:
-                loss_d = F.binary_cross_entropy_with_logits(s_real, ones) + \
-                    F.binary_cross_entropy_with_logits(s_fake, zeros)
+                loss_d = F.binary_cross_entropy_with_logits(
+                    s_real, ones
+                ) + F.binary_cross_entropy_with_logits(s_fake, zeros)
             loss_d.backward()
             d_opt.step()
             if i % 2 == 0:  # n_critic = 2
                 g_opt.zero_grad()
                 s = d_net(fake).view(-1)
-                loss_g = {"wgan-gp": -s.mean(), "nonsaturating": F.binary_cross_entropy_with_logits(s, ones),
-                          "saturating": torch.log(1 - torch.sigmoid(s)).mean()}[loss]
+                loss_g = {
+                    "wgan-gp": -s.mean(),
+                    "nonsaturating": F.binary_cross_entropy_with_logits(s, ones),
+                    "saturating": torch.log(1 - torch.sigmoid(s)).mean(),
+                }[loss]
                 loss_g.backward()
                 g_opt.step()
     for key, value in ref.state_dict().items():
@@ -439,7 +563,9 @@ def test_gan_losses_follow_their_definitions():
     critic = nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         critic.weight.copy_(torch.tensor([[3.0, 4.0]]))
-    torch.testing.assert_close(gradient_penalty(critic, torch.randn(6, 2), torch.randn(6, 2)), torch.tensor(16.0))
+    torch.testing.assert_close(
+        gradient_penalty(critic, torch.randn(6, 2), torch.randn(6, 2)), torch.tensor(16.0)
+    )
     with pytest.raises(TypeError, match=".generator and .discriminator"):
         fit(nn.Linear(2, 2), [torch.randn(4, 2)], epochs=1, task=GAN(2), **KW)
 
@@ -469,8 +595,17 @@ def test_two_optimizer_checkpoint_resumes_exactly(tmp_path):
     def run(epochs, ckpt=None, resume=False, seed_model=0):
         model = gan_2d(seed_model)
         loader = DataLoader(gaussian_2d(128), batch_size=32, shuffle=True)
-        hist = fit(model, loader, epochs=epochs, task=GAN(2, loss="wgan-gp", n_critic=2), lr=1e-3,
-                   checkpoint=ckpt, resume=resume, seed=0, **KW)
+        hist = fit(
+            model,
+            loader,
+            epochs=epochs,
+            task=GAN(2, loss="wgan-gp", n_critic=2),
+            lr=1e-3,
+            checkpoint=ckpt,
+            resume=resume,
+            seed=0,
+            **KW,
+        )
         return model, hist
 
     model_a, hist_a = run(4)
@@ -479,7 +614,9 @@ def test_two_optimizer_checkpoint_resumes_exactly(tmp_path):
     assert set(state["optimizer"]) == {"generator", "discriminator"} and state["epoch"] == 2
     model_b, hist_b = run(4, tmp_path / "gan.pt", resume=True, seed_model=7)
     assert params_equal(model_a, model_b)
-    assert hist_a["train_d_loss"] == hist_b["train_d_loss"] and hist_a["train_g_loss"] == hist_b["train_g_loss"]
+    assert (
+        hist_a["train_d_loss"] == hist_b["train_d_loss"] and hist_a["train_g_loss"] == hist_b["train_g_loss"]
+    )
     with pytest.raises(ValueError, match="several optimizers"):
         load_checkpoint(tmp_path / "gan.pt", gan_2d(), torch.optim.Adam(gan_2d().parameters()))
 
@@ -512,8 +649,16 @@ def test_distilled_student_approaches_its_teacher():
     student = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
     x = ds.tensors[0]
     task = Distillation(teacher, temperature=4.0, alpha=0.7)
-    hist = fit(student, DataLoader(ds, batch_size=32, shuffle=True), DataLoader(ds, batch_size=60), epochs=30,
-               lr=1e-2, task=task, seed=0, **KW)
+    hist = fit(
+        student,
+        DataLoader(ds, batch_size=32, shuffle=True),
+        DataLoader(ds, batch_size=60),
+        epochs=30,
+        lr=1e-2,
+        task=task,
+        seed=0,
+        **KW,
+    )
     for epoch in range(len(hist)):
         mixed = 0.7 * hist["train_kd"][epoch] + 0.3 * hist["train_ce"][epoch]
         assert hist.train_loss[epoch] == pytest.approx(mixed, rel=1e-6)
@@ -523,7 +668,9 @@ def test_distilled_student_approaches_its_teacher():
     assert agree > 0.95 and not teacher.training and hist.val_acc[-1] > 0.85
     with pytest.raises(ValueError, match="alpha=1"):
         fit(student, [x], epochs=1, task=task, **KW)
-    fit(student, [x], epochs=1, task=Distillation(teacher, alpha=1.0), **KW)  # unlabelled batches with alpha=1
+    fit(
+        student, [x], epochs=1, task=Distillation(teacher, alpha=1.0), **KW
+    )  # unlabelled batches with alpha=1
 
 
 def test_task_and_loss_fn_together_is_an_error():

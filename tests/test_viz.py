@@ -1,4 +1,5 @@
 """utils.viz: every function returns a Figure holding what it was asked to draw, and rejects bad input."""
+
 from __future__ import annotations
 
 import math
@@ -94,8 +95,15 @@ def _lines(ax):
 
 
 def test_plot_history_has_loss_and_accuracy_panels_with_train_and_val():
-    h = History(train_loss=[1.0, 0.6, 0.5], train_acc=[0.5, 0.7, 0.8], val_loss=[1.1, 0.7, 0.9],
-                val_acc=[0.4, 0.6, 0.65], lr=[0.1] * 3, epoch_time=[1.0] * 3, best_epoch=1)
+    h = History(
+        train_loss=[1.0, 0.6, 0.5],
+        train_acc=[0.5, 0.7, 0.8],
+        val_loss=[1.1, 0.7, 0.9],
+        val_acc=[0.4, 0.6, 0.65],
+        lr=[0.1] * 3,
+        epoch_time=[1.0] * 3,
+        best_epoch=1,
+    )
     fig = plot_history(h, title="run")
     assert len(fig.axes) == 2
     loss_ax, acc_ax = fig.axes
@@ -111,7 +119,12 @@ def test_plot_history_has_loss_and_accuracy_panels_with_train_and_val():
 
 def test_plot_history_leaves_out_missing_curves():
     nan = math.nan
-    regression = {"train_loss": [3.0, 2.0], "train_acc": [nan, nan], "val_loss": [3.5, 2.5], "val_acc": [nan, nan]}
+    regression = {
+        "train_loss": [3.0, 2.0],
+        "train_acc": [nan, nan],
+        "val_loss": [3.5, 2.5],
+        "val_acc": [nan, nan],
+    }
     fig = plot_history(regression)
     assert len(fig.axes) == 1 and set(_lines(fig.axes[0])) == {"train", "val"}
     fig = plot_history({"train_loss": [1.0, 0.5], "train_acc": [0.5, 0.9]})
@@ -129,9 +142,16 @@ def test_plot_history_leaves_out_missing_curves():
 def test_plot_history_draws_every_named_metric_of_a_history():
     h = History(monitor="val_map", mode="max")
     for epoch in range(4):
-        h.append({"train_loss": 1.0 / (epoch + 1), "train_loss_box_reg": 0.5 / (epoch + 1),
-                  "val_map": [0.1, 0.3, 0.25, 0.2][epoch], "val_map_50": 0.2 * epoch, "lr": 0.01,
-                  "epoch_time": 2.0})
+        h.append(
+            {
+                "train_loss": 1.0 / (epoch + 1),
+                "train_loss_box_reg": 0.5 / (epoch + 1),
+                "val_map": [0.1, 0.3, 0.25, 0.2][epoch],
+                "val_map_50": 0.2 * epoch,
+                "lr": 0.01,
+                "epoch_time": 2.0,
+            }
+        )
     assert h.best_epoch == 1 and h["val_map"] == [0.1, 0.3, 0.25, 0.2]
     fig = plot_history(h)
     labels = [ax.get_ylabel() for ax in fig.axes]
@@ -184,7 +204,9 @@ def test_draw_boxes_adds_one_rectangle_and_caption_per_box():
     image = torch.rand(3, 32, 48)
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [5.0, 8.0, 30.0, 20.0], [20.0, 2.0, 47.0, 31.0]])
     classes = ["background", "circle", "square", "triangle"]
-    fig = draw_boxes(image, boxes, torch.tensor([1, 3, 1]), classes=classes, scores=torch.tensor([0.9, 0.456, 0.5]))
+    fig = draw_boxes(
+        image, boxes, torch.tensor([1, 3, 1]), classes=classes, scores=torch.tensor([0.9, 0.456, 0.5])
+    )
     ax = fig.axes[0]
     rects = [p for p in ax.patches if isinstance(p, Rectangle)]
     assert len(rects) == 3
@@ -202,7 +224,9 @@ def test_draw_boxes_without_labels_and_with_no_boxes():
     fig = draw_boxes(torch.rand(3, 16, 16), torch.zeros(0, 4))
     assert not [p for p in fig.axes[0].patches if isinstance(p, Rectangle)]
     fig, ax = plt.subplots()
-    assert draw_boxes(torch.rand(3, 8, 8), [[0, 0, 4, 4]], scores=[0.25], ax=ax) is fig and texts(ax) == ["0.25"]
+    assert draw_boxes(torch.rand(3, 8, 8), [[0, 0, 4, 4]], scores=[0.25], ax=ax) is fig and texts(ax) == [
+        "0.25"
+    ]
 
 
 def test_draw_boxes_rejects_bad_boxes():
@@ -233,7 +257,9 @@ def test_overlay_semantic_mask_colours_each_class_and_keeps_background():
     legend = fig.axes[0].get_legend()
     assert [t.get_text() for t in legend.get_texts()] == ["circle", "triangle"]
     # alpha = 0 leaves the image untouched
-    np.testing.assert_allclose(np.asarray(overlay_masks(image, mask, alpha=0).axes[0].images[0].get_array()), img, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(overlay_masks(image, mask, alpha=0).axes[0].images[0].get_array()), img, rtol=1e-6
+    )
 
 
 def test_overlay_instance_masks_get_distinct_colours():

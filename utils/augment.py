@@ -28,8 +28,14 @@ from torchvision.transforms import v2
 __all__ = ["MixCollate", "cutmix", "mixup", "one_hot", "sample_lambda", "train_augmentation"]
 
 
-def train_augmentation(*, flip: bool = True, degrees: float = 10.0, translate: float = 0.1,
-                       scale: tuple[float, float] = (0.9, 1.1), erase: float = 0.0) -> v2.Compose:
+def train_augmentation(
+    *,
+    flip: bool = True,
+    degrees: float = 10.0,
+    translate: float = 0.1,
+    scale: tuple[float, float] = (0.9, 1.1),
+    erase: float = 0.0,
+) -> v2.Compose:
     """A ``torchvision.transforms.v2`` pipeline for one training image (C, H, W) in [0, 1]. Chapter 05.
 
     Random horizontal flip (``flip``: an animal facing left is still the same animal), a random
@@ -58,13 +64,19 @@ def one_hot(labels: torch.Tensor, num_classes: int, dtype: torch.dtype = torch.f
         raise TypeError(f"labels must be a tensor, got {type(labels).__name__}")
     if labels.dim() == 2 and labels.is_floating_point():
         if labels.shape[1] != num_classes:
-            raise ValueError(f"probability labels must have {num_classes} columns, got shape {tuple(labels.shape)}")
+            raise ValueError(
+                f"probability labels must have {num_classes} columns, got shape {tuple(labels.shape)}"
+            )
         return labels.to(dtype)
     if labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError(f"labels must be integer class indices (N,) or probabilities (N, {num_classes}), "
-                         f"got {labels.dtype} of shape {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must be integer class indices (N,) or probabilities (N, {num_classes}), "
+            f"got {labels.dtype} of shape {tuple(labels.shape)}"
+        )
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got min {int(labels.min())}, max {int(labels.max())}")
+        raise ValueError(
+            f"labels must lie in [0, {num_classes - 1}], got min {int(labels.min())}, max {int(labels.max())}"
+        )
     return torch.nn.functional.one_hot(labels, num_classes).to(dtype)
 
 
@@ -84,12 +96,20 @@ def _check_batch(images: Any, labels: Any) -> None:
         got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"images must be a batch of shape (N, C, H, W), got {got}")
     if not isinstance(labels, torch.Tensor) or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"labels must be a tensor with one row per image ({images.shape[0]}), "
-                         f"got {tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}")
+        raise ValueError(
+            f"labels must be a tensor with one row per image ({images.shape[0]}), "
+            f"got {tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}"
+        )
 
 
-def mixup(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, alpha: float = 1.0,
-          lam: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    alpha: float = 1.0,
+    lam: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MixUp: ``lam * x_i + (1 - lam) * x_{i-1}`` and the same mix of their one-hot labels. Chapter 05.
 
     images (N, C, H, W), labels (N,) integers (or (N, num_classes) probabilities) ->
@@ -107,8 +127,14 @@ def mixup(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, alpha
     return mixed, soft
 
 
-def cutmix(images: torch.Tensor, labels: torch.Tensor, *, num_classes: int, alpha: float = 1.0,
-           lam: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def cutmix(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    alpha: float = 1.0,
+    lam: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """CutMix: paste a rectangle of the previous image of the batch; labels mixed by area. Chapter 05.
 
     A box of about ``(1 - lam)`` of the image area (side ``sqrt(1 - lam)`` times the image side,
@@ -145,8 +171,15 @@ class MixCollate:
     training accuracy as NaN (there is no single right class), so measure it on clean data.
     """
 
-    def __init__(self, num_classes: int, *, mixup_alpha: float = 0.2, cutmix_alpha: float = 1.0,
-                 p_mixup: float = 0.5, p_off: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        mixup_alpha: float = 0.2,
+        cutmix_alpha: float = 1.0,
+        p_mixup: float = 0.5,
+        p_off: float = 0.0,
+    ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         if not (0 <= p_mixup <= 1 and 0 <= p_off <= 1):
@@ -163,5 +196,7 @@ class MixCollate:
         return cutmix(images, labels, num_classes=self.num_classes, alpha=self.cutmix_alpha)
 
     def __repr__(self) -> str:
-        return (f"MixCollate(num_classes={self.num_classes}, mixup_alpha={self.mixup_alpha}, "
-                f"cutmix_alpha={self.cutmix_alpha}, p_mixup={self.p_mixup}, p_off={self.p_off})")
+        return (
+            f"MixCollate(num_classes={self.num_classes}, mixup_alpha={self.mixup_alpha}, "
+            f"cutmix_alpha={self.cutmix_alpha}, p_mixup={self.p_mixup}, p_off={self.p_off})"
+        )

@@ -50,11 +50,34 @@ ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS_CAPTION = "Solutions"
 SITE = ROOT / "site"  # the website's own parts: npm assets, the Sphinx extension, the favicon
 # What `make pdf` needs: Debian's packages, and the programs and LaTeX files they bring that the build uses.
-TEX_PACKAGES = ["texlive-latex-recommended", "texlive-latex-extra", "texlive-fonts-recommended", "tex-gyre", "latexmk"]
+TEX_PACKAGES = [
+    "texlive-latex-recommended",
+    "texlive-latex-extra",
+    "texlive-fonts-recommended",
+    "tex-gyre",
+    "latexmk",
+]
 TEX_PROGRAMS = ["pdflatex", "latexmk", "makeindex", "kpsewhich"]
-TEX_FILES = ["fncychap.sty", "titlesec.sty", "tabulary.sty", "framed.sty", "wrapfig.sty", "capt-of.sty",
-             "needspace.sty", "upquote.sty", "fancyvrb.sty", "tgtermes.sty", "tgheros.sty", "cmap.sty",
-             "amsmath.sty", "xcolor.sty", "float.sty", "parskip.sty", "geometry.sty", "hyperref.sty"]
+TEX_FILES = [
+    "fncychap.sty",
+    "titlesec.sty",
+    "tabulary.sty",
+    "framed.sty",
+    "wrapfig.sty",
+    "capt-of.sty",
+    "needspace.sty",
+    "upquote.sty",
+    "fancyvrb.sty",
+    "tgtermes.sty",
+    "tgheros.sty",
+    "cmap.sty",
+    "amsmath.sty",
+    "xcolor.sty",
+    "float.sty",
+    "parskip.sty",
+    "geometry.sty",
+    "hyperref.sty",
+]
 
 
 def load_toc(root: Path = ROOT) -> dict:
@@ -94,7 +117,9 @@ def install_site_assets(site: Path = SITE) -> str | None:
     """
     modules = site / "node_modules"
     stamp = modules / ".course-installed"
-    digest = hashlib.sha256(b"".join((site / f).read_bytes() for f in ("package.json", "package-lock.json"))).hexdigest()
+    digest = hashlib.sha256(
+        b"".join((site / f).read_bytes() for f in ("package.json", "package-lock.json"))
+    ).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == digest:
         return None
     npm = shutil.which("npm")
@@ -102,12 +127,21 @@ def install_site_assets(site: Path = SITE) -> str | None:
         return "npm is not installed"
     print("Installing the site's JavaScript assets (npm ci in site/) ...", flush=True)
     try:
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
-                              cwd=site, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"],
+            cwd=site,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     except (OSError, subprocess.TimeoutExpired) as err:
         return f"npm ci failed ({err})"
     if done.returncode != 0:
-        lines = [line for line in (done.stderr or done.stdout).splitlines() if "nodedir" not in line and line.strip()]
+        lines = [
+            line
+            for line in (done.stderr or done.stdout).splitlines()
+            if "nodedir" not in line and line.strip()
+        ]
         return f"npm ci failed ({lines[-1].strip() if lines else f'exit code {done.returncode}'})"
     stamp.write_text(digest + "\n")
     return None
@@ -187,8 +221,9 @@ def _execute_one(path: str, timeout: int | None, allow_errors: bool) -> tuple[st
 
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
-    result = single_nb_execution(nb, cwd=str(Path(path).parent), timeout=timeout, allow_errors=allow_errors,
-                                 meta_override=True)
+    result = single_nb_execution(
+        nb, cwd=str(Path(path).parent), timeout=timeout, allow_errors=allow_errors, meta_override=True
+    )
     seconds = time.perf_counter() - start
     if result.err is not None:
         lines = [line for line in str(result.err).splitlines() if line.strip()]
@@ -196,8 +231,16 @@ def _execute_one(path: str, timeout: int | None, allow_errors: bool) -> tuple[st
     return nbformat.writes(nb), seconds, None
 
 
-def execute_notebooks(paths: list[Path], cache_dir: Path, *, env: dict[str, str], jobs: int, root: Path,
-                      config: dict, times_file: Path | None = None) -> dict[str, float]:
+def execute_notebooks(
+    paths: list[Path],
+    cache_dir: Path,
+    *,
+    env: dict[str, str],
+    jobs: int,
+    root: Path,
+    config: dict,
+    times_file: Path | None = None,
+) -> dict[str, float]:
     """Execute ``paths`` with up to ``jobs`` kernels at a time and put each success in a jupyter-cache
     at ``cache_dir`` (and a copy of it in ``cache_dir/executed/``, by path relative to ``root``);
     returns the seconds each notebook took. Failures are printed, not cached."""
@@ -217,7 +260,9 @@ def execute_notebooks(paths: list[Path], cache_dir: Path, *, env: dict[str, str]
     print(f"Executing {len(paths)} notebooks, {jobs} at a time ...", flush=True)
     start = time.perf_counter()
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(env,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_init_worker, initargs=(env,)
+    ) as pool:
         futures = {pool.submit(_execute_one, str(p), timeout, allow_errors): p for p in paths}
         for done, future in enumerate(as_completed(futures), start=1):
             path = futures[future]
@@ -228,16 +273,20 @@ def execute_notebooks(paths: list[Path], cache_dir: Path, *, env: dict[str, str]
                 text, seconds, error = "", float("nan"), f"{type(err).__name__}: {err}"
             times[name] = round(seconds, 1)
             if error is None:
-                record = CacheBundleIn(nbformat.reads(text, as_version=4), str(path),
-                                       data={"execution_seconds": seconds})
+                record = CacheBundleIn(
+                    nbformat.reads(text, as_version=4), str(path), data={"execution_seconds": seconds}
+                )
                 cache.cache_notebook_bundle(record, check_validity=False, overwrite=True)
                 copy = cache_dir / "executed" / name
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 copy.write_text(text, encoding="utf-8")
                 print(f"  [{done}/{len(paths)}] {name}: {seconds:.1f} s", flush=True)
             else:
-                print(f"  [{done}/{len(paths)}] {name} FAILED after {seconds:.1f} s ({error}); "
-                      "the build runs it again and reports the error", flush=True)
+                print(
+                    f"  [{done}/{len(paths)}] {name} FAILED after {seconds:.1f} s ({error}); "
+                    "the build runs it again and reports the error",
+                    flush=True,
+                )
     print(f"Executed {len(paths)} notebooks in {time.perf_counter() - start:.0f} s", flush=True)
     if times_file is not None:
         times_file.parent.mkdir(parents=True, exist_ok=True)
@@ -302,8 +351,11 @@ def build(
         if builder == "html" and env.get("COURSE_SITE_ASSETS", "").lower() != "cdn":
             problem = install_site_assets()
             if problem:
-                print(f"Site assets: {problem}; the pages load MathJax and the widget renderer from the CDN "
-                      "instead (math and widgets then need a network).", flush=True)
+                print(
+                    f"Site assets: {problem}; the pages load MathJax and the widget renderer from the CDN "
+                    "instead (math and widgets then need a network).",
+                    flush=True,
+                )
                 env["COURSE_SITE_ASSETS"] = "cdn"
         shutil.rmtree(out / "_build" / ".doctrees", ignore_errors=True)
         shutil.rmtree(out / "_build" / "jupyter_execute", ignore_errors=True)
@@ -314,14 +366,24 @@ def build(
             paths = notebooks_to_execute(root, toc_data, config)
             if len(paths) > 1:
                 cache = tmp / "jupyter_cache"
-                execute_notebooks(paths, cache, env=env, jobs=min(jobs, len(paths)), root=root, config=config,
-                                  times_file=out / "_build" / "notebook_times.json")
+                execute_notebooks(
+                    paths,
+                    cache,
+                    env=env,
+                    jobs=min(jobs, len(paths)),
+                    root=root,
+                    config=config,
+                    times_file=out / "_build" / "notebook_times.json",
+                )
         cmd += ["--config", str(write_config(root, tmp / "_config.yml", execute=execute, cache=cache))]
         target = out / "_build" / ("latex" if builder == "pdflatex" else builder)
         if builder == "pdflatex":
             shutil.rmtree(target, ignore_errors=True)
-        print(f"Building the book (profile {env['COURSE_PROFILE']}, solutions {'on' if solutions else 'off'}, "
-              f"execute {'on' if execute else 'off'}) into {target}", flush=True)
+        print(
+            f"Building the book (profile {env['COURSE_PROFILE']}, solutions {'on' if solutions else 'off'}, "
+            f"execute {'on' if execute else 'off'}) into {target}",
+            flush=True,
+        )
         code = subprocess.call(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL)
         if cache is not None:
             # myst-nb renders a cached notebook's outputs but writes the notebook as read to
@@ -348,9 +410,11 @@ def build_pdf(*, path_output: Path | None = None, **options) -> int:
     """Build the whole book as one PDF (LaTeX, offline); print where it is, its size and pages."""
     missing = missing_tex()
     if missing:
-        print(f"make pdf needs TeX, and this machine lacks: {', '.join(missing)}.\n"
-              f"On Debian or Ubuntu: apt-get install --no-install-recommends {' '.join(TEX_PACKAGES)}",
-              file=sys.stderr)
+        print(
+            f"make pdf needs TeX, and this machine lacks: {', '.join(missing)}.\n"
+            f"On Debian or Ubuntu: apt-get install --no-install-recommends {' '.join(TEX_PACKAGES)}",
+            file=sys.stderr,
+        )
         return 2
     code = build(path_output=path_output, builder="pdflatex", **options)
     latex = (Path(path_output) if path_output is not None else ROOT) / "_build" / "latex"
@@ -360,33 +424,67 @@ def build_pdf(*, path_output: Path | None = None, **options) -> int:
         return code or 1
     for pdf in pdfs:
         log = pdf.with_suffix(".log")
-        pages = re.findall(r"Output written on .*?\((\d+) pages", log.read_text(errors="replace")) if log.exists() else []
-        print(f"The PDF is in {pdf} ({pdf.stat().st_size / 1e6:.1f} MB"
-              f"{f', {pages[-1]} pages' if pages else ''})")
+        pages = (
+            re.findall(r"Output written on .*?\((\d+) pages", log.read_text(errors="replace"))
+            if log.exists()
+            else []
+        )
+        print(
+            f"The PDF is in {pdf} ({pdf.stat().st_size / 1e6:.1f} MB"
+            f"{f', {pages[-1]} pages' if pages else ''})"
+        )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.book", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.book", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("build", "build the website"), ("pdf", "build the whole book as one PDF (LaTeX)")):
+    for name, help_text in (
+        ("build", "build the website"),
+        ("pdf", "build the whole book as one PDF (LaTeX)"),
+    ):
         b = sub.add_parser(name, help=help_text)
-        b.add_argument("--solutions", choices=["0", "1"], default="1", help="1: publish the solutions part (default); 0: leave it out")
+        b.add_argument(
+            "--solutions",
+            choices=["0", "1"],
+            default="1",
+            help="1: publish the solutions part (default); 0: leave it out",
+        )
         b.add_argument("--no-execute", action="store_true", help="do not execute notebooks")
         b.add_argument("--path-output", type=Path, default=None, help="write the output to PATH/_build/")
         b.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
-        b.add_argument("--profile", choices=["smoke", "book", "full"], default=None,
-                       help="compute profile for executing the notebooks (default: $COURSE_PROFILE, else book)")
-        b.add_argument("--toc", type=Path, default=None, help="build with this table of contents instead of _toc.yml")
-        b.add_argument("--jobs", type=int, default=None,
-                       help="notebooks executed at a time (default: $COURSE_BOOK_JOBS, else the CPU cores)")
-        b.add_argument("--nitpicky", action="store_true", help="warn about every missing reference (the default)")
+        b.add_argument(
+            "--profile",
+            choices=["smoke", "book", "full"],
+            default=None,
+            help="compute profile for executing the notebooks (default: $COURSE_PROFILE, else book)",
+        )
+        b.add_argument(
+            "--toc", type=Path, default=None, help="build with this table of contents instead of _toc.yml"
+        )
+        b.add_argument(
+            "--jobs",
+            type=int,
+            default=None,
+            help="notebooks executed at a time (default: $COURSE_BOOK_JOBS, else the CPU cores)",
+        )
+        b.add_argument(
+            "--nitpicky", action="store_true", help="warn about every missing reference (the default)"
+        )
         b.add_argument("--no-nitpicky", action="store_true", help="tolerate missing references")
     args = parser.parse_args(argv)
-    options = dict(solutions=args.solutions == "1", execute=not args.no_execute, path_output=args.path_output,
-                   strict=not args.no_strict, nitpicky=not args.no_nitpicky, profile=args.profile, toc=args.toc,
-                   jobs=args.jobs)
+    options = dict(
+        solutions=args.solutions == "1",
+        execute=not args.no_execute,
+        path_output=args.path_output,
+        strict=not args.no_strict,
+        nitpicky=not args.no_nitpicky,
+        profile=args.profile,
+        toc=args.toc,
+        jobs=args.jobs,
+    )
     return build_pdf(**options) if args.command == "pdf" else build(**options)
 
 

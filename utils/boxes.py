@@ -11,5 +11,8 @@ from utils.ops.boxes import *  # noqa: F403 (the public names: see utils.ops.box
 from utils.ops.boxes import __all__, _check_boxes, _check_fmt, _upcast  # noqa: F401
 
 # stacklevel=2 names the importing line: warnings skips the import machinery's own frames.
-warnings.warn("utils.boxes is deprecated: import the same functions from utils.ops.boxes (or utils.ops)",
-              DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "utils.boxes is deprecated: import the same functions from utils.ops.boxes (or utils.ops)",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -24,8 +24,16 @@ import torch
 from torch import nn
 
 __all__ = [
-    "apply_step", "backward", "check_loader", "check_model", "eval_mode", "keep_modes", "model_device", "move_to",
-    "optimizer_step", "unpack_batch",
+    "apply_step",
+    "backward",
+    "check_loader",
+    "check_model",
+    "eval_mode",
+    "keep_modes",
+    "model_device",
+    "move_to",
+    "optimizer_step",
+    "unpack_batch",
 ]
 
 
@@ -125,8 +133,9 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
 
 
-def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, *, scaler: Any = None,
-                   max_norm: float | None = None) -> None:
+def optimizer_step(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, *, scaler: Any = None, max_norm: float | None = None
+) -> None:
     """Zero the gradients, back-propagate ``loss``, clip, and take one optimizer step. Chapter 01 writes it.
 
     ``scaler`` is an fp16 ``torch.amp.GradScaler`` (the loss is scaled before the backward pass
@@ -144,7 +153,9 @@ def backward(loss: torch.Tensor, scaler: Any = None) -> None:
     (scaler.scale(loss) if scaler is not None else loss).backward()
 
 
-def apply_step(optimizer: torch.optim.Optimizer, *, scaler: Any = None, max_norm: float | None = None) -> None:
+def apply_step(
+    optimizer: torch.optim.Optimizer, *, scaler: Any = None, max_norm: float | None = None
+) -> None:
     """One step with the gradients already accumulated: unscale, clip to ``max_norm``, step, update the scaler."""
     if max_norm is not None:
         if scaler is not None:

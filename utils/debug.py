@@ -78,8 +78,15 @@ class InitialLoss(NamedTuple):
     ok: bool
 
 
-def initial_loss_check(model: nn.Module, loader: Iterable, num_classes: int, *, rel_tol: float = 0.1,
-                       max_batches: int | None = None, device: Any = None) -> InitialLoss:
+def initial_loss_check(
+    model: nn.Module,
+    loader: Iterable,
+    num_classes: int,
+    *,
+    rel_tol: float = 0.1,
+    max_batches: int | None = None,
+    device: Any = None,
+) -> InitialLoss:
     """Mean cross-entropy of ``model`` over ``loader`` and whether it is within ``rel_tol`` of ``ln C``.
 
     The loss is the mean over *samples* (a last, smaller batch counts by its size), measured in eval
@@ -133,10 +140,18 @@ class OverfitResult:
         return len(self.losses)
 
 
-def overfit_one_batch(model: nn.Module, batch: Any, *, steps: int = 200, lr: float = 1e-3,
-                      optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-                      loss_fn: Callable = F.cross_entropy, target_loss: float = 0.01, device: Any = None,
-                      copy_model: bool = True) -> OverfitResult:
+def overfit_one_batch(
+    model: nn.Module,
+    batch: Any,
+    *,
+    steps: int = 200,
+    lr: float = 1e-3,
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+    loss_fn: Callable = F.cross_entropy,
+    target_loss: float = 0.01,
+    device: Any = None,
+    copy_model: bool = True,
+) -> OverfitResult:
     """Train on one batch ``(x, y)`` for up to ``steps`` steps; passed when the loss gets below ``target_loss``.
 
     Works on a deep copy of ``model`` (``copy_model=False`` trains the model itself), in train mode,
@@ -193,8 +208,15 @@ class LayerGrad(NamedTuple):
         return self.grad_norm / self.param_norm if self.param_norm > 0 else float("inf")
 
 
-def gradient_flow(model: nn.Module, batch: Any, *, loss_fn: Callable = F.cross_entropy, weights_only: bool = True,
-                  train_mode: bool = True, device: Any = None) -> list[LayerGrad]:
+def gradient_flow(
+    model: nn.Module,
+    batch: Any,
+    *,
+    loss_fn: Callable = F.cross_entropy,
+    weights_only: bool = True,
+    train_mode: bool = True,
+    device: Any = None,
+) -> list[LayerGrad]:
     """The gradient norm of every layer's weights after one forward and backward pass on ``batch``.
 
     Returns one :class:`LayerGrad` per trainable parameter, in the order of ``model.named_parameters()``
@@ -210,21 +232,36 @@ def gradient_flow(model: nn.Module, batch: Any, *, loss_fn: Callable = F.cross_e
     device = _device(net, device)
     net.to(device)
     net.train(train_mode)
-    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad and (p.dim() >= 2 or not weights_only)]
+    named = [
+        (n, p) for n, p in net.named_parameters() if p.requires_grad and (p.dim() >= 2 or not weights_only)
+    ]
     if not named:
-        raise ValueError("the model has no trainable parameters" + (" with 2 or more dimensions" if weights_only else ""))
+        raise ValueError(
+            "the model has no trainable parameters" + (" with 2 or more dimensions" if weights_only else "")
+        )
     with torch.enable_grad():
         loss = loss_fn(net(x.to(device)), y.to(device))
         grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     report = []
     for (name, p), g in zip(named, grads):
-        report.append(LayerGrad(name, tuple(p.shape), 0.0 if g is None else g.norm().item(), p.detach().norm().item(),
-                                g is not None))
+        report.append(
+            LayerGrad(
+                name,
+                tuple(p.shape),
+                0.0 if g is None else g.norm().item(),
+                p.detach().norm().item(),
+                g is not None,
+            )
+        )
     return report
 
 
-def plot_gradient_flow(reports: list[LayerGrad] | Mapping[str, list[LayerGrad]], *, ax: Axes | None = None,
-                       title: str | None = None) -> Figure:
+def plot_gradient_flow(
+    reports: list[LayerGrad] | Mapping[str, list[LayerGrad]],
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+) -> Figure:
     """Gradient norm per layer (log scale), input side on the left; one line per report. Chapter 08.
 
     ``reports`` is the output of :func:`gradient_flow`, or a dict ``label -> report`` to compare
@@ -248,8 +285,15 @@ def plot_gradient_flow(reports: list[LayerGrad] | Mapping[str, list[LayerGrad]],
         ax.semilogy(xs, ys, marker="o", label=label or None)
         dead = [i for i, g in enumerate(report) if g.grad_norm == 0]
         if dead:
-            ax.scatter(dead, [floor] * len(dead), marker="x", color="red", s=60, zorder=3,
-                       label=f"{label + ': ' if label else ''}no gradient")
+            ax.scatter(
+                dead,
+                [floor] * len(dead),
+                marker="x",
+                color="red",
+                s=60,
+                zorder=3,
+                label=f"{label + ': ' if label else ''}no gradient",
+            )
     names = [g.name.removesuffix(".weight") for g in next(iter(series.values()))]
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
@@ -289,6 +333,8 @@ def diagnose_curves(history: Any, *, patience: int = 2, tol: float = 0.05) -> st
     if len(finite_val) == len(val) and len(val) == len(train):
         best = min(range(len(val)), key=val.__getitem__)
         if len(val) - 1 - best >= patience and train[-1] < train[best]:
-            return (f"overfitting: the validation loss was lowest in epoch {best + 1} and has risen since, while the "
-                    f"training loss kept falling; stop early, augment or regularize")
+            return (
+                f"overfitting: the validation loss was lowest in epoch {best + 1} and has risen since, while the "
+                f"training loss kept falling; stop early, augment or regularize"
+            )
     return "healthy: the training loss falls and the validation loss follows it"

@@ -39,14 +39,23 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def conv_params(in_channels: int, out_channels: int, kernel_size: int, bias: bool = True, groups: int = 1) -> int:
+def conv_params(
+    in_channels: int, out_channels: int, kernel_size: int, bias: bool = True, groups: int = 1
+) -> int:
     """Parameters of ``nn.Conv2d(in_channels, out_channels, kernel_size, bias=bias, groups=groups)``:
     ``out * (in / groups) * k * k`` weights plus ``out`` biases (chapter 07)."""
-    for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size), ("groups", groups)):
+    for name, value in (
+        ("in_channels", in_channels),
+        ("out_channels", out_channels),
+        ("kernel_size", kernel_size),
+        ("groups", groups),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if in_channels % groups or out_channels % groups:
-        raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
+        raise ValueError(
+            f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
+        )
     return out_channels * (in_channels // groups) * kernel_size * kernel_size + (out_channels if bias else 0)
 
 
@@ -55,7 +64,9 @@ def _inputs(model: nn.Module, inputs: torch.Tensor | Sequence[int]) -> torch.Ten
         return inputs
     shape = tuple(int(s) for s in inputs)
     if len(shape) < 2 or any(s < 1 for s in shape):
-        raise ValueError(f"inputs must be a tensor or an input shape such as (1, 3, 224, 224), got {inputs!r}")
+        raise ValueError(
+            f"inputs must be a tensor or an input shape such as (1, 3, 224, 224), got {inputs!r}"
+        )
     ref = next(iter(model.parameters()), None)
     device = ref.device if ref is not None else torch.device("cpu")
     return torch.zeros(shape, device=device)
@@ -82,8 +93,9 @@ def count_flops(model: nn.Module, inputs: torch.Tensor | Sequence[int] = (1, 3, 
     return int(_counter(model, inputs).get_total_flops())
 
 
-def flops_by_module(model: nn.Module, inputs: torch.Tensor | Sequence[int] = (1, 3, 224, 224), depth: int = 1
-                    ) -> dict[str, int]:
+def flops_by_module(
+    model: nn.Module, inputs: torch.Tensor | Sequence[int] = (1, 3, 224, 224), depth: int = 1
+) -> dict[str, int]:
     """FLOPs per submodule down to ``depth`` levels below the model (``{"layer1": ..., "fc": ...}``;
     chapter 07 uses it to see where a network spends its compute)."""
     counts = _counter(model, inputs).get_flop_counts()
@@ -92,7 +104,7 @@ def flops_by_module(model: nn.Module, inputs: torch.Tensor | Sequence[int] = (1,
     for name, per_op in counts.items():
         if not name.startswith(root + ".") or name.count(".") > depth:
             continue
-        out[name[len(root) + 1:]] = int(sum(per_op.values()))
+        out[name[len(root) + 1 :]] = int(sum(per_op.values()))
     return out
 
 
@@ -104,8 +116,12 @@ def format_count(n: float, unit: str = "") -> str:
     return f"{n:g}{unit}"
 
 
-def summarize(models: Mapping[str, nn.Module], inputs: torch.Tensor | Sequence[int] = (1, 3, 224, 224)
-              ) -> list[dict[str, Any]]:
+def summarize(
+    models: Mapping[str, nn.Module], inputs: torch.Tensor | Sequence[int] = (1, 3, 224, 224)
+) -> list[dict[str, Any]]:
     """One row per model: ``{"model": name, "params": int, "flops": int}`` for one forward pass on
     ``inputs`` (chapter 07's table of architectures; build the models on the meta device to make it instant)."""
-    return [{"model": name, "params": count_parameters(m), "flops": count_flops(m, inputs)} for name, m in models.items()]
+    return [
+        {"model": name, "params": count_parameters(m), "flops": count_flops(m, inputs)}
+        for name, m in models.items()
+    ]

@@ -52,7 +52,9 @@ def _check_images(x: Any, name: str = "x") -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}; add a batch dimension with x[None]")
+        raise ValueError(
+            f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}; add a batch dimension with x[None]"
+        )
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating point tensor, got dtype {x.dtype}")
     if x.shape[0] == 0:
@@ -64,7 +66,9 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = model(x)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != x.shape[0]:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"the model must return class scores of shape (N, num_classes) = ({x.shape[0]}, C), got {got}")
+        raise ValueError(
+            f"the model must return class scores of shape (N, num_classes) = ({x.shape[0]}, C), got {got}"
+        )
     return out
 
 
@@ -83,9 +87,13 @@ def _class_indices(class_idx: Any, logits: torch.Tensor) -> torch.Tensor:
             raise TypeError(f"class_idx must hold integers, got dtype {idx.dtype}")
         idx = idx.long().expand(n) if idx.dim() == 0 else idx.long()  # a 0-dim tensor acts as an int
         if idx.shape != (n,):
-            raise ValueError(f"class_idx must be None, an int or hold one class per image, shape ({n},), got {tuple(idx.shape)}")
+            raise ValueError(
+                f"class_idx must be None, an int or hold one class per image, shape ({n},), got {tuple(idx.shape)}"
+            )
     if idx.numel() and (idx.min() < 0 or idx.max() >= c):
-        raise ValueError(f"class_idx must lie in [0, {c - 1}] for a model with {c} classes, got {idx.tolist()}")
+        raise ValueError(
+            f"class_idx must lie in [0, {c - 1}] for a model with {c} classes, got {idx.tolist()}"
+        )
     return idx
 
 
@@ -113,7 +121,9 @@ def saliency(model: nn.Module, x: torch.Tensor, class_idx: Any = None) -> torch.
 # --------------------------------------------------------------------------------------------
 # Grad-CAM
 # --------------------------------------------------------------------------------------------
-def grad_cam(model: nn.Module, target_layer: nn.Module, x: torch.Tensor, class_idx: Any = None) -> torch.Tensor:
+def grad_cam(
+    model: nn.Module, target_layer: nn.Module, x: torch.Tensor, class_idx: Any = None
+) -> torch.Tensor:
     """Grad-CAM heat maps of shape (N, H, W), non-negative, each scaled so that its maximum is 1.
 
     Chapter 08 builds it by hand. With ``A`` (N, K, h, w) the output of ``target_layer`` (a module
@@ -130,9 +140,13 @@ def grad_cam(model: nn.Module, target_layer: nn.Module, x: torch.Tensor, class_i
     """
     check_model(model)
     if not isinstance(target_layer, nn.Module):
-        raise TypeError(f"target_layer must be a torch.nn.Module inside the model (e.g. model.layer4), got {type(target_layer).__name__}")
+        raise TypeError(
+            f"target_layer must be a torch.nn.Module inside the model (e.g. model.layer4), got {type(target_layer).__name__}"
+        )
     if not any(m is target_layer for m in model.modules()):
-        raise ValueError("target_layer is not a submodule of model: pass the layer object itself, e.g. model.layer4")
+        raise ValueError(
+            "target_layer is not a submodule of model: pass the layer object itself, e.g. model.layer4"
+        )
     x = _check_images(x)
     captured: list[torch.Tensor] = []
 
@@ -142,12 +156,16 @@ def grad_cam(model: nn.Module, target_layer: nn.Module, x: torch.Tensor, class_i
     handle = target_layer.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            x_in = x.detach().clone().requires_grad_(True)  # so that A needs a gradient even if the model is frozen
+            x_in = (
+                x.detach().clone().requires_grad_(True)
+            )  # so that A needs a gradient even if the model is frozen
             logits = _logits(model, x_in)  # (N, K)
     finally:
         handle.remove()  # never leave a hook behind
     if len(captured) != 1:
-        raise RuntimeError(f"target_layer ran {len(captured)} times in one forward pass; Grad-CAM needs a layer that runs once")
+        raise RuntimeError(
+            f"target_layer ran {len(captured)} times in one forward pass; Grad-CAM needs a layer that runs once"
+        )
     act = captured[0]
     if not isinstance(act, torch.Tensor) or act.dim() != 4:
         got = tuple(act.shape) if isinstance(act, torch.Tensor) else type(act).__name__
@@ -162,14 +180,23 @@ def grad_cam(model: nn.Module, target_layer: nn.Module, x: torch.Tensor, class_i
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]  # (N, H, W)
     cam = cam.clamp_min(0)  # interpolation of non-negative values is non-negative; guard rounding
     peak = cam.amax(dim=(1, 2), keepdim=True)  # (N, 1, 1)
-    return torch.where(peak > 0, cam / torch.where(peak > 0, peak, torch.ones_like(peak)), torch.zeros_like(cam))
+    return torch.where(
+        peak > 0, cam / torch.where(peak > 0, peak, torch.ones_like(peak)), torch.zeros_like(cam)
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # FGSM
 # --------------------------------------------------------------------------------------------
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss_fn=F.cross_entropy,
-         clamp: tuple[float, float] | None = (0.0, 1.0)) -> torch.Tensor:
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    loss_fn=F.cross_entropy,
+    clamp: tuple[float, float] | None = (0.0, 1.0),
+) -> torch.Tensor:
     """Fast gradient sign method: ``clamp(x + eps * sign(d loss(model(x), y) / dx), 0, 1)``. Chapter 08.
 
     One step that increases the loss, with every pixel changed by at most ``eps``; the result stays
@@ -186,8 +213,10 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, loss
     if clamp is not None:
         lo, hi = clamp
         if x.min() < lo or x.max() > hi:
-            raise ValueError(f"x must lie in the clamp range [{lo}, {hi}], got values from {x.min().item():.3g} "
-                             f"to {x.max().item():.3g}; pass images before normalization and normalize inside the model")
+            raise ValueError(
+                f"x must lie in the clamp range [{lo}, {hi}], got values from {x.min().item():.3g} "
+                f"to {x.max().item():.3g}; pass images before normalization and normalize inside the model"
+            )
     x_in = x.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         loss = loss_fn(_logits(model, x_in), y.to(x.device))
@@ -214,13 +243,17 @@ def _resolve_layers(model: nn.Module, layers: Any) -> dict[str, nn.Module]:
                 try:
                     resolved[layer] = model.get_submodule(layer)
                 except AttributeError as err:
-                    raise ValueError(f"model has no submodule {layer!r}; named children: {[n for n, _ in model.named_children()]}") from err
+                    raise ValueError(
+                        f"model has no submodule {layer!r}; named children: {[n for n, _ in model.named_children()]}"
+                    ) from err
             elif isinstance(layer, nn.Module):
                 resolved[names.get(id(layer), type(layer).__name__)] = layer
             else:
                 raise TypeError(f"layers must be names or modules, got {type(layer).__name__}")
     else:
-        raise TypeError(f"layers must be a dict name -> module, or a list of names or modules, got {type(layers).__name__}")
+        raise TypeError(
+            f"layers must be a dict name -> module, or a list of names or modules, got {type(layers).__name__}"
+        )
     for name, module in resolved.items():
         if not isinstance(module, nn.Module):
             raise TypeError(f"layer {name!r} must be an nn.Module, got {type(module).__name__}")
@@ -243,8 +276,10 @@ def feature_maps(model: nn.Module, layers: Any, x: torch.Tensor) -> dict[str, to
     captured: dict[str, torch.Tensor] = {}
     handles = []
     for name, module in resolved.items():
+
         def hook(module, inputs, output, name=name):
             captured[name] = output.detach() if isinstance(output, torch.Tensor) else output
+
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -311,7 +346,9 @@ def plot_filters(weight: torch.Tensor, *, ncols: int = 8, title: str | None = No
     n = w.shape[0]
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.1 * ncols, 1.1 * nrows + (0.4 if title else 0)), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(1.1 * ncols, 1.1 * nrows + (0.4 if title else 0)), squeeze=False
+    )
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -330,7 +367,9 @@ def plot_filters(weight: torch.Tensor, *, ncols: int = 8, title: str | None = No
     return fig
 
 
-def plot_feature_maps(maps: Mapping[str, torch.Tensor], *, channels: int = 8, image: torch.Tensor | None = None) -> Figure:
+def plot_feature_maps(
+    maps: Mapping[str, torch.Tensor], *, channels: int = 8, image: torch.Tensor | None = None
+) -> Figure:
     """One row per layer: the first ``channels`` feature maps of one image. Chapter 08.
 
     ``maps`` is the dict of :func:`feature_maps` (tensors (N, C, h, w): the first image is drawn, or
@@ -342,7 +381,9 @@ def plot_feature_maps(maps: Mapping[str, torch.Tensor], *, channels: int = 8, im
     rows = []
     for name, t in maps.items():
         if not isinstance(t, torch.Tensor) or t.dim() not in (3, 4):
-            raise ValueError(f"maps[{name!r}] must be (N, C, h, w) or (C, h, w), got {getattr(t, 'shape', type(t).__name__)}")
+            raise ValueError(
+                f"maps[{name!r}] must be (N, C, h, w) or (C, h, w), got {getattr(t, 'shape', type(t).__name__)}"
+            )
         rows.append((name, (t[0] if t.dim() == 4 else t).detach().float().cpu()))
     ncols = min(channels, max(r.shape[0] for _, r in rows)) + (image is not None)
     fig, axes = plt.subplots(len(rows), ncols, figsize=(1.3 * ncols, 1.5 * len(rows)), squeeze=False)
@@ -364,8 +405,14 @@ def plot_feature_maps(maps: Mapping[str, torch.Tensor], *, channels: int = 8, im
     return fig
 
 
-def plot_heatmaps(images: torch.Tensor, heatmaps: Mapping[str, torch.Tensor], *, titles: Sequence[str] | None = None,
-                  alpha: float = 0.5, cmap: str = "jet") -> Figure:
+def plot_heatmaps(
+    images: torch.Tensor,
+    heatmaps: Mapping[str, torch.Tensor],
+    *,
+    titles: Sequence[str] | None = None,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+) -> Figure:
     """The images in the first row, and one row per heat map drawn over them. Chapter 08.
 
     ``images`` (N, C, H, W) in [0, 1]; ``heatmaps`` maps a row label (``"saliency"``,
@@ -377,7 +424,9 @@ def plot_heatmaps(images: torch.Tensor, heatmaps: Mapping[str, torch.Tensor], *,
         raise ValueError(f"titles must have one entry per image ({n}), got {len(titles)}")
     for name, h in heatmaps.items():
         if not isinstance(h, torch.Tensor) or tuple(h.shape) != (n, *images.shape[-2:]):
-            raise ValueError(f"heatmaps[{name!r}] must have shape {(n, *images.shape[-2:])}, got {getattr(h, 'shape', None)}")
+            raise ValueError(
+                f"heatmaps[{name!r}] must have shape {(n, *images.shape[-2:])}, got {getattr(h, 'shape', None)}"
+            )
     rows = 1 + len(heatmaps)
     fig, axes = plt.subplots(rows, n, figsize=(1.7 * n, 1.8 * rows), squeeze=False)
     for j in range(n):

@@ -77,8 +77,15 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Argument checks
 # --------------------------------------------------------------------------------------------
-def _number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf, low_open: bool = False,
-            high_open: bool = False) -> float:
+def _number(
+    name: str,
+    value: Any,
+    *,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` as a float in the interval from ``low`` to ``high``, or a ValueError naming it."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
@@ -102,13 +109,17 @@ def _integer(name: str, value: Any, *, low: int = 0) -> int:
 def _betas(betas: Any) -> tuple[float, float]:
     if not isinstance(betas, (tuple, list)) or len(betas) != 2:
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
-    return (_number("betas[0]", betas[0], high=1.0, high_open=True),
-            _number("betas[1]", betas[1], high=1.0, high_open=True))
+    return (
+        _number("betas[0]", betas[0], high=1.0, high_open=True),
+        _number("betas[1]", betas[1], high=1.0, high_open=True),
+    )
 
 
 def _grad(p: torch.Tensor) -> torch.Tensor:
     if p.grad.is_sparse:
-        raise RuntimeError("the optimizers of utils.optim take dense gradients only (this parameter has a sparse one)")
+        raise RuntimeError(
+            "the optimizers of utils.optim take dense gradients only (this parameter has a sparse one)"
+        )
     return p.grad
 
 
@@ -136,11 +147,22 @@ class SGD(torch.optim.Optimizer):
     Chapter 04 builds this by hand.
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False) -> None:
-        defaults = dict(lr=_number("lr", lr), momentum=_number("momentum", momentum),
-                        dampening=_number("dampening", dampening, high=1.0),
-                        weight_decay=_number("weight_decay", weight_decay), nesterov=bool(nesterov))
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=_number("lr", lr),
+            momentum=_number("momentum", momentum),
+            dampening=_number("dampening", dampening, high=1.0),
+            weight_decay=_number("weight_decay", weight_decay),
+            nesterov=bool(nesterov),
+        )
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov=True needs a momentum > 0 and dampening = 0")
         super().__init__(params, defaults)
@@ -177,12 +199,22 @@ class Adagrad(torch.optim.Optimizer):
     (``step``, ``sum``) as ``torch.optim.Adagrad``. Chapter 04 builds this by hand.
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> None:
-        defaults = dict(lr=_number("lr", lr), lr_decay=_number("lr_decay", lr_decay),
-                        weight_decay=_number("weight_decay", weight_decay),
-                        initial_accumulator_value=_number("initial_accumulator_value", initial_accumulator_value),
-                        eps=_number("eps", eps))
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+    ) -> None:
+        defaults = dict(
+            lr=_number("lr", lr),
+            lr_decay=_number("lr_decay", lr_decay),
+            weight_decay=_number("weight_decay", weight_decay),
+            initial_accumulator_value=_number("initial_accumulator_value", initial_accumulator_value),
+            eps=_number("eps", eps),
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -217,11 +249,24 @@ class RMSprop(torch.optim.Optimizer):
     The same update, defaults and state names as ``torch.optim.RMSprop``. Chapter 04 builds this by hand.
     """
 
-    def __init__(self, params: Iterable, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
-        defaults = dict(lr=_number("lr", lr), alpha=_number("alpha", alpha, high=1.0), eps=_number("eps", eps),
-                        weight_decay=_number("weight_decay", weight_decay), momentum=_number("momentum", momentum),
-                        centered=bool(centered))
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=_number("lr", lr),
+            alpha=_number("alpha", alpha, high=1.0),
+            eps=_number("eps", eps),
+            weight_decay=_number("weight_decay", weight_decay),
+            momentum=_number("momentum", momentum),
+            centered=bool(centered),
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -274,10 +319,22 @@ class Adam(torch.optim.Optimizer):
 
     _decoupled = False  # AdamW sets this
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> None:
-        defaults = dict(lr=_number("lr", lr), betas=_betas(betas), eps=_number("eps", eps),
-                        weight_decay=_number("weight_decay", weight_decay), amsgrad=bool(amsgrad))
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ) -> None:
+        defaults = dict(
+            lr=_number("lr", lr),
+            betas=_betas(betas),
+            eps=_number("eps", eps),
+            weight_decay=_number("weight_decay", weight_decay),
+            amsgrad=bool(amsgrad),
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -329,8 +386,15 @@ class AdamW(Adam):
 
     _decoupled = True
 
-    def __init__(self, params: Iterable, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad)
 
 
@@ -383,7 +447,9 @@ def cosine_annealing(step: int, total_steps: int, base_lr: float, min_lr: float 
     return min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+def warmup_cosine(
+    step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0
+) -> float:
     r"""Linear warmup for ``warmup_steps`` steps, then half a cosine down to ``min_lr``.
 
     * ``step < warmup_steps``: ``base_lr * (step + 1) / (warmup_steps + 1)``, a straight line that
@@ -402,8 +468,10 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float
     total_steps = _integer("total_steps", total_steps, low=1)
     warmup_steps = _integer("warmup_steps", warmup_steps)
     if warmup_steps >= total_steps:
-        raise ValueError(f"warmup_steps must be smaller than total_steps, got warmup_steps={warmup_steps}, "
-                         f"total_steps={total_steps}")
+        raise ValueError(
+            f"warmup_steps must be smaller than total_steps, got warmup_steps={warmup_steps}, "
+            f"total_steps={total_steps}"
+        )
     min_lr = _number("min_lr", min_lr, high=base_lr)
     if step >= total_steps:
         return min_lr
@@ -413,8 +481,13 @@ def warmup_cosine(step: int, total_steps: int, warmup_steps: int, base_lr: float
     return min_lr + (base_lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
-                            min_lr: float = 0.0, last_epoch: int = -1) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine_scheduler(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_steps: int,
+    min_lr: float = 0.0,
+    last_epoch: int = -1,
+) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` that follows :func:`warmup_cosine` from each group's learning rate to ``min_lr``.
 
     Step it after every optimizer step (``fit`` does that for ``OneCycleLR`` only, so use it in a
@@ -430,14 +503,24 @@ def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, 
     for i, group in enumerate(optimizer.param_groups):
         base = float(group.get("initial_lr", group["lr"]))
         if min_lr > base:
-            raise ValueError(f"min_lr={min_lr:g} is larger than the learning rate {base:g} of parameter group {i}")
+            raise ValueError(
+                f"min_lr={min_lr:g} is larger than the learning rate {base:g} of parameter group {i}"
+            )
         warmup_cosine(0, total_steps, warmup_steps, base, min_lr)  # check the arguments once, here
-        lambdas.append(lambda step, base=base: warmup_cosine(step, total_steps, warmup_steps, base, min_lr) / base)
+        lambdas.append(
+            lambda step, base=base: warmup_cosine(step, total_steps, warmup_steps, base, min_lr) / base
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas, last_epoch=last_epoch)
 
 
-def one_cycle(step: int, total_steps: int, max_lr: float, pct_start: float = 0.3, div_factor: float = 25.0,
-              final_div_factor: float = 1e4) -> float:
+def one_cycle(
+    step: int,
+    total_steps: int,
+    max_lr: float,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> float:
     """The one-cycle schedule: a cosine up from ``max_lr / div_factor`` to ``max_lr``, then down to
     ``max_lr / div_factor / final_div_factor``.
 
@@ -455,8 +538,10 @@ def one_cycle(step: int, total_steps: int, max_lr: float, pct_start: float = 0.3
     final = initial / _number("final_div_factor", final_div_factor, low_open=True)
     peak = pct_start * total_steps - 1  # step of the peak (a float, as in OneCycleLR)
     if not 0 < peak < total_steps - 1:
-        raise ValueError(f"pct_start * total_steps - 1 must lie strictly between 0 and total_steps - 1 (the peak "
-                         f"step), got pct_start={pct_start:g}, total_steps={total_steps}")
+        raise ValueError(
+            f"pct_start * total_steps - 1 must lie strictly between 0 and total_steps - 1 (the peak "
+            f"step), got pct_start={pct_start:g}, total_steps={total_steps}"
+        )
     if step <= peak:
         start, end, pct = initial, max_lr, step / peak
     else:
@@ -467,7 +552,9 @@ def one_cycle(step: int, total_steps: int, max_lr: float, pct_start: float = 0.3
 # --------------------------------------------------------------------------------------------
 # Gradient clipping
 # --------------------------------------------------------------------------------------------
-def clip_grad_norm(parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: float, eps: float = 1e-6) -> torch.Tensor:
+def clip_grad_norm(
+    parameters: Iterable[torch.Tensor] | torch.Tensor, max_norm: float, eps: float = 1e-6
+) -> torch.Tensor:
     r"""Scale all gradients together so that their global L2 norm is at most ``max_norm``.
 
     The global norm is $\|g\| = \sqrt{\sum_p \|g_p\|^2}$ over every parameter that has a gradient;
@@ -503,10 +590,19 @@ def _batches(loader: Iterable) -> Iterator:
             raise ValueError("the loader yielded no batches")
 
 
-def lr_range_test(model: nn.Module, loader: Iterable, *, loss_fn: Callable = F.cross_entropy,
-                  optimizer: torch.optim.Optimizer | None = None, start_lr: float = 1e-6, end_lr: float = 1.0,
-                  num_steps: int = 100, device: str | torch.device | None = None, smooth: float = 0.05,
-                  diverge: float = 4.0) -> dict[str, Any]:
+def lr_range_test(
+    model: nn.Module,
+    loader: Iterable,
+    *,
+    loss_fn: Callable = F.cross_entropy,
+    optimizer: torch.optim.Optimizer | None = None,
+    start_lr: float = 1e-6,
+    end_lr: float = 1.0,
+    num_steps: int = 100,
+    device: str | torch.device | None = None,
+    smooth: float = 0.05,
+    diverge: float = 4.0,
+) -> dict[str, Any]:
     r"""Leslie Smith's learning-rate range test: train briefly while the learning rate grows
     exponentially, and watch the loss.
 
@@ -576,7 +672,9 @@ def lr_range_test(model: nn.Module, loader: Iterable, *, loss_fn: Callable = F.c
             model.load_state_dict(saved_model)
             optimizer.load_state_dict(saved_optimizer)
     if not lrs:
-        raise FloatingPointError(f"the loss was not finite at the first step (lr={start_lr:g}); check the model and data")
+        raise FloatingPointError(
+            f"the loss was not finite at the first step (lr={start_lr:g}); check the model and data"
+        )
     suggested = lrs[int(np.argmin(losses))] / 10
     return {"lrs": lrs, "losses": losses, "suggested_lr": float(suggested)}
 
@@ -594,11 +692,19 @@ def plot_lr_range(result: dict[str, Any], ax: plt.Axes | None = None) -> Figure:
     ax.semilogx(lrs, losses, color="C0", label="smoothed training loss")
     best = int(np.argmin(losses))
     ax.plot(lrs[best], losses[best], "o", color="C3", label=f"lowest loss (lr = {lrs[best]:.2g})")
-    ax.axvline(result["suggested_lr"], color="C2", linestyle="--",
-               label=f"suggested lr = {result['suggested_lr']:.2g}")
+    ax.axvline(
+        result["suggested_lr"],
+        color="C2",
+        linestyle="--",
+        label=f"suggested lr = {result['suggested_lr']:.2g}",
+    )
     top = min(losses.max(), 3 * losses[0]) if losses[0] > 0 else losses.max()
-    ax.set(xlabel="learning rate (log scale)", ylabel="loss", title="Learning-rate range test",
-           ylim=(min(0, losses.min()) if losses.min() < 0 else 0.9 * losses.min(), 1.05 * top))
+    ax.set(
+        xlabel="learning rate (log scale)",
+        ylabel="loss",
+        title="Learning-rate range test",
+        ylim=(min(0, losses.min()) if losses.min() < 0 else 0.9 * losses.min(), 1.05 * top),
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     return fig
@@ -629,13 +735,17 @@ class Surface:
 
     def __call__(self, xy: torch.Tensor) -> torch.Tensor:
         if not isinstance(xy, torch.Tensor) or xy.shape[-1:] != (2,):
-            raise ValueError(f"xy must be a tensor of shape (..., 2), got {getattr(xy, 'shape', type(xy).__name__)}")
+            raise ValueError(
+                f"xy must be a tensor of shape (..., 2), got {getattr(xy, 'shape', type(xy).__name__)}"
+            )
         return self.fn(xy[..., 0], xy[..., 1])
 
     def gradient(self, xy: torch.Tensor) -> torch.Tensor:
         """The gradient at one point ``xy`` of shape (2,), with its dtype and device."""
         if not isinstance(xy, torch.Tensor) or xy.shape != (2,):
-            raise ValueError(f"xy must be one point, a tensor of shape (2,), got {getattr(xy, 'shape', type(xy).__name__)}")
+            raise ValueError(
+                f"xy must be one point, a tensor of shape (2,), got {getattr(xy, 'shape', type(xy).__name__)}"
+            )
         x, y = xy.tolist()
         return torch.tensor(self.grad(x, y), dtype=xy.dtype, device=xy.device)
 
@@ -647,25 +757,47 @@ class Surface:
 
 SURFACES: dict[str, Surface] = {
     "quadratic": Surface(
-        "ill-conditioned quadratic", lambda x, y: 0.5 * (x**2 + 20 * y**2), lambda x, y: (x, 20 * y),
-        start=(-4.5, 1.5), minima=((0.0, 0.0),), xlim=(-5, 5), ylim=(-2.2, 2.2),
-        description="f = (x^2 + 20 y^2) / 2: curvatures 1 and 20, condition number 20"),
+        "ill-conditioned quadratic",
+        lambda x, y: 0.5 * (x**2 + 20 * y**2),
+        lambda x, y: (x, 20 * y),
+        start=(-4.5, 1.5),
+        minima=((0.0, 0.0),),
+        xlim=(-5, 5),
+        ylim=(-2.2, 2.2),
+        description="f = (x^2 + 20 y^2) / 2: curvatures 1 and 20, condition number 20",
+    ),
     "rosenbrock": Surface(
-        "Rosenbrock", lambda x, y: (1 - x) ** 2 + 100 * (y - x**2) ** 2,
+        "Rosenbrock",
+        lambda x, y: (1 - x) ** 2 + 100 * (y - x**2) ** 2,
         lambda x, y: (-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)),
-        start=(-1.2, 1.0), minima=((1.0, 1.0),), xlim=(-2.0, 2.0), ylim=(-0.8, 2.2),
-        description="f = (1 - x)^2 + 100 (y - x^2)^2: a curved, narrow valley; minimum at (1, 1)"),
+        start=(-1.2, 1.0),
+        minima=((1.0, 1.0),),
+        xlim=(-2.0, 2.0),
+        ylim=(-0.8, 2.2),
+        description="f = (1 - x)^2 + 100 (y - x^2)^2: a curved, narrow valley; minimum at (1, 1)",
+    ),
     "saddle": Surface(
-        "saddle", lambda x, y: 0.5 * x**2 + 0.25 * y**4 - 0.5 * y**2, lambda x, y: (x, y**3 - y),
-        start=(-2.0, 1e-3), minima=((0.0, -1.0), (0.0, 1.0)), xlim=(-2.5, 2.5), ylim=(-1.6, 1.6),
-        description="f = x^2/2 + y^4/4 - y^2/2: a saddle at the origin between minima at (0, -1) and (0, 1)"),
+        "saddle",
+        lambda x, y: 0.5 * x**2 + 0.25 * y**4 - 0.5 * y**2,
+        lambda x, y: (x, y**3 - y),
+        start=(-2.0, 1e-3),
+        minima=((0.0, -1.0), (0.0, 1.0)),
+        xlim=(-2.5, 2.5),
+        ylim=(-1.6, 1.6),
+        description="f = x^2/2 + y^4/4 - y^2/2: a saddle at the origin between minima at (0, -1) and (0, 1)",
+    ),
 }
 """The three surfaces of chapter 04: an ill-conditioned quadratic, Rosenbrock's valley and a saddle."""
 
 
-def trajectory(surface: Surface | str, optimizer: Callable[..., torch.optim.Optimizer], steps: int,
-               start: tuple[float, float] | None = None, max_grad_norm: float | None = None,
-               **hyperparameters: Any) -> torch.Tensor:
+def trajectory(
+    surface: Surface | str,
+    optimizer: Callable[..., torch.optim.Optimizer],
+    steps: int,
+    start: tuple[float, float] | None = None,
+    max_grad_norm: float | None = None,
+    **hyperparameters: Any,
+) -> torch.Tensor:
     """The points an optimizer visits on a 2-D surface: a float64 tensor (steps + 1, 2), start first.
 
     ``optimizer`` is a class (``utils.optim.Adam``, ``torch.optim.SGD``, ...) or any callable
@@ -675,7 +807,9 @@ def trajectory(surface: Surface | str, optimizer: Callable[..., torch.optim.Opti
     """
     surface = SURFACES[surface] if isinstance(surface, str) else surface
     if not isinstance(surface, Surface):
-        raise TypeError(f"surface must be a Surface or one of {sorted(SURFACES)}, got {type(surface).__name__}")
+        raise TypeError(
+            f"surface must be a Surface or one of {sorted(SURFACES)}, got {type(surface).__name__}"
+        )
     steps = _integer("steps", steps, low=1)
     xy = torch.tensor(start if start is not None else surface.start, dtype=torch.float64)
     xy.grad = torch.zeros_like(xy)
@@ -710,8 +844,13 @@ def _contour_grid(surface: Surface) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return gx.numpy(), gy.numpy(), height, levels
 
 
-def plot_trajectories(surface: Surface | str, paths: dict[str, torch.Tensor], ax: plt.Axes | None = None,
-                      title: str | None = None, legend: bool = True) -> Figure:
+def plot_trajectories(
+    surface: Surface | str,
+    paths: dict[str, torch.Tensor],
+    ax: plt.Axes | None = None,
+    title: str | None = None,
+    legend: bool = True,
+) -> Figure:
     """Draw ``paths`` (name -> (T, 2) points) over the contour lines of ``surface``.
 
     Contours are spaced on a log scale of the height above the lowest value in the window, so the

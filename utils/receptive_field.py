@@ -36,8 +36,23 @@ __all__ = [
 ]
 
 # Layers that act on each position separately (or not spatially at all): they leave the receptive field alone.
-POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU, nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout,
-             nn.Dropout2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.Hardswish, nn.ReLU6)
+POINTWISE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.InstanceNorm2d,
+    nn.Hardswish,
+    nn.ReLU6,
+)
 SPATIAL = (nn.Conv1d, nn.Conv2d, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d)
 
 
@@ -103,17 +118,34 @@ def _component(value: Any, axis: int) -> int:
 def _module_spec(module: nn.Module, name: str, axis: int) -> LayerSpec:
     if isinstance(module, (nn.Conv1d, nn.Conv2d)):
         if isinstance(module.padding, str):
-            raise ValueError(f"layer {name}: padding={module.padding!r} is not supported; give the padding as ints")
-        return LayerSpec(_component(module.kernel_size, axis), _component(module.stride, axis),
-                         _component(module.dilation, axis), _component(module.padding, axis), name)
+            raise ValueError(
+                f"layer {name}: padding={module.padding!r} is not supported; give the padding as ints"
+            )
+        return LayerSpec(
+            _component(module.kernel_size, axis),
+            _component(module.stride, axis),
+            _component(module.dilation, axis),
+            _component(module.padding, axis),
+            name,
+        )
     if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d)):
         stride = module.stride if module.stride is not None else module.kernel_size
-        return LayerSpec(_component(module.kernel_size, axis), _component(stride, axis),
-                         _component(module.dilation, axis), _component(module.padding, axis), name)
+        return LayerSpec(
+            _component(module.kernel_size, axis),
+            _component(stride, axis),
+            _component(module.dilation, axis),
+            _component(module.padding, axis),
+            name,
+        )
     if isinstance(module, (nn.AvgPool1d, nn.AvgPool2d)):
         stride = module.stride if module.stride is not None else module.kernel_size
-        return LayerSpec(_component(module.kernel_size, axis), _component(stride, axis), 1,
-                         _component(module.padding, axis), name)
+        return LayerSpec(
+            _component(module.kernel_size, axis),
+            _component(stride, axis),
+            1,
+            _component(module.padding, axis),
+            name,
+        )
     raise TypeError(f"layer {name} ({type(module).__name__}) is not a convolution or pooling layer")
 
 
@@ -140,8 +172,10 @@ def layer_specs(layers: nn.Module | Iterable[Any], axis: int = 0) -> list[LayerS
             if isinstance(module, SPATIAL):
                 specs.append(_module_spec(module, f"{name} {type(module).__name__}", axis))
             elif not isinstance(module, POINTWISE):
-                raise TypeError(f"layer {name} ({type(module).__name__}) has no fixed receptive-field arithmetic; "
-                                "pass the convolution and pooling part of the model (e.g. model.features)")
+                raise TypeError(
+                    f"layer {name} ({type(module).__name__}) has no fixed receptive-field arithmetic; "
+                    "pass the convolution and pooling part of the model (e.g. model.features)"
+                )
         return specs
     specs = []
     for i, item in enumerate(layers):
@@ -152,12 +186,16 @@ def layer_specs(layers: nn.Module | Iterable[Any], axis: int = 0) -> list[LayerS
         elif isinstance(item, (tuple, list)) and len(item) in (3, 4):
             specs.append(LayerSpec(*(int(v) for v in item), name=f"layer {i + 1}"))
         else:
-            raise TypeError(f"layers[{i}] must be a LayerSpec, an nn.Module or a tuple (kernel, stride, dilation[, padding]), "
-                            f"got {item!r}")
+            raise TypeError(
+                f"layers[{i}] must be a LayerSpec, an nn.Module or a tuple (kernel, stride, dilation[, padding]), "
+                f"got {item!r}"
+            )
     return specs
 
 
-def receptive_field(layers: nn.Module | Iterable[Any], input_size: int | None = None, axis: int = 0) -> list[LayerRF]:
+def receptive_field(
+    layers: nn.Module | Iterable[Any], input_size: int | None = None, axis: int = 0
+) -> list[LayerRF]:
     """Receptive field size, jump and start after every layer of a stack (chapter 06).
 
     ``layers`` is anything :func:`layer_specs` accepts. Returns one :class:`LayerRF` per spatial
@@ -167,7 +205,9 @@ def receptive_field(layers: nn.Module | Iterable[Any], input_size: int | None = 
     >>> [row.size for row in receptive_field([(3, 1, 1), (3, 1, 1), (2, 2, 1), (3, 1, 1)])]
     [3, 5, 6, 10]
     """
-    if input_size is not None and (isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1):
+    if input_size is not None and (
+        isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 1
+    ):
         raise ValueError(f"input_size must be a positive int or None, got {input_size!r}")
     size, jump, start, n = 1, 1, 0, input_size  # layer 0: the input pixels themselves
     rows = []
@@ -175,13 +215,17 @@ def receptive_field(layers: nn.Module | Iterable[Any], input_size: int | None = 
         if n is not None:
             n_out = (n + 2 * spec.padding - spec.span) // spec.stride + 1
             if n_out < 1:
-                raise ValueError(f"{spec.name or 'a layer'}: the kernel spans {spec.span} pixels but its padded input has "
-                                 f"only {n + 2 * spec.padding}")
+                raise ValueError(
+                    f"{spec.name or 'a layer'}: the kernel spans {spec.span} pixels but its padded input has "
+                    f"only {n + 2 * spec.padding}"
+                )
             n = n_out
         size = size + (spec.span - 1) * jump  # the new kernel reaches (span - 1) previous units further
         start = start - spec.padding * jump  # the padding shifts unit 0 to the left (into the padding)
         jump = jump * spec.stride
-        rows.append(LayerRF(spec.name, spec.kernel, spec.stride, spec.dilation, spec.padding, size, jump, start, n))
+        rows.append(
+            LayerRF(spec.name, spec.kernel, spec.stride, spec.dilation, spec.padding, size, jump, start, n)
+        )
     return rows
 
 
@@ -190,8 +234,10 @@ def format_table(rows: Sequence[LayerRF]) -> str:
     lines = [f"{'layer':<20}{'k':>3}{'s':>3}{'d':>3}{'p':>3} {'out':>5}{'RF size':>9}{'jump':>6}{'start':>7}"]
     for row in rows:
         out = "" if row.out_size is None else str(row.out_size)
-        lines.append(f"{row.name[:19]:<20}{row.kernel:>3}{row.stride:>3}{row.dilation:>3}{row.padding:>3} "
-                     f"{out:>5}{row.size:>9}{row.jump:>6}{row.start:>7}")
+        lines.append(
+            f"{row.name[:19]:<20}{row.kernel:>3}{row.stride:>3}{row.dilation:>3}{row.padding:>3} "
+            f"{out:>5}{row.size:>9}{row.jump:>6}{row.start:>7}"
+        )
     return "\n".join(lines)
 
 
@@ -215,8 +261,15 @@ class EmpiricalRF:
         return self.rows[1] - self.rows[0] + 1, self.cols[1] - self.cols[0] + 1
 
 
-def empirical_receptive_field(model: nn.Module, input_shape: Sequence[int], unit: Sequence[int] | None = None, *,
-                              batch: int = 8, seed: int = 0, device: str | torch.device | None = None) -> EmpiricalRF:
+def empirical_receptive_field(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    unit: Sequence[int] | None = None,
+    *,
+    batch: int = 8,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+) -> EmpiricalRF:
     """Measure the receptive field of one output unit with autograd (chapter 06).
 
     Feeds ``batch`` random inputs of shape ``input_shape`` = (C, H, W) (uniform in [0, 1]) through
@@ -254,6 +307,8 @@ def empirical_receptive_field(model: nn.Module, input_shape: Sequence[int], unit
     rows = torch.nonzero(grad.sum(dim=1) > 0).flatten()
     cols = torch.nonzero(grad.sum(dim=0) > 0).flatten()
     if len(rows) == 0:
-        raise ValueError(f"the gradient of unit {(i, j)} is zero everywhere: no input pixel reaches it "
-                         "(all ReLUs off?) – try a larger batch or another seed")
+        raise ValueError(
+            f"the gradient of unit {(i, j)} is zero everywhere: no input pixel reaches it "
+            "(all ReLUs off?) – try a larger batch or another seed"
+        )
     return EmpiricalRF(grad, (int(rows[0]), int(rows[-1])), (int(cols[0]), int(cols[-1])), (i, j))

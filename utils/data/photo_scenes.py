@@ -49,8 +49,9 @@ def _background(name: str, short_side: int) -> np.ndarray:
     h, w = image.shape[-2:]
     factor = short_side / min(h, w)  # below 1 (shrinking) but for scenes larger than the sources
     shape = (round(h * factor), round(w * factor))
-    image = torch.nn.functional.interpolate(image, size=shape, mode="bilinear", antialias=True,
-                                            align_corners=False)
+    image = torch.nn.functional.interpolate(
+        image, size=shape, mode="bilinear", antialias=True, align_corners=False
+    )
     image = image[0].clamp(0, 1).expand(3, -1, -1).permute(1, 2, 0)  # (H, W, 3)
     return _frozen(np.ascontiguousarray(image.numpy()))
 
@@ -174,9 +175,17 @@ def _luma(pixels: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------
 
 
-def _check_args(split: str, size: int, min_objects: int, max_objects: int, classes: Sequence[str],
-                min_visible: float, scale: tuple[float, float], test_size: float, split_seed: int
-                ) -> tuple[tuple[str, ...], dict[str, tuple[str, np.ndarray]]]:
+def _check_args(
+    split: str,
+    size: int,
+    min_objects: int,
+    max_objects: int,
+    classes: Sequence[str],
+    min_visible: float,
+    scale: tuple[float, float],
+    test_size: float,
+    split_seed: int,
+) -> tuple[tuple[str, ...], dict[str, tuple[str, np.ndarray]]]:
     """The checked ``classes``, and the objects of each class in ``split``."""
     check_split(split)
     check_layout(size, min_objects, max_objects, min_visible)
@@ -219,11 +228,13 @@ def make_photo_scene(
     background) and ``instance_masks`` (K, size, size) bool, the visible pixels of each object.
     The object-detection and segmentation chapters train on these.
     """
-    classes, objects = _check_args(split, size, min_objects, max_objects, classes, min_visible, scale,
-                                   test_size, split_seed)
+    classes, objects = _check_args(
+        split, size, min_objects, max_objects, classes, min_visible, scale, test_size, split_seed
+    )
     seed = check_int(seed, "seed")
-    image, visible, _, labels = _draw(seed, split, size, min_objects, max_objects, classes, objects,
-                                      min_visible, scale)
+    image, visible, _, labels = _draw(
+        seed, split, size, min_objects, max_objects, classes, objects, min_visible, scale
+    )
     semantic = np.zeros((size, size), dtype=np.int64)
     for mask, label in zip(visible, labels):
         semantic[mask] = label
@@ -237,9 +248,17 @@ def make_photo_scene(
     }
 
 
-def _draw(seed: int, split: str, size: int, min_objects: int, max_objects: int, classes: tuple[str, ...],
-          objects: dict[str, tuple[str, np.ndarray]], min_visible: float, scale: tuple[float, float]
-          ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[int]]:
+def _draw(
+    seed: int,
+    split: str,
+    size: int,
+    min_objects: int,
+    max_objects: int,
+    classes: tuple[str, ...],
+    objects: dict[str, tuple[str, np.ndarray]],
+    min_visible: float,
+    scale: tuple[float, float],
+) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[int]]:
     """The scene of :func:`make_photo_scene` (checked arguments): image (size, size, 3) float32, the
     visible and the whole (size, size) mask of each object, bottom first, and their labels."""
     rng = np.random.default_rng([seed, int(split == "test")])  # local: global RNG state is never touched
@@ -311,13 +330,22 @@ class PhotoScenes(SceneDataset):
         split_seed: int = 0,
         transform: Callable[[dict], dict] | None = None,
     ) -> None:
-        checked, _ = _check_args(split, size, min_objects, max_objects, classes, min_visible, scale,
-                                 test_size, split_seed)
+        checked, _ = _check_args(
+            split, size, min_objects, max_objects, classes, min_visible, scale, test_size, split_seed
+        )
         super().__init__(n, seed, checked, transform)
         self.split, self.size = split, int(size)
-        self.scene_kwargs = {"split": split, "size": size, "max_objects": max_objects,
-                             "min_objects": min_objects, "classes": self.classes, "min_visible": min_visible,
-                             "scale": tuple(scale), "test_size": test_size, "split_seed": split_seed}
+        self.scene_kwargs = {
+            "split": split,
+            "size": size,
+            "max_objects": max_objects,
+            "min_objects": min_objects,
+            "classes": self.classes,
+            "min_visible": min_visible,
+            "scale": tuple(scale),
+            "test_size": test_size,
+            "split_seed": split_seed,
+        }
 
     def draw(self, seed: int) -> dict[str, torch.Tensor]:
         return make_photo_scene(seed, **self.scene_kwargs)

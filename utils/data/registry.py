@@ -42,9 +42,17 @@ class DatasetInfo:
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, loader: Callable[..., Any], *, kind: str = "classification",
-                     shape: tuple[int, int, int], num_classes: int, summary: str, online: bool = False,
-                     replace: bool = False) -> DatasetInfo:
+def register_dataset(
+    name: str,
+    loader: Callable[..., Any],
+    *,
+    kind: str = "classification",
+    shape: tuple[int, int, int],
+    num_classes: int,
+    summary: str,
+    online: bool = False,
+    replace: bool = False,
+) -> DatasetInfo:
     """Make ``load(name, split, **options)`` call ``loader(split, **options)``; returns its info.
 
     ``kind`` is ``"classification"`` or ``"scenes"``. Registering a taken name raises a
@@ -81,8 +89,15 @@ def dataset_info(name: str) -> DatasetInfo:
     return _REGISTRY[name]
 
 
-def load(name: str, split: str = "train", *, download: bool = False, root: str | Path | None = None,
-         substitute: bool = False, **kw: Any) -> Any:
+def load(
+    name: str,
+    split: str = "train",
+    *,
+    download: bool = False,
+    root: str | Path | None = None,
+    substitute: bool = False,
+    **kw: Any,
+) -> Any:
     """A dataset by name, e.g. ``load("animals", "test", subset=500)``; see :func:`list_datasets`.
 
     Classification datasets (``"digits"``, ``"mnist"``, ``"animals"``, ``"animals_rgb"``,
@@ -125,13 +140,37 @@ for _name, _loader, _shape, _summary in (
     ("animals_rgb", _cls.animals_rgb, (3, 32, 32), "the animal silhouettes, tinted, on 32x32 photo crops"),
 ):
     register_dataset(_name, _loader, shape=_shape, num_classes=10, summary=_summary)
-register_dataset("fashion_mnist", _cls.fashion_mnist, shape=(1, 28, 28), num_classes=10, online=True,
-                 summary="Fashion-MNIST, 70,000 images of clothing (torchvision; download=True)")
-register_dataset("cifar10", _cls.cifar10, shape=(3, 32, 32), num_classes=10, online=True,
-                 summary="CIFAR-10, 60,000 colour images of 10 classes (torchvision; download=True)")
-register_dataset("shapes", _shapes, kind="scenes", shape=(3, 64, 64), num_classes=4,
-                 summary="procedural scenes of coloured shapes, exact boxes and masks")
-register_dataset("photo_scenes", _photo_scenes, kind="scenes", shape=(3, 64, 64), num_classes=20,
-                 summary="MNIST digits and animal silhouettes pasted on photo crops, exact boxes and masks")
+register_dataset(
+    "fashion_mnist",
+    _cls.fashion_mnist,
+    shape=(1, 28, 28),
+    num_classes=10,
+    online=True,
+    summary="Fashion-MNIST, 70,000 images of clothing (torchvision; download=True)",
+)
+register_dataset(
+    "cifar10",
+    _cls.cifar10,
+    shape=(3, 32, 32),
+    num_classes=10,
+    online=True,
+    summary="CIFAR-10, 60,000 colour images of 10 classes (torchvision; download=True)",
+)
+register_dataset(
+    "shapes",
+    _shapes,
+    kind="scenes",
+    shape=(3, 64, 64),
+    num_classes=4,
+    summary="procedural scenes of coloured shapes, exact boxes and masks",
+)
+register_dataset(
+    "photo_scenes",
+    _photo_scenes,
+    kind="scenes",
+    shape=(3, 64, 64),
+    num_classes=20,
+    summary="MNIST digits and animal silhouettes pasted on photo crops, exact boxes and masks",
+)
 
 DATASETS = tuple(_REGISTRY)  # the built-in names; list_datasets() also lists those registered later

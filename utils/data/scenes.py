@@ -95,8 +95,9 @@ def check_classes(classes: Sequence[str], allowed: Sequence[str]) -> tuple[str, 
     return classes
 
 
-def _check_scene_args(size: int, min_objects: int, max_objects: int, classes: Sequence[str], background: str,
-                      min_visible: float) -> tuple[str, ...]:
+def _check_scene_args(
+    size: int, min_objects: int, max_objects: int, classes: Sequence[str], background: str, min_visible: float
+) -> tuple[str, ...]:
     check_layout(size, min_objects, max_objects, min_visible)
     classes = check_classes(classes, SHAPE_CLASSES)
     if background not in BACKGROUNDS:
@@ -202,8 +203,9 @@ class SceneDataset(Dataset):
     is ``("background", *classes)``, indexed by label; ``transform``, if given, maps each scene dict.
     """
 
-    def __init__(self, n: int, seed: int, classes: tuple[str, ...],
-                 transform: Callable[[dict], dict] | None) -> None:
+    def __init__(
+        self, n: int, seed: int, classes: tuple[str, ...], transform: Callable[[dict], dict] | None
+    ) -> None:
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable or None, got {type(transform).__name__}")
         self.n, self.seed = check_int(n, "n"), check_int(seed, "seed")
@@ -255,8 +257,14 @@ class ShapesScenes(SceneDataset):
         classes = _check_scene_args(size, min_objects, max_objects, classes, background, min_visible)
         super().__init__(n, seed, classes, transform)
         self.size = int(size)
-        self.scene_kwargs = {"size": size, "max_objects": max_objects, "min_objects": min_objects,
-                             "classes": self.classes, "background": background, "min_visible": min_visible}
+        self.scene_kwargs = {
+            "size": size,
+            "max_objects": max_objects,
+            "min_objects": min_objects,
+            "classes": self.classes,
+            "background": background,
+            "min_visible": min_visible,
+        }
 
     def draw(self, seed: int) -> dict[str, torch.Tensor]:
         return make_scene(seed, **self.scene_kwargs)

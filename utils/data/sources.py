@@ -137,8 +137,9 @@ def _duplicate_groups(name: str) -> np.ndarray | None:
     both copies of a pair on the same side, so that no test image is also a training image.
     """
     images, _ = ARRAYS[name]()
-    _, first, inverse = np.unique(images.reshape(len(images), -1), axis=0, return_index=True,
-                                  return_inverse=True)
+    _, first, inverse = np.unique(
+        images.reshape(len(images), -1), axis=0, return_index=True, return_inverse=True
+    )
     if len(first) == len(images):
         return None
     return _frozen(first[inverse.ravel()])
@@ -163,8 +164,9 @@ def _split_indices(
             f"test_size must be a fraction in (0, 1) or a count in [1, {n - 1}], got {test_size!r}"
         )
     firsts = np.arange(n) if groups is None else np.flatnonzero(groups == np.arange(n))
-    train_idx, test_idx = train_test_split(firsts, test_size=test_size, stratify=targets[firsts],
-                                           random_state=seed)
+    train_idx, test_idx = train_test_split(
+        firsts, test_size=test_size, stratify=targets[firsts], random_state=seed
+    )
     chosen = train_idx if split == "train" else test_idx
     if groups is not None:
         chosen = np.flatnonzero(np.isin(groups, chosen))  # each first copy brings its copies along

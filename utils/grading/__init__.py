@@ -58,6 +58,7 @@ Which assignment a notebook is: ``check`` takes ``assignment=``, else ``use("01_
 the only assignment with that id. The grader takes ``--assignment`` or the file name (``Copy of
 01_backprop.ipynb`` works) and refuses a notebook whose metadata names another assignment.
 """
+
 from __future__ import annotations
 
 from .challenge import MakeItWork
@@ -65,8 +66,15 @@ from .checks import QuestionSet, assignments, get_assignment, register, unregist
 from .compare import BoxSet
 from .core import Case, CaseResult, Code, Question, QuestionResult, compare
 from .forbid import AUTOGRAD, COURSE
-from .generate import (LeakError, MarkerError, check_sync, find_leaks, find_regions, generate_all,
-                       generate_exercise)
+from .generate import (
+    LeakError,
+    MarkerError,
+    check_sync,
+    find_leaks,
+    find_regions,
+    generate_all,
+    generate_exercise,
+)
 from .inline import check, evaluate, resolve_question, use
 from .notebook import NotebookNotFound, grade_notebook
 from .review import Review

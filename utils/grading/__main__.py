@@ -12,6 +12,7 @@ The working directory never goes on the grader's import path, and SIGTERM or SIG
 the way Ctrl-C does: its kernel, the processes it left and its temporary folder are removed.
 Chapter 01 is the first assignment graded this way.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,30 +33,48 @@ def _exit_on(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m utils.grading",
-                                     description="Grade notebooks and generate exercises.")
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.grading", description="Grade notebooks and generate exercises."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     grade = sub.add_parser("grade", help="run a notebook in a fresh kernel and score it")
     grade.add_argument("notebook", help="the .ipynb file to grade")
-    grade.add_argument("--json", dest="json_path", metavar="REPORT",
-                       help="also write the report as JSON here")
-    grade.add_argument("--timeout", type=int, default=None, metavar="SECONDS",
-                       help="time limit per cell and per function call (default 120)")
-    grade.add_argument("--assignment", default=None, metavar="ID",
-                       help="e.g. 01_backprop (default: the file name; the notebook's metadata must agree)")
-    grade.add_argument("--seed", type=int, default=None,
-                       help="fix the random inputs (default: fresh ones every run)")
-    grade.add_argument("--workdir", default=None, metavar="DIR",
-                       help="the kernel's working directory (default: the notebook's folder)")
+    grade.add_argument(
+        "--json", dest="json_path", metavar="REPORT", help="also write the report as JSON here"
+    )
+    grade.add_argument(
+        "--timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="time limit per cell and per function call (default 120)",
+    )
+    grade.add_argument(
+        "--assignment",
+        default=None,
+        metavar="ID",
+        help="e.g. 01_backprop (default: the file name; the notebook's metadata must agree)",
+    )
+    grade.add_argument(
+        "--seed", type=int, default=None, help="fix the random inputs (default: fresh ones every run)"
+    )
+    grade.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="the kernel's working directory (default: the notebook's folder)",
+    )
     gen = sub.add_parser("generate", help="write exercises/ from solutions/")
     gen.add_argument("solutions", help="folder of solution notebooks")
     gen.add_argument("exercises", help="folder of exercise notebooks")
-    gen.add_argument("--check", action="store_true",
-                     help="write nothing; exit 1 when the exercises are out of sync")
+    gen.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the exercises are out of sync"
+    )
     cells = sub.add_parser("setup-cells", help="write the canonical first cell into every notebook")
     cells.add_argument("--root", default=".", help="the course folder (default: the current one)")
-    cells.add_argument("--check", action="store_true",
-                       help="write nothing; exit 1 when a notebook lacks the cell")
+    cells.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when a notebook lacks the cell"
+    )
     return parser
 
 
@@ -67,8 +86,9 @@ def _grade(args: argparse.Namespace) -> int:
         return 2
     try:
         timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
-        report = grade_notebook(args.notebook, assignment=args.assignment, seed=args.seed,
-                                workdir=args.workdir, timeout=timeout)
+        report = grade_notebook(
+            args.notebook, assignment=args.assignment, seed=args.seed, workdir=args.workdir, timeout=timeout
+        )
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -77,8 +97,11 @@ def _grade(args: argparse.Namespace) -> int:
         try:
             write_report(report, args.json_path)
         except OSError as err:
-            print(f"error: the report could not be written to {args.json_path} "
-                  f"({type(err).__name__}: {err}); the table above is the result", file=sys.stderr)
+            print(
+                f"error: the report could not be written to {args.json_path} "
+                f"({type(err).__name__}: {err}); the table above is the result",
+                file=sys.stderr,
+            )
             return 1
     return 0
 

@@ -24,6 +24,7 @@ For instructors::
 so that the learner gets feedback without ever touching the held-out data. Chapter 03's exercise has
 the first make-it-work question.
 """
+
 from __future__ import annotations
 
 import time
@@ -63,8 +64,10 @@ class MakeItWork:
         if not self.function.isidentifier():
             raise ValueError(f"question {self.id}: function must be a name, got {self.function!r}")
         if isinstance(self.metric, str) and self.metric not in METRICS:
-            raise ValueError(f"question {self.id}: metric must be one of {sorted(METRICS)} or a function, "
-                             f"got {self.metric!r}")
+            raise ValueError(
+                f"question {self.id}: metric must be one of {sorted(METRICS)} or a function, "
+                f"got {self.metric!r}"
+            )
         steps = sorted(((float(bar), float(points)) for bar, points in self.steps), reverse=True)
         if not steps:
             raise ValueError(f"question {self.id}: steps must give at least one (bar, points) pair")
@@ -100,7 +103,7 @@ class MakeItWork:
             raise ValueError(f"question {self.id}: data() returned no inputs")
         if self.metric_name.startswith("map"):
             import utils.metrics.detection  # noqa: F401  (imported before any learner code runs)
-        return [inputs[i:i + self.batch_size] for i in range(0, n, self.batch_size)], targets, n
+        return [inputs[i : i + self.batch_size] for i in range(0, n, self.batch_size)], targets, n
 
     def award(self, value: float) -> float:
         """The points of the highest step that ``value`` reaches."""
@@ -138,8 +141,10 @@ def _labels(outputs: list[Any], sizes: Sequence[int], dims: int) -> torch.Tensor
         if out.dim() == dims + 1 and out.is_floating_point():
             out = out.argmax(dim=1)
         if out.dim() != dims or len(out) != size:
-            return (f"batch {number}: expected labels of shape ({size}, ...) with {dims} dims or scores "
-                    f"with a class dimension, got shape {tuple(out.shape)}")
+            return (
+                f"batch {number}: expected labels of shape ({size}, ...) with {dims} dims or scores "
+                f"with a class dimension, got shape {tuple(out.shape)}"
+            )
         if out.is_floating_point() or out.is_complex():
             return f"batch {number}: labels must be integers, got {out.dtype}"
         parts.append(out.long())
@@ -185,7 +190,11 @@ def _detections(outputs: list[Any], sizes: Sequence[int]) -> list[dict] | str:
 
 
 METRICS: dict[str, str] = {
-    "accuracy": "accuracy", "macro_f1": "macro-F1", "miou": "mIoU", "map": "mAP@[.5:.95]", "map_50": "mAP@.5",
+    "accuracy": "accuracy",
+    "macro_f1": "macro-F1",
+    "miou": "mIoU",
+    "map": "mAP@[.5:.95]",
+    "map_50": "mAP@.5",
 }
 
 
@@ -212,13 +221,15 @@ def score_predictions(q: MakeItWork, outputs: list[Any], batches: list[Any], tar
         return f"expected predictions of shape {tuple(target.shape)} in all, got {tuple(pred.shape)}"
     num_classes = q.num_classes or int(max(int(target.max()), int(pred.max())) + 1)
     if int(pred.min()) < 0 or int(pred.max()) >= num_classes:
-        return (f"labels must lie in 0..{num_classes - 1}, "
-                f"got values from {int(pred.min())} to {int(pred.max())}")
+        return (
+            f"labels must lie in 0..{num_classes - 1}, got values from {int(pred.min())} to {int(pred.max())}"
+        )
     return {"accuracy": _accuracy, "macro_f1": _macro_f1, "miou": _miou}[q.metric](pred, target, num_classes)
 
 
-def verdict(q: MakeItWork, prediction: Prediction, batches: list[Any], targets: Any,
-            n: int) -> tuple[float, str, bool]:
+def verdict(
+    q: MakeItWork, prediction: Prediction, batches: list[Any], targets: Any, n: int
+) -> tuple[float, str, bool]:
     """``(points, sentence, forbidden)`` for what came back from the kernel (or from an inline run)."""
     budget = f"the budget is {q.budget:g} s for all {n:,} held-out inputs"
     if prediction.violation is not None:
@@ -232,9 +243,11 @@ def verdict(q: MakeItWork, prediction: Prediction, batches: list[Any], targets: 
         return 0.0, value, False
     points = q.award(value)
     name = METRICS.get(q.metric_name, q.metric_name)
-    text = (f"{name} {value:.4f} on {n:,} held-out inputs ({_fmt(points)}/{_fmt(q.points)} points; "
-            f"steps: {q.steps_text()}); {q.function} took {prediction.seconds:.1f} s of its "
-            f"{q.budget:g} s budget")
+    text = (
+        f"{name} {value:.4f} on {n:,} held-out inputs ({_fmt(points)}/{_fmt(q.points)} points; "
+        f"steps: {q.steps_text()}); {q.function} took {prediction.seconds:.1f} s of its "
+        f"{q.budget:g} s budget"
+    )
     return points, text, False
 
 
@@ -243,7 +256,7 @@ def run_inline(q: MakeItWork, fn: Callable, seed: int) -> tuple[float, str, bool
     from .watch import Watch
 
     inputs, targets = q.preview(int(seed))
-    batches = [inputs[i:i + q.batch_size] for i in range(0, len(inputs), q.batch_size)]
+    batches = [inputs[i : i + q.batch_size] for i in range(0, len(inputs), q.batch_size)]
     prediction = Prediction()
     spec = q.watch_spec()
     start = time.perf_counter()
@@ -267,5 +280,8 @@ def run_inline(q: MakeItWork, fn: Callable, seed: int) -> tuple[float, str, bool
         prediction.raised = Raised(type(err).__name__, str(err))
     prediction.seconds = time.perf_counter() - start
     points, text, forbidden = verdict(q, prediction, batches, targets, len(inputs))
-    return points, text.replace("held-out inputs", "preview inputs (the grader uses held-out ones)"), \
-        forbidden
+    return (
+        points,
+        text.replace("held-out inputs", "preview inputs (the grader uses held-out ones)"),
+        forbidden,
+    )

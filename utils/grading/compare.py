@@ -12,6 +12,7 @@ The expected value decides what is checked:
 * an ``int``: an ``int`` (``27.0`` is not accepted for ``27``); a ``float``: any number within the
   tolerance; ``bool``, ``str`` and ``None``: equal and of the same type.
 """
+
 from __future__ import annotations
 
 import math
@@ -100,15 +101,19 @@ def _shape(t: torch.Tensor) -> str:
     return "() (a 0-dim tensor)" if shape == () else str(shape)
 
 
-def compare(actual: Any, expected: Any, *, atol: float = 0.0, rtol: float = 0.0,
-            outputs: tuple[str, ...] = ()) -> str | None:
+def compare(
+    actual: Any, expected: Any, *, atol: float = 0.0, rtol: float = 0.0, outputs: tuple[str, ...] = ()
+) -> str | None:
     """Compare a learner's output with the reference; ``None`` when it matches, else one sentence
     (see the module docstring for what each kind of expected value checks)."""
     if isinstance(actual, Raised):
         return actual.describe()
     if isinstance(expected, (tuple, list)):
-        names = tuple(outputs) if len(outputs) == len(expected) else tuple(f"output[{i}]"
-                                                                             for i in range(len(expected)))
+        names = (
+            tuple(outputs)
+            if len(outputs) == len(expected)
+            else tuple(f"output[{i}]" for i in range(len(expected)))
+        )
         listing = f"{len(expected)} values ({', '.join(names)})"
         if not isinstance(actual, (tuple, list)):
             return f"expected a tuple of {listing}, got {type_name(actual)}"
@@ -132,8 +137,9 @@ def compare(actual: Any, expected: Any, *, atol: float = 0.0, rtol: float = 0.0,
     if isinstance(expected, int):
         if isinstance(actual, bool) or not isinstance(actual, int):
             shown = f" {actual!r}" if isinstance(actual, float) else ""
-            return (f"expected an int, got {type_name(actual)}{shown} "
-                    "(return an int, e.g. with // or int(...))")
+            return (
+                f"expected an int, got {type_name(actual)}{shown} (return an int, e.g. with // or int(...))"
+            )
         if abs(actual - expected) > atol + rtol * abs(expected):
             return f"values off: got {actual}, expected {expected} ({tolerance_text(atol, rtol)})"
         return None
@@ -169,8 +175,10 @@ def _compare_tensor(actual: Any, expected: torch.Tensor, atol: float, rtol: floa
     if not isinstance(actual, torch.Tensor):
         return f"expected a torch.Tensor, got {type_name(actual)}"
     if actual.requires_grad and not expected.requires_grad:
-        return ("the returned tensor still requires grad (it is attached to the autograd graph); return a "
-                "tensor that does not, e.g. computed under torch.no_grad() or with .detach()")
+        return (
+            "the returned tensor still requires grad (it is attached to the autograd graph); return a "
+            "tensor that does not, e.g. computed under torch.no_grad() or with .detach()"
+        )
     if expected.requires_grad and not actual.requires_grad:
         return "the returned tensor must require grad (like the reference), but it does not"
     actual = actual.detach()
@@ -198,13 +206,18 @@ def _compare_tensor(actual: Any, expected: torch.Tensor, atol: float, rtol: floa
         over = diff > allowed
         if over.any():
             worst = int(torch.argmax(torch.where(over, diff - allowed, torch.zeros_like(diff))))
-            index = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), actual.shape)) \
-                if actual.dim() else ()
+            index = (
+                tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), actual.shape))
+                if actual.dim()
+                else ()
+            )
             where = f" at index {index}" if index else ""
             got, want = float(actual.reshape(-1)[worst]), float(expected.reshape(-1)[worst])
-            return (f"values off: max abs error {float(diff.max()):.3g} ({int(over.sum())} of "
-                    f"{actual.numel()} values outside the tolerance; e.g.{where} got {got:.8g}, "
-                    f"expected {want:.8g}); {tolerance_text(atol, rtol)}")
+            return (
+                f"values off: max abs error {float(diff.max()):.3g} ({int(over.sum())} of "
+                f"{actual.numel()} values outside the tolerance; e.g.{where} got {got:.8g}, "
+                f"expected {want:.8g}); {tolerance_text(atol, rtol)}"
+            )
         return None
     if not torch.equal(actual, expected):
         n = int((actual != expected).sum())
@@ -266,14 +279,21 @@ def _compare_boxes(actual: Any, expected: BoxSet) -> str | None:
         label = f" (label {int(expected.labels[e])})" if expected.labels is not None else ""
         best = float(iou[e].max()) if iou.shape[1] else 0.0
         same = " with that label" if expected.labels is not None else ""
-        near = f"; the closest returned box{same} has IoU {best:.3f}" if best >= 0 \
+        near = (
+            f"; the closest returned box{same} has IoU {best:.3f}"
+            if best >= 0
             else "; no returned box has that label"
-        return (f"{len(unmatched)} of {len(expected.boxes)} expected boxes have no match with IoU >= "
-                f"{expected.min_iou:g}, e.g. {_box_text(expected.boxes[e])}{label}{near}")
+        )
+        return (
+            f"{len(unmatched)} of {len(expected.boxes)} expected boxes have no match with IoU >= "
+            f"{expected.min_iou:g}, e.g. {_box_text(expected.boxes[e])}{label}{near}"
+        )
     if expected.scores is not None:
         got = fields["scores"].detach().cpu().to(torch.float64).reshape(-1)
         for e, a in pairs:
             if abs(float(got[a]) - float(expected.scores[e])) > expected.score_atol:
-                return (f"the box matched to {_box_text(expected.boxes[e])} has score {float(got[a]):.6g}, "
-                        f"expected {float(expected.scores[e]):.6g} (tolerance {expected.score_atol:g})")
+                return (
+                    f"the box matched to {_box_text(expected.boxes[e])} has score {float(got[a]):.6g}, "
+                    f"expected {float(expected.scores[e]):.6g} (tolerance {expected.score_atol:g})"
+                )
     return None

@@ -9,6 +9,7 @@ learner's kernel; outputs come back and are compared here). The other kinds of q
 make it work, live in :mod:`utils.grading.review` and :mod:`utils.grading.challenge`.
 Chapter 01 introduces the graded exercises.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -54,8 +55,13 @@ class Code:
 
     def build(self) -> Callable:
         """Evaluate the source and return the callable."""
-        namespace = {"torch": torch, "nn": torch.nn, "F": torch.nn.functional, "math": math,
-                     "__builtins__": builtins}
+        namespace = {
+            "torch": torch,
+            "nn": torch.nn,
+            "F": torch.nn.functional,
+            "math": math,
+            "__builtins__": builtins,
+        }
         fn = eval(self.source, namespace)  # noqa: S307 - source written by the course, not the learner
         if not callable(fn):
             raise TypeError(f"Code({self.source!r}) does not evaluate to a callable")
@@ -103,18 +109,23 @@ class Case:
 
     def __post_init__(self) -> None:
         if self.harness is not None and not isinstance(self.harness, Code):
-            raise TypeError(f"Case {self.name!r}: harness must be a Code(...) source string, "
-                            f"got {type(self.harness).__name__}")
+            raise TypeError(
+                f"Case {self.name!r}: harness must be a Code(...) source string, "
+                f"got {type(self.harness).__name__}"
+            )
         if not isinstance(self.args, dict):
-            raise TypeError(f"Case {self.name!r}: args must be a dict name -> value, "
-                            f"got {type(self.args).__name__}")
+            raise TypeError(
+                f"Case {self.name!r}: args must be a dict name -> value, got {type(self.args).__name__}"
+            )
         unknown = [n for n in self.unchanged if n not in self.args]
         if unknown:
-            raise ValueError(f"Case {self.name!r}: unchanged names {unknown} are not arguments "
-                             f"({list(self.args)})")
+            raise ValueError(
+                f"Case {self.name!r}: unchanged names {unknown} are not arguments ({list(self.args)})"
+            )
         if self.atol < 0 or self.rtol < 0:
-            raise ValueError(f"Case {self.name!r}: tolerances must be >= 0, "
-                             f"got atol={self.atol}, rtol={self.rtol}")
+            raise ValueError(
+                f"Case {self.name!r}: tolerances must be >= 0, got atol={self.atol}, rtol={self.rtol}"
+            )
         if self.measure is not None and not callable(self.measure):
             raise TypeError(f"Case {self.name!r}: measure must be a function of the returned value")
         self.unchanged = tuple(self.unchanged)
@@ -162,8 +173,9 @@ class Question:
             self.functions = (self.functions,)
         self.functions = tuple(self.functions)
         if not self.functions or not all(isinstance(f, str) and f.isidentifier() for f in self.functions):
-            raise ValueError(f"question {self.id}: functions must be a non-empty tuple of names, "
-                             f"got {self.functions!r}")
+            raise ValueError(
+                f"question {self.id}: functions must be a non-empty tuple of names, got {self.functions!r}"
+            )
         check_points(self.id, self.points)
         if isinstance(self.forbid, str):
             self.forbid = (self.forbid,)
@@ -177,11 +189,14 @@ class Question:
             raise ValueError(f"question {self.id}: build() returned no cases")
         for case in cases:
             if not isinstance(case, Case):
-                raise TypeError(f"question {self.id}: build() must return Case objects, "
-                                f"got {type(case).__name__}")
+                raise TypeError(
+                    f"question {self.id}: build() must return Case objects, got {type(case).__name__}"
+                )
             if case.function not in self.functions:
-                raise ValueError(f"question {self.id}: case {case.name!r} calls {case.function!r}, "
-                                 f"not one of {self.functions}")
+                raise ValueError(
+                    f"question {self.id}: case {case.name!r} calls {case.function!r}, "
+                    f"not one of {self.functions}"
+                )
         return cases
 
     def watch_spec(self) -> dict | None:
@@ -226,10 +241,13 @@ class CaseResult:
 def _same(before: Any, after: Any) -> bool:
     """Exact equality of an argument before and after a call (tensors: shape, dtype, values, grad flag)."""
     if isinstance(before, torch.Tensor):
-        return (isinstance(after, torch.Tensor) and after.shape == before.shape
-                and after.dtype == before.dtype
-                and after.requires_grad == before.requires_grad
-                and torch.equal(after.detach().cpu(), before.detach().cpu()))
+        return (
+            isinstance(after, torch.Tensor)
+            and after.shape == before.shape
+            and after.dtype == before.dtype
+            and after.requires_grad == before.requires_grad
+            and torch.equal(after.detach().cpu(), before.detach().cpu())
+        )
     if isinstance(before, Code):
         return True
     return type(after) is type(before) and after == before
@@ -237,6 +255,7 @@ def _same(before: Any, after: Any) -> bool:
 
 def judge(case: Case, outcome: CallOutcome) -> CaseResult:
     """Turn what a call produced into a :class:`CaseResult` (the message names what is wrong)."""
+
     def fail(message: str, hint: str = case.hint) -> CaseResult:
         return CaseResult(case.name, case.function, False, message, hint)
 
@@ -253,21 +272,26 @@ def judge(case: Case, outcome: CallOutcome) -> CaseResult:
             return fail(f"could not read back argument {name!r} after the call", "")
         if not _same(case.args[name], outcome.args_after[name]):
             change = _change(case.args[name], outcome.args_after[name])
-            return fail(f"the call modified its argument `{name}`{change} "
-                        "(it must be left exactly as it was)")
+            return fail(
+                f"the call modified its argument `{name}`{change} (it must be left exactly as it was)"
+            )
     for name, flag in outcome.grad_flags.items():
         before = case.args.get(name)
         if isinstance(before, torch.Tensor) and bool(flag) != before.requires_grad:
             state = "on" if flag else "off"
-            return fail(f"the call switched requires_grad {state} on its argument `{name}`; work on a copy "
-                        "(e.g. x.clone().requires_grad_()) and leave the caller's tensor as it was")
+            return fail(
+                f"the call switched requires_grad {state} on its argument `{name}`; work on a copy "
+                "(e.g. x.clone().requires_grad_()) and leave the caller's tensor as it was"
+            )
     value = outcome.value
     if case.measure is not None:
         try:
             value = case.measure(value)
         except Exception as err:  # what came back does not have the form the measure needs
-            return fail(f"the returned value could not be measured ({type(err).__name__}: {err}); "
-                        f"got {type_name(outcome.value)}")
+            return fail(
+                f"the returned value could not be measured ({type(err).__name__}: {err}); "
+                f"got {type_name(outcome.value)}"
+            )
     message = compare(value, case.expected, atol=case.atol, rtol=case.rtol, outputs=case.outputs)
     if message is not None:
         return fail(message)
@@ -275,8 +299,13 @@ def judge(case: Case, outcome: CallOutcome) -> CaseResult:
 
 
 def _change(before: Any, after: Any) -> str:
-    if (isinstance(before, torch.Tensor) and isinstance(after, torch.Tensor) and before.shape == after.shape
-            and before.is_floating_point() and after.is_floating_point()):
+    if (
+        isinstance(before, torch.Tensor)
+        and isinstance(after, torch.Tensor)
+        and before.shape == after.shape
+        and before.is_floating_point()
+        and after.is_floating_point()
+    ):
         delta = (after.detach().cpu().double() - before.detach().cpu().double()).abs()
         return f" (largest change {float(delta.nan_to_num(nan=float('inf')).max()):.3g})"
     return ""
@@ -363,9 +392,11 @@ class QuestionResult:
         return f"{mark} {self.question}{title} — {self.feedback()}"
 
     def __repr__(self) -> str:
-        return (f"QuestionResult({self.question!r}, passed={self.passed}, "
-                f"score={_fmt(self.score)}/{_fmt(self.max_score)}, "
-                f"cases={self.cases_passed}/{len(self.cases)}, status={self.status!r})")
+        return (
+            f"QuestionResult({self.question!r}, passed={self.passed}, "
+            f"score={_fmt(self.score)}/{_fmt(self.max_score)}, "
+            f"cases={self.cases_passed}/{len(self.cases)}, status={self.status!r})"
+        )
 
     def _ipython_display_(self) -> None:
         """``check`` printed the line already: a bare ``check(...)`` ending a cell shows nothing more."""

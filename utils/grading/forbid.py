@@ -21,6 +21,7 @@ notices when it is switched off during the call, not every way of blinding it be
 Chapter 02's exercise forbids the ready-made activations; ``AUTOGRAD`` and ``COURSE`` are the groups
 most questions need.
 """
+
 from __future__ import annotations
 
 import functools
@@ -74,7 +75,7 @@ def _file_tail(code: types.CodeType, module: str | None) -> str:
     top = (module or "").split(".")[0]
     marker = f"/{top}/" if top else ""
     if marker and marker in filename:
-        return filename[filename.rindex(marker) + 1:]
+        return filename[filename.rindex(marker) + 1 :]
     return "/".join(filename.split("/")[-2:])
 
 

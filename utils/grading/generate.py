@@ -11,6 +11,7 @@ Review answers are *answer lines* instead, ``answers["r1"] = 7  # ANSWER (an int
 keeps the line with the value replaced by ``...``.
 Chapter 01's exercise is the first one built this way.
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,10 @@ PLACEHOLDER = 'raise NotImplementedError("Replace this line with your solution."
 _MARKER = re.compile(r"^(?P<indent>[ \t]*)#[ \t]*(?P<kind>BEGIN|END) SOLUTION[ \t]*$")
 _NEAR_MISS = re.compile(r"#.*\b(begin|end)[ _-]*solutions?\b", re.IGNORECASE)
 # an answer line of a review question: `answers["r1"] = 7  # ANSWER (an int)`; the exercise shows `...`
-_ANSWER = re.compile(r"^(?P<head>[ \t]*[A-Za-z_][\w.]*(?:\[[^\]]+\])?[ \t]*=[ \t]*)(?P<value>\S.*?)"
-                     r"(?P<tail>[ \t]+#[ \t]*ANSWER\b.*)$")
+_ANSWER = re.compile(
+    r"^(?P<head>[ \t]*[A-Za-z_][\w.]*(?:\[[^\]]+\])?[ \t]*=[ \t]*)(?P<value>\S.*?)"
+    r"(?P<tail>[ \t]+#[ \t]*ANSWER\b.*)$"
+)
 _MIN_LEAK_CHARS = 6  # a line shorter than this (spaces removed) is too generic to count as a leak
 # lines too generic to count as a leak: bare keywords, closing brackets, `return` of plain names
 _TRIVIAL = re.compile(r"^(return\b[\w\s,()]*|pass|break|continue|else:|try:|finally:|[\])}]+[,:]?)$")
@@ -88,8 +91,13 @@ def find_regions(source: str, *, notebook: str = "<source>", cell: int | None = 
         match = _MARKER.match(line)
         if match is None:
             if _NEAR_MISS.search(line) and line.lstrip().startswith("#"):
-                raise MarkerError(notebook, cell, number, f"{line.strip()!r} looks like a solution marker; "
-                                  f"write exactly {BEGIN!r} or {END!r} on a line of its own")
+                raise MarkerError(
+                    notebook,
+                    cell,
+                    number,
+                    f"{line.strip()!r} looks like a solution marker; "
+                    f"write exactly {BEGIN!r} or {END!r} on a line of its own",
+                )
             continue
         if match["kind"] == "BEGIN":
             if open_at is not None:
@@ -129,7 +137,7 @@ def _replace_regions(source: str, regions: list[Region]) -> str:
     out: list[str] = []
     previous = 0
     for region in regions:
-        out.extend(lines[previous:region.begin - 1])
+        out.extend(lines[previous : region.begin - 1])
         out.append(region.indent + PLACEHOLDER)
         previous = region.end
     out.extend(lines[previous:])
@@ -141,8 +149,9 @@ def _stable_id(name: str, index: int) -> str:
     return hashlib.sha1(f"{name}:{index}".encode()).hexdigest()[:8]
 
 
-def generate_exercise(nb: nbformat.NotebookNode, *, name: str = "notebook",
-                      assignment: str | None = None) -> nbformat.NotebookNode:
+def generate_exercise(
+    nb: nbformat.NotebookNode, *, name: str = "notebook", assignment: str | None = None
+) -> nbformat.NotebookNode:
     """Return the exercise notebook for solution notebook ``nb`` (``nb`` itself is not changed).
 
     Solution regions become :data:`PLACEHOLDER`; on answer lines (``answers["r1"] = 7  # ANSWER``)
@@ -192,8 +201,9 @@ def solution_lines(nb: nbformat.NotebookNode, *, name: str = "notebook") -> list
     return found
 
 
-def find_leaks(solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode, *,
-               name: str = "notebook") -> list[str]:
+def find_leaks(
+    solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode, *, name: str = "notebook"
+) -> list[str]:
     """Lines of the solution's regions that appear in ``exercise`` (any cell, spaces ignored).
 
     Returns one message per leaked line, naming the solution cell and line; empty when clean.
@@ -204,8 +214,10 @@ def find_leaks(solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode,
         needle = re.sub(r"\s+", "", line)
         hits = [i for i, text in enumerate(cells) if needle in text]
         if hits:
-            leaks.append(f"{name}: solution line {line!r} (cell {index}, line {number}) appears in the "
-                         f"exercise (cell {hits[0]})")
+            leaks.append(
+                f"{name}: solution line {line!r} (cell {index}, line {number}) appears in the "
+                f"exercise (cell {hits[0]})"
+            )
     return leaks
 
 
@@ -219,8 +231,11 @@ def exercise_text(solution_path: str | Path) -> str:
 
     path = Path(solution_path)
     nb = nbformat.read(path, as_version=4)
-    if not any(find_regions(c.source, notebook=path.name, cell=i) or answer_lines(c.source)
-               for i, c in enumerate(nb.cells) if c.cell_type == "code"):
+    if not any(
+        find_regions(c.source, notebook=path.name, cell=i) or answer_lines(c.source)
+        for i, c in enumerate(nb.cells)
+        if c.cell_type == "code"
+    ):
         raise LeakError(f"{path.name}: no {BEGIN!r} region, so the exercise would be the solution")
     ex = generate_exercise(nb, name=path.name)
     leaks = find_leaks(nb, ex, name=path.name)

@@ -18,6 +18,7 @@
 
 Chapter 01 is the first graded exercise; ``book/grading.md`` explains grading to learners.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,15 @@ from .review import ANSWERS, Review
 from .sandbox import Sandbox
 from .setup_cell import shadowing
 
-__all__ = ["DEFAULT_TIMEOUT", "Report", "UsageError", "clean", "grade_notebook", "resolve_assignment",
-           "write_report"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Report",
+    "UsageError",
+    "clean",
+    "grade_notebook",
+    "resolve_assignment",
+    "write_report",
+]
 
 DEFAULT_TIMEOUT = 120
 COPY_LIMIT = 50_000_000  # bytes of the notebook's folder copied into a sandboxed kernel's own folder
@@ -77,21 +85,27 @@ def resolve_assignment(path: str | Path, *, explicit: str | None = None, metadat
     claimed = course.get("assignment") if isinstance(course, dict) else None
     if explicit:
         if explicit not in known:
-            raise UsageError(f"unknown assignment {explicit!r}; "
-                             f"known assignments: {', '.join(sorted(known)) or 'none'}")
+            raise UsageError(
+                f"unknown assignment {explicit!r}; known assignments: {', '.join(sorted(known)) or 'none'}"
+            )
         name = explicit
     else:
         name = _from_filename(path, known)
         if name is None:
-            hint = f" (its metadata claims {claimed!r}, which only --assignment can confirm)" \
-                if claimed else ""
-            raise UsageError(f"cannot tell which assignment {Path(path).name} is{hint}: pass --assignment "
-                             f"(known: {', '.join(sorted(known)) or 'none'}) or keep the number and topic in "
-                             "the file name, e.g. 01_backprop.ipynb")
+            hint = (
+                f" (its metadata claims {claimed!r}, which only --assignment can confirm)" if claimed else ""
+            )
+            raise UsageError(
+                f"cannot tell which assignment {Path(path).name} is{hint}: pass --assignment "
+                f"(known: {', '.join(sorted(known)) or 'none'}) or keep the number and topic in "
+                "the file name, e.g. 01_backprop.ipynb"
+            )
     if claimed is not None and claimed != name:
-        raise UsageError(f"{Path(path).name} is graded as {name}, but its metadata says {claimed!r}: the "
-                         f"notebook belongs to another assignment (pass --assignment {claimed} if that is "
-                         "the one to grade)")
+        raise UsageError(
+            f"{Path(path).name} is graded as {name}, but its metadata says {claimed!r}: the "
+            f"notebook belongs to another assignment (pass --assignment {claimed} if that is "
+            "the one to grade)"
+        )
     return name
 
 
@@ -175,8 +189,9 @@ def _execute_notebook(kernel: Kernel, notes: list[str]) -> None:
         if kernel.timed_out:
             notes.append(f"{where} ran longer than {kernel.timeout} s and was interrupted")
             if not kernel.responsive():
-                notes.append("the kernel stopped responding after the interrupt; "
-                             "the cells after it did not run")
+                notes.append(
+                    "the kernel stopped responding after the interrupt; the cells after it did not run"
+                )
                 return
             continue
         errors = [o for o in nb.cells[index].get("outputs", []) if o.get("output_type") == "error"]
@@ -197,8 +212,14 @@ def _encode_arg(value: Any) -> Any:
 
 def _call(kernel: Kernel, case: Case, spec: dict | None, call_timeout: float) -> CallOutcome:
     args = [(n, _encode_arg(v)) for n, v in case.args.items()]
-    payload = {"mode": "call", "function": case.function, "args": args, "unchanged": list(case.unchanged),
-               "harness": _encode_arg(case.harness), "watch": spec}
+    payload = {
+        "mode": "call",
+        "function": case.function,
+        "args": args,
+        "unchanged": list(case.unchanged),
+        "harness": _encode_arg(case.harness),
+        "watch": spec,
+    }
     result, problem, _ = kernel.request(payload, call_timeout)
     fn = case.function
     if problem is not None:
@@ -209,8 +230,9 @@ def _call(kernel: Kernel, case: Case, spec: dict | None, call_timeout: float) ->
         return CallOutcome(problem=f"{fn} {problem}" if problem.startswith("called") else f"{fn}: {problem}")
     status = result.get("status")
     if status == "missing":
-        return CallOutcome(problem=f"function {fn} is not defined in the notebook "
-                                   "(did its cell run without errors?)")
+        return CallOutcome(
+            problem=f"function {fn} is not defined in the notebook (did its cell run without errors?)"
+        )
     if status == "not_callable":
         return CallOutcome(problem=f"{fn} is a {result.get('type')}, not a function")
     if status == "raised":
@@ -220,13 +242,18 @@ def _call(kernel: Kernel, case: Case, spec: dict | None, call_timeout: float) ->
         violation = result.get("violation")
         flags = {str(k): bool(v) for k, v in flags.items()} if isinstance(flags, dict) else {}
         after = after if isinstance(after, dict) else {}
-        return CallOutcome(value=decode(result.get("value")), args_after=after, grad_flags=flags,
-                           violation=str(violation) if violation else None)
+        return CallOutcome(
+            value=decode(result.get("value")),
+            args_after=after,
+            grad_flags=flags,
+            violation=str(violation) if violation else None,
+        )
     return CallOutcome(problem=f"unexpected result from calling {fn}")
 
 
-def _grade_implement(kernel: Kernel, plan: _Plan, result: QuestionResult, call_timeout: float,
-                     notes: list[str]) -> None:
+def _grade_implement(
+    kernel: Kernel, plan: _Plan, result: QuestionResult, call_timeout: float, notes: list[str]
+) -> None:
     q, cases = plan.question, plan.cases
     for number, case in enumerate(cases):
         if kernel.dead:
@@ -239,15 +266,20 @@ def _grade_implement(kernel: Kernel, plan: _Plan, result: QuestionResult, call_t
             message = f"grader error: {type(err).__name__}: {err}"
             result.cases.append(CaseResult(case.name, case.function, False, message))
         if kernel.timed_out:
-            result.cases.extend(CaseResult(c.name, c.function, False, "not run after the timeout")
-                                for c in cases[number + 1:])
+            result.cases.extend(
+                CaseResult(c.name, c.function, False, "not run after the timeout")
+                for c in cases[number + 1 :]
+            )
             if not kernel.responsive():
-                notes.append(f"the kernel stopped responding after {case.function} was interrupted ({q.id}); "
-                             "the questions after it were not graded")
+                notes.append(
+                    f"the kernel stopped responding after {case.function} was interrupted ({q.id}); "
+                    "the questions after it were not graded"
+                )
             break
         if kernel.dead:
-            notes.append(f"the kernel died while {case.function} ran ({q.id}); "
-                         "the questions after it were not graded")
+            notes.append(
+                f"the kernel died while {case.function} ran ({q.id}); the questions after it were not graded"
+            )
 
 
 def _grade_make_it_work(kernel: Kernel, plan: _Plan, result: QuestionResult, notes: list[str]) -> None:
@@ -257,13 +289,17 @@ def _grade_make_it_work(kernel: Kernel, plan: _Plan, result: QuestionResult, not
     prediction = Prediction(seconds=seconds)
     if problem is not None:
         late = problem.startswith("timed out")
-        prediction.problem = (f"{q.function} ran past its time budget and was interrupted" if late
-                              else f"{q.function}: {problem}")
+        prediction.problem = (
+            f"{q.function} ran past its time budget and was interrupted"
+            if late
+            else f"{q.function}: {problem}"
+        )
         if kernel.timed_out and not kernel.responsive():
             notes.append(f"the kernel stopped responding after {q.function} was interrupted ({q.id})")
     elif reply.get("status") == "missing":
-        prediction.problem = (f"function {q.function} is not defined in the notebook "
-                              "(did its cell run without errors?)")
+        prediction.problem = (
+            f"function {q.function} is not defined in the notebook (did its cell run without errors?)"
+        )
     elif reply.get("status") == "not_callable":
         prediction.problem = f"{q.function} is a {reply.get('type')}, not a function"
     elif reply.get("status") == "raised":
@@ -275,8 +311,9 @@ def _grade_make_it_work(kernel: Kernel, plan: _Plan, result: QuestionResult, not
             prediction.problem = f"{q.function} took {seconds:.1f} s, past its time budget"
     points, text, forbidden = verdict(q, prediction, plan.batches, plan.targets, plan.n_inputs)
     result.awarded, result.summary = points, text
-    result.cases.append(CaseResult("held-out data", q.function, points >= q.points, text,
-                                   forbidden=forbidden))
+    result.cases.append(
+        CaseResult("held-out data", q.function, points >= q.points, text, forbidden=forbidden)
+    )
 
 
 def _answers(kernel: Kernel) -> tuple[Any, str | None]:
@@ -286,8 +323,9 @@ def _answers(kernel: Kernel) -> tuple[Any, str | None]:
     return (decode(reply.get("value")) if reply.get("status") == "ok" else None), None
 
 
-def _grade_all(kernel: Kernel, plans: list[_Plan], qset: QuestionSet, call_timeout: float,
-               report: Report) -> None:
+def _grade_all(
+    kernel: Kernel, plans: list[_Plan], qset: QuestionSet, call_timeout: float, report: Report
+) -> None:
     answers, answers_read = None, False
     for plan in plans:
         q = plan.question
@@ -319,8 +357,12 @@ def _grade_all(kernel: Kernel, plans: list[_Plan], qset: QuestionSet, call_timeo
 
 
 def _all_failed(qset: QuestionSet, message: str) -> list[QuestionResult]:
-    return [QuestionResult(q.id, q.title, qset.assignment, float(q.points), status="error", error=message,
-                           kind=q.kind) for q in qset.questions]
+    return [
+        QuestionResult(
+            q.id, q.title, qset.assignment, float(q.points), status="error", error=message, kind=q.kind
+        )
+        for q in qset.questions
+    ]
 
 
 def _read(path: Path):
@@ -338,9 +380,15 @@ def _read(path: Path):
     return nb
 
 
-def grade_notebook(path: str | Path, *, assignment: str | None = None, timeout: int = DEFAULT_TIMEOUT,
-                   call_timeout: int | None = None, seed: int | None = None,
-                   workdir: str | Path | None = None) -> Report:
+def grade_notebook(
+    path: str | Path,
+    *,
+    assignment: str | None = None,
+    timeout: int = DEFAULT_TIMEOUT,
+    call_timeout: int | None = None,
+    seed: int | None = None,
+    workdir: str | Path | None = None,
+) -> Report:
     """Grade one notebook in this process (see the module docstring); never raises for its problems.
 
     ``timeout`` limits each cell, ``call_timeout`` (default: ``timeout``) each call of a learner's

@@ -5,6 +5,7 @@ references are computed here too. This is feedback, not the score: the score com
 ``python -m utils.grading grade``, which computes everything outside the learner's kernel.
 Chapter 01 is the first exercise that uses it.
 """
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,9 @@ def current_assignment() -> str | None:
     return _CURRENT
 
 
-def resolve_question(qid: str, *, assignment: str | None = None,
-                     function_names: set[str] | frozenset = frozenset()) -> tuple[QuestionSet, Question]:
+def resolve_question(
+    qid: str, *, assignment: str | None = None, function_names: set[str] | frozenset = frozenset()
+) -> tuple[QuestionSet, Question]:
     """Find question ``qid``: in ``assignment`` if given, else in the one chosen with :func:`use`,
     else in the only assignment that has this id, else in the only assignment whose question ``qid``
     uses functions that are all in ``function_names`` (the names defined in the notebook).
@@ -62,15 +64,18 @@ def resolve_question(qid: str, *, assignment: str | None = None,
     if len(candidates) == 1:
         return candidates[0], candidates[0].question(qid)
     # a review question "uses" the notebook's answers dict
-    matching = [qs for qs in candidates
-                if set(qs.question(qid).functions or (ANSWERS,)) <= set(function_names)]
+    matching = [
+        qs for qs in candidates if set(qs.question(qid).functions or (ANSWERS,)) <= set(function_names)
+    ]
     if len(matching) == 1:
         return matching[0], matching[0].question(qid)
     names = ", ".join(qs.assignment for qs in (matching or candidates))
-    raise KeyError(f"question {qid!r} exists in several assignments ({names}); "
-                   f"say which with check({qid!r}, ..., "
-                   f"assignment=\"{(matching or candidates)[0].assignment}\") "
-                   f"or call utils.grading.use(\"...\") once")
+    raise KeyError(
+        f"question {qid!r} exists in several assignments ({names}); "
+        f"say which with check({qid!r}, ..., "
+        f'assignment="{(matching or candidates)[0].assignment}") '
+        f'or call utils.grading.use("...") once'
+    )
 
 
 def _copy_arg(value: Any) -> Any:
@@ -81,8 +86,9 @@ def _copy_arg(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _call_watched(fn: Callable, args: list, harness: Callable | None,
-                  spec: dict | None) -> tuple[Any, str | None]:
+def _call_watched(
+    fn: Callable, args: list, harness: Callable | None, spec: dict | None
+) -> tuple[Any, str | None]:
     """Call under the watch on forbidden calls; ``(value, violation)``. Other exceptions propagate."""
     if not spec:
         return (harness(fn, *args) if harness is not None else fn(*args)), None
@@ -97,8 +103,9 @@ def _call_watched(fn: Callable, args: list, harness: Callable | None,
     return value, watch.violation
 
 
-def evaluate(question: Question, functions: dict[str, Callable], *, seed: int | None = None,
-             assignment: str = "") -> QuestionResult:
+def evaluate(
+    question: Question, functions: dict[str, Callable], *, seed: int | None = None, assignment: str = ""
+) -> QuestionResult:
     """Run every case of an implement ``question`` on ``functions`` (name -> callable) in this process.
 
     Arguments are copied before each call, so the "must be unchanged" checks compare with the
@@ -135,8 +142,9 @@ def _safe_str(err: BaseException) -> str:
         return "(the exception could not be printed)"
 
 
-def check(question: str, *functions: Callable, assignment: str | None = None,
-          seed: int | None = None) -> QuestionResult:
+def check(
+    question: str, *functions: Callable, assignment: str | None = None, seed: int | None = None
+) -> QuestionResult:
     """Check one question and print one line: ✓ or ✗, the cases passed, the first failure and a hint.
 
     ``check("q1", linear_forward, linear_backward)`` passes the functions in the order the question
@@ -159,11 +167,18 @@ def check(question: str, *functions: Callable, assignment: str | None = None,
     return result
 
 
-def _check(qid: str, functions: tuple, assignment: str | None, seed: int | None,
-           caller_globals: dict) -> QuestionResult:
+def _check(
+    qid: str, functions: tuple, assignment: str | None, seed: int | None, caller_globals: dict
+) -> QuestionResult:
     def error(message: str, qset: QuestionSet | None = None, q: Question | None = None) -> QuestionResult:
-        return QuestionResult(qid, q.title if q else "", qset.assignment if qset else "",
-                              float(q.points) if q else 0.0, status="error", error=message)
+        return QuestionResult(
+            qid,
+            q.title if q else "",
+            qset.assignment if qset else "",
+            float(q.points) if q else 0.0,
+            status="error",
+            error=message,
+        )
 
     names = {n for n, v in caller_globals.items() if callable(v) or n == ANSWERS}
     names |= {getattr(f, "__name__", "") for f in functions}
@@ -175,8 +190,12 @@ def _check(qid: str, functions: tuple, assignment: str | None, seed: int | None,
         return _check_review(q, qset, caller_globals)
     if functions:
         if len(functions) != len(q.functions):
-            return error(f"{qid} checks {len(q.functions)} function{'s' if len(q.functions) > 1 else ''} "
-                         f"({', '.join(q.functions)}), in this order; got {len(functions)}", qset, q)
+            return error(
+                f"{qid} checks {len(q.functions)} function{'s' if len(q.functions) > 1 else ''} "
+                f"({', '.join(q.functions)}), in this order; got {len(functions)}",
+                qset,
+                q,
+            )
         bad = [name for name, f in zip(q.functions, functions) if not callable(f)]
         if bad:
             given = type(functions[q.functions.index(bad[0])]).__name__
@@ -213,8 +232,9 @@ def _check_make_it_work(q: MakeItWork, qset: QuestionSet, fn: Callable, seed: in
     result = QuestionResult(q.id, q.title, qset.assignment, float(q.points), kind=q.kind)
     if q.preview is None:
         result.status = "deferred"
-        result.summary = (f"the grader scores {q.function} on held-out data "
-                          f"({q.steps_text()}; {q.budget:g} s budget)")
+        result.summary = (
+            f"the grader scores {q.function} on held-out data ({q.steps_text()}; {q.budget:g} s budget)"
+        )
         return result
     try:
         points, text, _ = run_inline(q, fn, secrets.randbits(62) if seed is None else int(seed))

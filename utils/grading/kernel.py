@@ -7,6 +7,7 @@ the kernel's private folder and saves the result next to it; the grader reads th
 ``torch.load(weights_only=True)``. The kernel's standard streams go to a log file, never to the
 grader's own. Chapter 01's exercise is the first graded this way.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -55,11 +56,15 @@ def decode(value: Any) -> Any:
 
 def request_cell(in_path: Path, out_path: Path) -> str:
     """The source of the cell that serves one request (the inputs are in ``in_path``)."""
-    namespace = "{'__name__': '__course_grader__', 'USER_NS': __course_grader_ns, " \
-                f"'IN_PATH': {str(in_path)!r}, 'OUT_PATH': {str(out_path)!r}}}"
+    namespace = (
+        "{'__name__': '__course_grader__', 'USER_NS': __course_grader_ns, "
+        f"'IN_PATH': {str(in_path)!r}, 'OUT_PATH': {str(out_path)!r}}}"
+    )
     parts = ", ".join(repr(source) for source in (*_SOURCES, _MAIN))
-    return (f"(lambda __course_grader_ns: (lambda ns: [exec(s, ns) for s in ({parts},)])({namespace}))"
-            "(globals())\n")
+    return (
+        f"(lambda __course_grader_ns: (lambda ns: [exec(s, ns) for s in ({parts},)])({namespace}))"
+        "(globals())\n"
+    )
 
 
 class Kernel:
@@ -88,19 +93,32 @@ class Kernel:
         self.sandbox = sandbox
         self.exchange = sandbox.kernel_dir
         km = Manager(kernel_name="python3")
-        km.connection_file = str(sandbox.grader_dir / "kernel.json") if sandbox.uid is None \
+        km.connection_file = (
+            str(sandbox.grader_dir / "kernel.json")
+            if sandbox.uid is None
             else str(sandbox.kernel_dir / ".kernel.json")
+        )
         self.client = Client(
-            nb, km=km, timeout=timeout, kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
-            error_on_timeout={"ename": "TimeoutError", "evalue": f"cell timed out after {timeout} s",
-                              "traceback": []},
-            record_timing=False, shutdown_kernel="immediate",
+            nb,
+            km=km,
+            timeout=timeout,
+            kernel_name="python3",
+            allow_errors=True,
+            interrupt_on_timeout=True,
+            error_on_timeout={
+                "ename": "TimeoutError",
+                "evalue": f"cell timed out after {timeout} s",
+                "traceback": [],
+            },
+            record_timing=False,
+            shutdown_kernel="immediate",
         )
         self.client.on_cell_executed = self._on_cell_executed
         self.n_cells = len(nb.cells)  # the notebook's own cells; the grader's requests come after them
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._start_kwargs = dict(env=env, cwd=str(cwd), stdout=self._log, stderr=self._log,
-                                  **sandbox.popen_options())
+        self._start_kwargs = dict(
+            env=env, cwd=str(cwd), stdout=self._log, stderr=self._log, **sandbox.popen_options()
+        )
 
     def start(self) -> None:
         self.client.start_new_kernel(**self._start_kwargs)

@@ -16,6 +16,7 @@ notebook comes from:
 Where none works, one sentence says to run the command line instead. Chapter 01's exercise ends with
 this cell, like every exercise.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ from .core import QuestionResult
 
 __all__ = ["NotebookNotFound", "current_notebook", "grade_notebook"]
 
-_NOT_FOUND = ("cannot tell which notebook this is (not Colab, VS Code or a Jupyter server that this kernel "
-              "can reach): save it and run `python -m utils.grading grade NOTEBOOK.ipynb` in a terminal")
+_NOT_FOUND = (
+    "cannot tell which notebook this is (not Colab, VS Code or a Jupyter server that this kernel "
+    "can reach): save it and run `python -m utils.grading grade NOTEBOOK.ipynb` in a terminal"
+)
 
 
 class NotebookNotFound(RuntimeError):
@@ -57,8 +60,9 @@ def _colab() -> tuple[str, dict] | None:
     reply = _message.blocking_request("get_ipynb", request="", timeout_sec=120)
     nb = reply.get("ipynb") if isinstance(reply, dict) else None
     if not isinstance(nb, dict):
-        raise NotebookNotFound("the Colab runtime did not return the notebook: save it (File, Save) and try "
-                               "again")
+        raise NotebookNotFound(
+            "the Colab runtime did not return the notebook: save it (File, Save) and try again"
+        )
     name = (nb.get("metadata", {}).get("colab", {}) or {}).get("name") or "notebook.ipynb"
     return Path(str(name)).name, nb
 
@@ -72,7 +76,7 @@ def _kernel_id() -> str | None:
         stem = Path(get_connection_file()).stem  # kernel-<id>
     except Exception:
         return None
-    return stem[len("kernel-"):] if stem.startswith("kernel-") else None
+    return stem[len("kernel-") :] if stem.startswith("kernel-") else None
 
 
 def _servers() -> list[dict]:
@@ -134,18 +138,33 @@ def current_notebook() -> tuple[str, Path | None, dict | None]:
 def _report(data: dict) -> Any:
     from .report import Report
 
-    report = Report(str(data.get("notebook", "")), str(data.get("assignment", "")),
-                    notes=list(data.get("notes", [])))
+    report = Report(
+        str(data.get("notebook", "")), str(data.get("assignment", "")), notes=list(data.get("notes", []))
+    )
     for q in data.get("questions", []):
-        report.questions.append(QuestionResult(
-            str(q.get("id")), str(q.get("title", "")), report.assignment, float(q.get("max_score", 0)),
-            seed=q.get("seed"), kind=str(q.get("kind", "implement")), awarded=float(q.get("score", 0)),
-            summary=str(q.get("feedback", ""))))
+        report.questions.append(
+            QuestionResult(
+                str(q.get("id")),
+                str(q.get("title", "")),
+                report.assignment,
+                float(q.get("max_score", 0)),
+                seed=q.get("seed"),
+                kind=str(q.get("kind", "implement")),
+                awarded=float(q.get("score", 0)),
+                summary=str(q.get("feedback", "")),
+            )
+        )
     return report
 
 
-def grade_notebook(path: str | Path | None = None, *, assignment: str | None = None,
-                   timeout: int | None = None, in_process: bool | None = None, **kwargs: Any):
+def grade_notebook(
+    path: str | Path | None = None,
+    *,
+    assignment: str | None = None,
+    timeout: int | None = None,
+    in_process: bool | None = None,
+    **kwargs: Any,
+):
     """Grade a notebook and return its :class:`~utils.grading.grader.Report`.
 
     With no ``path`` (the last cell of an exercise): the notebook this kernel runs, graded by the
@@ -165,8 +184,14 @@ def grade_notebook(path: str | Path | None = None, *, assignment: str | None = N
     return _grade_in_subprocess(path, assignment=assignment, timeout=timeout, **kwargs)
 
 
-def _grade_in_subprocess(path: str | Path | None, *, assignment: str | None, timeout: int | None,
-                         seed: int | None = None, workdir: str | Path | None = None):
+def _grade_in_subprocess(
+    path: str | Path | None,
+    *,
+    assignment: str | None,
+    timeout: int | None,
+    seed: int | None = None,
+    workdir: str | Path | None = None,
+):
     from .setup_cell import shadowing
 
     with tempfile.TemporaryDirectory(prefix="course-grade-") as scratch:
@@ -178,16 +203,29 @@ def _grade_in_subprocess(path: str | Path | None, *, assignment: str | None, tim
                 workdir = workdir or Path.cwd()
             else:
                 age = time.time() - path.stat().st_mtime
-                print(f"Grading {path} as last saved ({age:.0f} s ago): save the notebook first if you "
-                      "changed it.")
+                print(
+                    f"Grading {path} as last saved ({age:.0f} s ago): save the notebook first if you "
+                    "changed it."
+                )
         shadow = shadowing(Path(workdir or Path(path).resolve().parent))
         if shadow:
             print(shadow)
         report_path = Path(scratch) / "report.json"
-        command = [sys.executable, "-m", "utils.grading", "grade", str(Path(path).resolve()),
-                   "--json", str(report_path)]
-        options = (("--assignment", assignment), ("--timeout", timeout), ("--seed", seed),
-                   ("--workdir", workdir))
+        command = [
+            sys.executable,
+            "-m",
+            "utils.grading",
+            "grade",
+            str(Path(path).resolve()),
+            "--json",
+            str(report_path),
+        ]
+        options = (
+            ("--assignment", assignment),
+            ("--timeout", timeout),
+            ("--seed", seed),
+            ("--workdir", workdir),
+        )
         for flag, value in options:
             if value is not None:
                 command += [flag, str(value)]
@@ -195,12 +233,20 @@ def _grade_in_subprocess(path: str | Path | None, *, assignment: str | None, tim
         paths = (package_root, os.environ.get("PYTHONPATH"))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p))
         env.pop("COURSE_GRADING", None)
-        process = subprocess.Popen(command, cwd=scratch, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
+        process = subprocess.Popen(
+            command,
+            cwd=scratch,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         for line in process.stdout:
             print(line, end="", flush=True)
         process.wait()
         if not report_path.is_file():
-            raise RuntimeError(f"the grader stopped without a report (exit code {process.returncode}); "
-                               "see its output above")
+            raise RuntimeError(
+                f"the grader stopped without a report (exit code {process.returncode}); see its output above"
+            )
         return _report(json.loads(report_path.read_text(encoding="utf-8")))

@@ -6,6 +6,7 @@ message can add a row or a ``Score:`` line to the table. The JSON file is writte
 destination and renamed over it, after the kernel and everything it started are gone.
 Chapter 01's exercise is the first graded this way.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,7 +27,7 @@ def clean(text: Any, limit: int = 2000) -> str:
     """One line of printable text: control, format and line-separator characters become spaces."""
     text = "".join(" " if unicodedata.category(ch)[0] in "CZ" and ch != " " else ch for ch in str(text))
     text = re.sub(r" {2,}", " ", text).strip()
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         """The JSON report: ``notebook``, ``score``, ``max_score``, ``questions`` (id, kind, score, max_score,
         feedback) and ``notes``."""
+
         def num(x: float) -> float | int:
             return int(x) if float(x).is_integer() else float(x)
 
@@ -58,9 +60,17 @@ class Report:
             "score": num(self.score),
             "max_score": num(self.max_score),
             "questions": [
-                {"id": q.question, "title": clean(q.title), "kind": q.kind, "score": num(q.score),
-                 "max_score": num(q.max_score), "feedback": clean(q.feedback()),
-                 "cases_passed": q.cases_passed, "cases_total": len(q.cases), "seed": q.seed}
+                {
+                    "id": q.question,
+                    "title": clean(q.title),
+                    "kind": q.kind,
+                    "score": num(q.score),
+                    "max_score": num(q.max_score),
+                    "feedback": clean(q.feedback()),
+                    "cases_passed": q.cases_passed,
+                    "cases_total": len(q.cases),
+                    "seed": q.seed,
+                }
                 for q in self.questions
             ],
             "notes": [clean(n) for n in self.notes],

@@ -25,6 +25,7 @@ message saying so); a ``float`` takes an int or a float within ``atol + rtol * |
 ``rtol = 0.01``); a set of letters takes a set (or list or tuple) of those letters in any case, and a
 single letter also as a string; a ``bool`` needs a bool. Chapter 03's exercise ends with such a block.
 """
+
 from __future__ import annotations
 
 import math
@@ -78,12 +79,16 @@ class Review:
         if isinstance(answer, (str, set, frozenset)):
             letters = _letters(answer)
             if not letters or not all(len(x) == 1 and x.isalpha() for x in letters):
-                raise ValueError(f"review {self.id}: a multiple-choice answer is a letter or a set of "
-                                 f"letters, got {answer!r}")
+                raise ValueError(
+                    f"review {self.id}: a multiple-choice answer is a letter or a set of "
+                    f"letters, got {answer!r}"
+                )
             self.choices = "".join(sorted(set(self.choices.lower()) | letters))
         elif not isinstance(answer, (bool, int, float)):
-            raise TypeError(f"review {self.id}: the answer must be an int, a float, a bool or letters, "
-                            f"got {type(answer).__name__}")
+            raise TypeError(
+                f"review {self.id}: the answer must be an int, a float, a bool or letters, "
+                f"got {type(answer).__name__}"
+            )
         if self.atol < 0 or self.rtol < 0:
             raise ValueError(f"review {self.id}: tolerances must be >= 0")
 
@@ -98,9 +103,9 @@ class Review:
         if isinstance(answer, float):
             return "a number"
         if isinstance(answer, str):
-            return f"one letter from {self.choices[0]}-{self.choices[-1]} (e.g. \"{self.choices[0]}\")"
+            return f'one letter from {self.choices[0]}-{self.choices[-1]} (e.g. "{self.choices[0]}")'
         first, second = self.choices[0], self.choices[1]
-        return f"a set of letters from {first}-{self.choices[-1]} (e.g. {{\"{first}\", \"{second}\"}})"
+        return f'a set of letters from {first}-{self.choices[-1]} (e.g. {{"{first}", "{second}"}})'
 
     def form_error(self, given: Any) -> str | None:
         """``None`` when ``given`` has the right form (whether right or not), else what is wrong with it."""
@@ -112,8 +117,9 @@ class Review:
         if isinstance(answer, int):
             if isinstance(given, bool) or not isinstance(given, int):
                 shown = f" {given!r}" if isinstance(given, float) else ""
-                return (f"expected an int, got {type_name(given)}{shown}; "
-                        "this question asks for a whole number")
+                return (
+                    f"expected an int, got {type_name(given)}{shown}; this question asks for a whole number"
+                )
             return None
         if isinstance(answer, float):
             if isinstance(given, bool) or not isinstance(given, (int, float)):

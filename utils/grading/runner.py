@@ -9,6 +9,7 @@ Three requests (``payload["mode"]``): ``"call"`` one call of a function (or of a
 ``"predict"`` a function called on each batch of inputs in turn (make-it-work questions);
 ``"answers"`` the notebook's ``answers`` dict (review questions). Chapter 01 is graded this way.
 """
+
 from __future__ import annotations
 
 __all__ = ["run_request", "safe"]
@@ -111,8 +112,13 @@ def run_request(payload: dict, user_ns: dict, watch_cls) -> dict:
         import torch
 
         grad_flags = {n: bool(a.requires_grad) for n, a in zip(names, args) if isinstance(a, torch.Tensor)}
-        return {"status": "ok", "value": safe(value), "args_after": after, "grad_flags": grad_flags,
-                "violation": violation}
+        return {
+            "status": "ok",
+            "value": safe(value),
+            "args_after": after,
+            "grad_flags": grad_flags,
+            "violation": violation,
+        }
     except BaseException as err:
         if isinstance(err, KeyboardInterrupt):
             raise

@@ -21,6 +21,7 @@
 Linux has all of this; elsewhere the grader keeps the process-group kill and the folder clean-up and
 says in a note what it could not do. Chapter 01's exercise is graded this way like every other.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -60,8 +61,15 @@ def _prctl(option: int, value: int = 0) -> int:
     libc = _libc()
     if libc is None:
         return -1
-    return int(libc.prctl(ctypes.c_int(option), ctypes.c_ulong(value), ctypes.c_ulong(0), ctypes.c_ulong(0),
-                          ctypes.c_ulong(0)))
+    return int(
+        libc.prctl(
+            ctypes.c_int(option),
+            ctypes.c_ulong(value),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+            ctypes.c_ulong(0),
+        )
+    )
 
 
 def _drop_capabilities() -> None:  # runs in the kernel's process between fork and exec
@@ -76,7 +84,7 @@ def _proc_stat(pid: int) -> tuple[int, int, int, int] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), int(fields[2]), int(fields[3]), int(fields[19])
 
 
@@ -142,13 +150,17 @@ class Sandbox:
 
     def _harden(self) -> None:
         if _libc() is None:
-            self.notes.append("cannot sandbox on this system (not Linux): the kernel runs as your user and "
-                              "could attach to the grader; process-group clean-up still applies")
+            self.notes.append(
+                "cannot sandbox on this system (not Linux): the kernel runs as your user and "
+                "could attach to the grader; process-group clean-up still applies"
+            )
             return
         flag = ctypes.c_int(0)  # PR_GET_CHILD_SUBREAPER writes into an int
         _libc().prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
-        for option, previous, value in ((PR_SET_DUMPABLE, _prctl(PR_GET_DUMPABLE), 0),
-                                        (PR_SET_CHILD_SUBREAPER, flag.value, 1)):
+        for option, previous, value in (
+            (PR_SET_DUMPABLE, _prctl(PR_GET_DUMPABLE), 0),
+            (PR_SET_CHILD_SUBREAPER, flag.value, 1),
+        ):
             if previous != value and _prctl(option, value) == 0:
                 self._restore.append((option, previous))
         if os.getuid() == 0:
@@ -165,18 +177,29 @@ class Sandbox:
             os.chown(self.kernel_dir, self.uid, self.gid)
             return
         self.drop_capabilities = True
-        self.notes.append(f"cannot sandbox as user {self.user!r} ({problem}): the kernel runs as root "
-                          "without the capabilities to trace the grader")
+        self.notes.append(
+            f"cannot sandbox as user {self.user!r} ({problem}): the kernel runs as root "
+            "without the capabilities to trace the grader"
+        )
 
     def _probe(self, uid: int, gid: int) -> str | None:
         """Why ``uid`` cannot run this Python with ipykernel and the course package, or None when it can."""
-        code = ("import importlib.util as u, sys; "
-                "sys.exit(0 if u.find_spec('ipykernel') and u.find_spec('utils') else 3)")
+        code = (
+            "import importlib.util as u, sys; "
+            "sys.exit(0 if u.find_spec('ipykernel') and u.find_spec('utils') else 3)"
+        )
         try:
-            done = subprocess.run([sys.executable, "-c", code], user=uid, group=gid, extra_groups=[],
-                                  cwd=self.kernel_dir if os.stat(self.kernel_dir).st_uid == uid else "/",
-                                  env=self.environment(dict(os.environ)), capture_output=True, text=True,
-                                  timeout=PROBE_TIMEOUT)
+            done = subprocess.run(
+                [sys.executable, "-c", code],
+                user=uid,
+                group=gid,
+                extra_groups=[],
+                cwd=self.kernel_dir if os.stat(self.kernel_dir).st_uid == uid else "/",
+                env=self.environment(dict(os.environ)),
+                capture_output=True,
+                text=True,
+                timeout=PROBE_TIMEOUT,
+            )
         except (OSError, subprocess.SubprocessError) as err:
             return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         if done.returncode != 0:
@@ -192,9 +215,15 @@ class Sandbox:
         env[TOKEN_VARIABLE] = self.token
         if self.uid is not None:
             home = str(self.kernel_dir)
-            env.update(HOME=home, IPYTHONDIR=f"{home}/.ipython", MPLCONFIGDIR=f"{home}/.matplotlib",
-                       JUPYTER_RUNTIME_DIR=f"{home}/.jupyter", JUPYTER_DATA_DIR=f"{home}/.jupyter",
-                       XDG_CACHE_HOME=f"{home}/.cache", TMPDIR=home)
+            env.update(
+                HOME=home,
+                IPYTHONDIR=f"{home}/.ipython",
+                MPLCONFIGDIR=f"{home}/.matplotlib",
+                JUPYTER_RUNTIME_DIR=f"{home}/.jupyter",
+                JUPYTER_DATA_DIR=f"{home}/.jupyter",
+                XDG_CACHE_HOME=f"{home}/.cache",
+                TMPDIR=home,
+            )
         return env
 
     def popen_options(self) -> dict:

@@ -14,6 +14,7 @@ repository buttons use too) and the release tag is ``v`` + the version in ``pypr
 read here, nowhere else. Publishing a version means tagging that commit ``v<version>``.
 Chapter 01 is the first notebook that carries the cell.
 """
+
 from __future__ import annotations
 
 import re
@@ -24,7 +25,7 @@ __all__ = ["CELL_ID", "FOLDERS", "cell_source", "release", "shadowing", "write_s
 CELL_ID = "setup"
 FOLDERS = ("chapters", "solutions", "exercises")
 
-_TEMPLATE = '''\
+_TEMPLATE = """\
 # Setup, the same first cell in every notebook: on a hosted runtime (Colab and the like) it installs
 # the course package, release {ref}; locally it installs nothing. Either way it checks that `utils` is
 # the course package, not a file of yours that shadows it. (`python -m utils.grading setup-cells` writes it.)
@@ -44,7 +45,7 @@ except ModuleNotFoundError:
     get_ipython().run_line_magic("pip", f"install --quiet {{INSTALL}}")
     importlib.invalidate_caches()
     import utils.grading
-del _course, _folders, INSTALL'''
+del _course, _folders, INSTALL"""
 
 
 def release(root: str | Path) -> tuple[str, str]:
@@ -72,11 +73,15 @@ def shadowing(folder: str | Path) -> str | None:
     shadow the course package in a kernel started there; ``None`` otherwise."""
     folder = Path(folder)
     if (folder / "utils.py").is_file():
-        return (f"{folder / 'utils.py'} shadows the course package `utils` in the notebook's kernel: "
-                "rename it (for example to my_utils.py)")
+        return (
+            f"{folder / 'utils.py'} shadows the course package `utils` in the notebook's kernel: "
+            "rename it (for example to my_utils.py)"
+        )
     if (folder / "utils").is_dir() and not (folder / "utils" / "grading").is_dir():
-        return (f"the folder {folder / 'utils'} shadows the course package `utils` in the notebook's kernel: "
-                "rename it (for example to my_utils)")
+        return (
+            f"the folder {folder / 'utils'} shadows the course package `utils` in the notebook's kernel: "
+            "rename it (for example to my_utils)"
+        )
     return None
 
 

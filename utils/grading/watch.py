@@ -22,6 +22,7 @@ Switching the watch off from inside the function (``sys.setprofile``) is itself 
 canary call after the function returns proves that the watch was still on. Chapter 02's exercise
 is the first one that forbids calls (the ready-made activations).
 """
+
 from __future__ import annotations
 
 import builtins
@@ -164,8 +165,10 @@ class Watch:
         if builtins.__import__ is self._guarded_import or self._import is not None:
             builtins.__import__ = self._import
         if not watching and self.violation is None:
-            self.violation = ("the watch on forbidden calls was switched off while the function ran "
-                              "(it must not call sys.setprofile)")
+            self.violation = (
+                "the watch on forbidden calls was switched off while the function ran "
+                "(it must not call sys.setprofile)"
+            )
 
 
 _EXIT_CODE = Watch.__exit__.__code__  # the one place allowed to switch the watch off

@@ -22,6 +22,17 @@ from .classification import _binary_problem  # noqa: F401 (used by utils.widgets
 from .detection import MeanAveragePrecision, coco_map, precision_recall, voc_ap
 from .segmentation import SegmentationMetrics, mean_dice, mean_iou, pixel_accuracy
 
-__all__ = [*_classification_names, "MeanAveragePrecision", "SegmentationMetrics", "classification",
-           "coco_map", "detection", "mean_dice", "mean_iou", "pixel_accuracy", "precision_recall",
-           "segmentation", "voc_ap"]
+__all__ = [
+    *_classification_names,
+    "MeanAveragePrecision",
+    "SegmentationMetrics",
+    "classification",
+    "coco_map",
+    "detection",
+    "mean_dice",
+    "mean_iou",
+    "pixel_accuracy",
+    "precision_recall",
+    "segmentation",
+    "voc_ap",
+]

@@ -46,7 +46,9 @@ def _as_tensor(x: Any, name: str) -> torch.Tensor:
     try:
         return torch.as_tensor(x)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(f"{name} must be a tensor, a NumPy array or a list of numbers, got {type(x).__name__}") from err
+        raise TypeError(
+            f"{name} must be a tensor, a NumPy array or a list of numbers, got {type(x).__name__}"
+        ) from err
 
 
 def _labels(target: Any, name: str = "target") -> torch.Tensor:
@@ -54,7 +56,9 @@ def _labels(target: Any, name: str = "target") -> torch.Tensor:
     target = _as_tensor(target, name)
     if target.ndim != 1:
         hint = " (one-hot targets: take target.argmax(1) first)" if target.ndim == 2 else ""
-        raise ValueError(f"{name} must be a 1-D tensor of class labels (N,), got shape {tuple(target.shape)}{hint}")
+        raise ValueError(
+            f"{name} must be a 1-D tensor of class labels (N,), got shape {tuple(target.shape)}{hint}"
+        )
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer class labels, got dtype {target.dtype}")
     return target.long()
@@ -65,7 +69,9 @@ def _predicted_labels(output: Any, name: str = "output") -> torch.Tensor:
     output = _as_tensor(output, name)
     if output.ndim == 2:
         if not output.is_floating_point():
-            raise TypeError(f"{name} of shape (N, C) must hold float scores (logits or probabilities), got {output.dtype}")
+            raise TypeError(
+                f"{name} of shape (N, C) must hold float scores (logits or probabilities), got {output.dtype}"
+            )
         return output.argmax(dim=1)
     if output.ndim == 1:
         if output.is_floating_point():
@@ -74,12 +80,16 @@ def _predicted_labels(output: Any, name: str = "output") -> torch.Tensor:
                 "for one logit per sample (binary classification) threshold it first: (output > 0).long()"
             )
         return _labels(output, name)
-    raise ValueError(f"{name} must be logits (N, C) or predicted labels (N,), got shape {tuple(output.shape)}")
+    raise ValueError(
+        f"{name} must be logits (N, C) or predicted labels (N,), got shape {tuple(output.shape)}"
+    )
 
 
 def _check_same_length(pred: torch.Tensor, target: torch.Tensor) -> None:
     if pred.shape[0] != target.shape[0]:
-        raise ValueError(f"output and target hold different numbers of samples: {pred.shape[0]} and {target.shape[0]}")
+        raise ValueError(
+            f"output and target hold different numbers of samples: {pred.shape[0]} and {target.shape[0]}"
+        )
     if pred.shape[0] == 0:
         raise ValueError("accuracy of an empty batch is undefined: output and target have 0 samples")
 
@@ -104,9 +114,13 @@ def top_k_accuracy(logits: Any, target: Any, k: int = 5) -> float:
     """
     logits = _as_tensor(logits, "logits")
     if logits.ndim != 2 or not logits.is_floating_point():
-        raise ValueError(f"logits must be float scores of shape (N, C), got shape {tuple(logits.shape)} and dtype {logits.dtype}")
+        raise ValueError(
+            f"logits must be float scores of shape (N, C), got shape {tuple(logits.shape)} and dtype {logits.dtype}"
+        )
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= logits.shape[1]:
-        raise ValueError(f"k must be an int between 1 and the number of classes ({logits.shape[1]}), got {k!r}")
+        raise ValueError(
+            f"k must be an int between 1 and the number of classes ({logits.shape[1]}), got {k!r}"
+        )
     target = _labels(target)
     _check_same_length(logits, target)
     top = logits.topk(k, dim=1).indices  # (N, k)
@@ -124,7 +138,9 @@ def confusion_matrix(pred: Any, target: Any, num_classes: int | None = None) -> 
     pred = _predicted_labels(raw, "pred").cpu()
     target = _labels(target).cpu()
     if pred.shape[0] != target.shape[0]:
-        raise ValueError(f"pred and target hold different numbers of samples: {pred.shape[0]} and {target.shape[0]}")
+        raise ValueError(
+            f"pred and target hold different numbers of samples: {pred.shape[0]} and {target.shape[0]}"
+        )
     if num_classes is None:
         if raw.ndim == 2:
             num_classes = raw.shape[1]
@@ -153,8 +169,14 @@ AVERAGES = ("macro", "micro", "weighted", None)
 
 
 def _zero_division(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value in (0, 1) or math.isnan(value)):
-        raise ValueError(f"zero_division must be 0.0, 1.0 or float('nan') (as in scikit-learn), got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value in (0, 1) or math.isnan(value))
+    ):
+        raise ValueError(
+            f"zero_division must be 0.0, 1.0 or float('nan') (as in scikit-learn), got {value!r}"
+        )
     return float(value)
 
 
@@ -175,8 +197,14 @@ def _nanaverage(values: torch.Tensor, weights: torch.Tensor | None = None) -> fl
     return values.mean().item()
 
 
-def precision_recall_f1(pred: Any, target: Any, num_classes: int | None = None, *, average: str | None = "macro",
-                        zero_division: float = 0.0) -> tuple[Any, Any, Any]:
+def precision_recall_f1(
+    pred: Any,
+    target: Any,
+    num_classes: int | None = None,
+    *,
+    average: str | None = "macro",
+    zero_division: float = 0.0,
+) -> tuple[Any, Any, Any]:
     """Precision, recall and F1 of predicted labels (N,) or logits (N, C) against ``target`` (N,).
 
     Per class ``c`` (one-vs-rest, read off the confusion matrix): precision ``TP / (TP + FP)``,
@@ -199,7 +227,9 @@ def precision_recall_f1(pred: Any, target: Any, num_classes: int | None = None, 
     zd = _zero_division(zero_division)
     cm = confusion_matrix(pred, target, num_classes).to(torch.float64)  # (C, C), rows: true class
     if cm.sum() == 0:
-        raise ValueError("precision, recall and F1 of an empty batch are undefined: pred and target have 0 samples")
+        raise ValueError(
+            "precision, recall and F1 of an empty batch are undefined: pred and target have 0 samples"
+        )
     tp = cm.diagonal()  # (C,)
     predicted = cm.sum(dim=0)  # (C,) TP + FP
     support = cm.sum(dim=1)  # (C,) TP + FN
@@ -216,8 +246,14 @@ def precision_recall_f1(pred: Any, target: Any, num_classes: int | None = None, 
     return _nanaverage(p, weights), _nanaverage(r, weights), _nanaverage(f, weights)
 
 
-def precision(pred: Any, target: Any, num_classes: int | None = None, *, average: str | None = "macro",
-              zero_division: float = 0.0) -> Any:
+def precision(
+    pred: Any,
+    target: Any,
+    num_classes: int | None = None,
+    *,
+    average: str | None = "macro",
+    zero_division: float = 0.0,
+) -> Any:
     """Precision ``TP / (TP + FP)``: of the samples predicted as a class, the fraction that are.
 
     Same arguments as :func:`precision_recall_f1`; matches ``sklearn.metrics.precision_score``
@@ -226,8 +262,14 @@ def precision(pred: Any, target: Any, num_classes: int | None = None, *, average
     return precision_recall_f1(pred, target, num_classes, average=average, zero_division=zero_division)[0]
 
 
-def recall(pred: Any, target: Any, num_classes: int | None = None, *, average: str | None = "macro",
-           zero_division: float = 0.0) -> Any:
+def recall(
+    pred: Any,
+    target: Any,
+    num_classes: int | None = None,
+    *,
+    average: str | None = "macro",
+    zero_division: float = 0.0,
+) -> Any:
     """Recall ``TP / (TP + FN)``: of the samples of a class, the fraction found.
 
     Same arguments as :func:`precision_recall_f1`; matches ``sklearn.metrics.recall_score`` with
@@ -236,8 +278,14 @@ def recall(pred: Any, target: Any, num_classes: int | None = None, *, average: s
     return precision_recall_f1(pred, target, num_classes, average=average, zero_division=zero_division)[1]
 
 
-def f1_score(pred: Any, target: Any, num_classes: int | None = None, *, average: str | None = "macro",
-             zero_division: float = 0.0) -> Any:
+def f1_score(
+    pred: Any,
+    target: Any,
+    num_classes: int | None = None,
+    *,
+    average: str | None = "macro",
+    zero_division: float = 0.0,
+) -> Any:
     """F1 ``2 TP / (2 TP + FP + FN)``, the harmonic mean of precision and recall.
 
     Same arguments as :func:`precision_recall_f1`; matches ``sklearn.metrics.f1_score`` with
@@ -253,8 +301,14 @@ def _binary_problem(scores: Any, target: Any) -> tuple[torch.Tensor, torch.Tenso
     """Scores (N,) as float64 and targets (N,) as float64 0/1, both on the CPU."""
     scores = _as_tensor(scores, "scores").cpu()
     if scores.ndim != 1:
-        hint = " (for logits (N, 2) take logits[:, 1] - logits[:, 0]; for one class of many, that column)" if scores.ndim == 2 else ""
-        raise ValueError(f"scores must be a 1-D tensor with one score per sample (N,), got shape {tuple(scores.shape)}{hint}")
+        hint = (
+            " (for logits (N, 2) take logits[:, 1] - logits[:, 0]; for one class of many, that column)"
+            if scores.ndim == 2
+            else ""
+        )
+        raise ValueError(
+            f"scores must be a 1-D tensor with one score per sample (N,), got shape {tuple(scores.shape)}{hint}"
+        )
     if scores.is_complex() or scores.dtype == torch.bool:
         raise TypeError(f"scores must be real numbers, got dtype {scores.dtype}")
     scores = scores.to(torch.float64)
@@ -262,18 +316,24 @@ def _binary_problem(scores: Any, target: Any) -> tuple[torch.Tensor, torch.Tenso
         raise ValueError("scores must be finite (no NaN or Inf)")
     target = _as_tensor(target, "target").cpu()
     if target.ndim != 1 or target.shape[0] != scores.shape[0]:
-        raise ValueError(f"target must hold one 0/1 label per score, shape ({scores.shape[0]},), got {tuple(target.shape)}")
+        raise ValueError(
+            f"target must hold one 0/1 label per score, shape ({scores.shape[0]},), got {tuple(target.shape)}"
+        )
     if target.is_floating_point() and not ((target == 0) | (target == 1)).all():
         raise ValueError("target must hold binary labels 0 (negative) and 1 (positive)")
     target = target.to(torch.float64)
     if not ((target == 0) | (target == 1)).all():
-        raise ValueError("target must hold binary labels 0 (negative) and 1 (positive); for class k of many use (y == k)")
+        raise ValueError(
+            "target must hold binary labels 0 (negative) and 1 (positive); for class k of many use (y == k)"
+        )
     if scores.numel() == 0:
         raise ValueError("scores and target are empty")
     return scores, target
 
 
-def _counts_at_thresholds(scores: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _counts_at_thresholds(
+    scores: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """False and true positives when predicting positive for ``score >= threshold``, for every distinct score.
 
     Returns ``fps``, ``tps`` (float64, increasing) and the thresholds (decreasing). Tied scores
@@ -288,7 +348,9 @@ def _counts_at_thresholds(scores: torch.Tensor, target: torch.Tensor) -> tuple[t
     return fps, tps, s[idx]
 
 
-def roc_curve(scores: Any, target: Any, *, drop_intermediate: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def roc_curve(
+    scores: Any, target: Any, *, drop_intermediate: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Receiver operating characteristic: ``(fpr, tpr, thresholds)`` as float64 tensors.
 
     For each distinct score ``s`` (decreasing), predicting positive for ``score >= s`` gives the
@@ -321,8 +383,9 @@ def roc_auc(scores: Any, target: Any) -> float:
     return torch.trapezoid(tpr, fpr).item()
 
 
-def precision_recall_curve(scores: Any, target: Any, *, drop_intermediate: bool = False
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def precision_recall_curve(
+    scores: Any, target: Any, *, drop_intermediate: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Precision and recall for every threshold: ``(precision, recall, thresholds)``, float64 tensors.
 
     Thresholds increase; ``precision`` and ``recall`` have one more entry than ``thresholds``: the
@@ -382,10 +445,14 @@ def _confidence_and_outcome(probs: Any, target: Any) -> tuple[torch.Tensor, torc
     if probs.numel() == 0:
         raise ValueError("probs is empty")
     if not torch.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
-        raise ValueError("probs must be probabilities in [0, 1]: apply softmax (or sigmoid) to the logits first")
+        raise ValueError(
+            "probs must be probabilities in [0, 1]: apply softmax (or sigmoid) to the logits first"
+        )
     if probs.ndim == 2:
         if not torch.allclose(probs.sum(dim=1), torch.ones(probs.shape[0], dtype=torch.float64), atol=1e-3):
-            raise ValueError("each row of probs (N, C) must sum to 1: pass softmax(logits, dim=1), not logits")
+            raise ValueError(
+                "each row of probs (N, C) must sum to 1: pass softmax(logits, dim=1), not logits"
+            )
         target = _labels(target)
         _check_same_length(probs, target)
         confidence, pred = probs.max(dim=1)  # (N,), (N,)
@@ -393,8 +460,10 @@ def _confidence_and_outcome(probs: Any, target: Any) -> tuple[torch.Tensor, torc
     if probs.ndim == 1:
         scores, target = _binary_problem(probs, target)
         return scores, target
-    raise ValueError(f"probs must have shape (N, C) (class probabilities) or (N,) (probability of the positive class), "
-                     f"got {tuple(probs.shape)}")
+    raise ValueError(
+        f"probs must have shape (N, C) (class probabilities) or (N,) (probability of the positive class), "
+        f"got {tuple(probs.shape)}"
+    )
 
 
 def reliability_bins(probs: Any, target: Any, n_bins: int = 15) -> ReliabilityBins:

@@ -35,10 +35,15 @@ from torch import Tensor
 
 # pycocotools' parameters, computed as it computes them (np.linspace), so thresholds agree to the bit
 IOU_THRESHOLDS = tuple(np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True).tolist())
-RECALL_THRESHOLDS = tuple(np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1,
-                                      endpoint=True).tolist())
-AREA_RANGES = {"all": (0.0, 1e5**2), "small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2),
-               "large": (96.0**2, 1e5**2)}
+RECALL_THRESHOLDS = tuple(
+    np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True).tolist()
+)
+AREA_RANGES = {
+    "all": (0.0, 1e5**2),
+    "small": (0.0, 32.0**2),
+    "medium": (32.0**2, 96.0**2),
+    "large": (96.0**2, 1e5**2),
+}
 
 
 @dataclass
@@ -101,8 +106,15 @@ def _last_best(candidate: Tensor, iou: Tensor) -> Tensor:
     return torch.where(hit, slots, -1).amax(dim=-1)
 
 
-def _greedy(boxes: Tensor, rank: Tensor, group: Tensor, table: Tensor, data: Detections, gt_ignored: Tensor,
-            thresholds: Tensor) -> Tensor:
+def _greedy(
+    boxes: Tensor,
+    rank: Tensor,
+    group: Tensor,
+    table: Tensor,
+    data: Detections,
+    gt_ignored: Tensor,
+    thresholds: Tensor,
+) -> Tensor:
     """Steps 2-3 for the detections of some groups: the ground-truth box each one takes, ``Tensor[n, A, T]``.
 
     ``boxes`` ``Tensor[n, 4]``, ``rank`` ``Tensor[n]``, ``group`` ``Tensor[n]`` (the row of the
@@ -143,8 +155,9 @@ def _greedy(boxes: Tensor, rank: Tensor, group: Tensor, table: Tensor, data: Det
     return torch.where(matched >= 0, table[group[:, None, None], matched.clamp(min=0)], -1)
 
 
-def match(data: Detections, classes: Tensor, iou_thresholds: Tensor, max_det: int,
-          area_ranges: Tensor) -> Matches:
+def match(
+    data: Detections, classes: Tensor, iou_thresholds: Tensor, max_det: int, area_ranges: Tensor
+) -> Matches:
     """Steps 1-3 of the module docstring: which detections are true / false positives, per threshold and area.
 
     ``classes`` ``Tensor[K]`` sorted (every label that occurs), ``iou_thresholds`` ``Tensor[T]``,
@@ -170,8 +183,9 @@ def match(data: Detections, classes: Tensor, iou_thresholds: Tensor, max_det: in
     slot = torch.empty_like(gt_order)
     slot[gt_order] = torch.arange(len(gt_order)) - gt_starts[gt_group_id]
     row = torch.searchsorted(det_groups, gt_group).clamp(max=max(len(det_groups) - 1, 0))
-    in_det_group = (det_groups[row] == gt_group if len(det_groups)
-                    else torch.zeros_like(gt_group, dtype=torch.bool))
+    in_det_group = (
+        det_groups[row] == gt_group if len(det_groups) else torch.zeros_like(gt_group, dtype=torch.bool)
+    )
     area_lo, area_hi = area_ranges[:, 0], area_ranges[:, 1]
     gt_area = data.gt_area[:, None]
     gt_ignored = data.gt_crowd[:, None] | (gt_area < area_lo) | (gt_area > area_hi)  # (G, A)
@@ -192,18 +206,28 @@ def match(data: Detections, classes: Tensor, iou_thresholds: Tensor, max_det: in
 
     matched = matched_gt >= 0
     areas = torch.arange(len(area_ranges))[None, :, None]
-    to_ignored = (matched & gt_ignored[matched_gt.clamp(min=0), areas] if len(data.gt_labels)
-                  else torch.zeros_like(matched))
+    to_ignored = (
+        matched & gt_ignored[matched_gt.clamp(min=0), areas]
+        if len(data.gt_labels)
+        else torch.zeros_like(matched)
+    )
     area = boxes[:, 2] * boxes[:, 3]
     outside = ((area[:, None] < area_lo) | (area[:, None] > area_hi))[:, :, None]  # (D, A, 1)
     ignore = to_ignored | (~matched & outside)
-    return Matches(labels=data.labels[order], scores=data.scores[order], rank=rank,
-                   true_positive=matched & ~ignore, false_positive=~matched & ~ignore,
-                   gt_labels=data.gt_labels, gt_counted=~gt_ignored)
+    return Matches(
+        labels=data.labels[order],
+        scores=data.scores[order],
+        rank=rank,
+        true_positive=matched & ~ignore,
+        false_positive=~matched & ~ignore,
+        gt_labels=data.gt_labels,
+        gt_counted=~gt_ignored,
+    )
 
 
-def accumulate(m: Matches, max_detections: tuple[int, ...], classes: Tensor,
-               recall_thresholds: Tensor) -> tuple[Tensor, Tensor]:
+def accumulate(
+    m: Matches, max_detections: tuple[int, ...], classes: Tensor, recall_thresholds: Tensor
+) -> tuple[Tensor, Tensor]:
     """Step 4: precision ``Tensor[T, R, K, A, M]`` and recall ``Tensor[T, K, A, M]``, -1 where undefined.
 
     Undefined means the class has no ground-truth box that counts in that area range, as in COCOeval.
@@ -228,11 +252,16 @@ def accumulate(m: Matches, max_detections: tuple[int, ...], classes: Tensor,
             rc = tp / gt_count[k].clamp(min=1)[:, None, None]
             pr = tp / (fp + tp + eps)
             envelope = pr.flip(2).cummax(2).values.flip(2)  # best precision at this recall or higher
-            found = torch.searchsorted(rc.contiguous(),  # first point reaching each recall threshold
-                                       recall_thresholds.expand(num_areas, num_thr, -1).contiguous())
+            found = torch.searchsorted(
+                rc.contiguous(),  # first point reaching each recall threshold
+                recall_thresholds.expand(num_areas, num_thr, -1).contiguous(),
+            )
             n = len(sel)
-            at_thresholds = (envelope.gather(2, found.clamp(max=max(n - 1, 0))) if n
-                             else torch.zeros_like(found, dtype=torch.float64))
+            at_thresholds = (
+                envelope.gather(2, found.clamp(max=max(n - 1, 0)))
+                if n
+                else torch.zeros_like(found, dtype=torch.float64)
+            )
             at_thresholds = torch.where(found < n, at_thresholds, 0.0)  # recall never reached: 0
             final_recall = rc[:, :, -1] if n else torch.zeros(num_areas, num_thr, dtype=torch.float64)
             precision[:, :, k, defined, i] = at_thresholds[defined].permute(1, 2, 0)

@@ -33,8 +33,20 @@ __all__ = ["COCO_STATS", "MeanAveragePrecision", "PRCurve", "coco_map", "precisi
 
 AREAS = ("all", "small", "medium", "large")
 # the keys of compute() in the order of COCOeval.stats (with the default max_detections)
-COCO_STATS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large", "mar_1", "mar_10", "mar_100",
-              "mar_small", "mar_medium", "mar_large")
+COCO_STATS = (
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "mar_1",
+    "mar_10",
+    "mar_100",
+    "mar_small",
+    "mar_medium",
+    "mar_large",
+)
 
 
 def _tensor(value: Any, what: str) -> Tensor:
@@ -62,21 +74,31 @@ def _field(d: Mapping, key: str, n: int | None, what: str, kind: str) -> Tensor:
 
 def _image(pred: Any, target: Any, i: int) -> tuple[Tensor, ...]:
     """Check the structure of image ``i`` (the values are checked for all images at once, in ``_data``)."""
-    for d, name, keys in ((pred, "preds", ("boxes", "scores", "labels")),
-                          (target, "targets", ("boxes", "labels"))):
+    for d, name, keys in (
+        (pred, "preds", ("boxes", "scores", "labels")),
+        (target, "targets", ("boxes", "labels")),
+    ):
         if not isinstance(d, Mapping) or any(k not in d for k in keys):
-            raise ValueError(f"{name}[{i}] must be a dict with keys {keys}, got "
-                             f"{sorted(d) if isinstance(d, Mapping) else type(d).__name__}")
+            raise ValueError(
+                f"{name}[{i}] must be a dict with keys {keys}, got "
+                f"{sorted(d) if isinstance(d, Mapping) else type(d).__name__}"
+            )
     boxes = _field(pred, "boxes", None, f"preds[{i}]", "boxes")
     scores = _field(pred, "scores", len(boxes), f"preds[{i}]", "float")
     labels = _field(pred, "labels", len(boxes), f"preds[{i}]", "int")
     gt_boxes = _field(target, "boxes", None, f"targets[{i}]", "boxes")
     gt_labels = _field(target, "labels", len(gt_boxes), f"targets[{i}]", "int")
-    crowd = (_field(target, "iscrowd", len(gt_boxes), f"targets[{i}]", "bool").bool() if "iscrowd" in target
-             else torch.zeros(len(gt_boxes), dtype=torch.bool))
+    crowd = (
+        _field(target, "iscrowd", len(gt_boxes), f"targets[{i}]", "bool").bool()
+        if "iscrowd" in target
+        else torch.zeros(len(gt_boxes), dtype=torch.bool)
+    )
     given = "area" in target  # else the box's area, computed in _data
-    area = (_field(target, "area", len(gt_boxes), f"targets[{i}]", "float") if given
-            else torch.zeros(len(gt_boxes)))
+    area = (
+        _field(target, "area", len(gt_boxes), f"targets[{i}]", "float")
+        if given
+        else torch.zeros(len(gt_boxes))
+    )
     return boxes, scores, labels, gt_boxes, gt_labels, crowd, area, torch.full((len(gt_boxes),), given)
 
 
@@ -88,16 +110,19 @@ def _check_values(values: Tensor, image: Tensor, what: str, boxes: bool = False)
     message = "must be finite"
     if boxes and not bad.any():
         bad = (values[:, 2] < values[:, 0]) | (values[:, 3] < values[:, 1])
-        message = ("must be xyxy with x1 <= x2 and y1 <= y2 (convert xywh or cxcywh boxes first, e.g. with "
-                   "utils.ops.box_convert)")
+        message = (
+            "must be xyxy with x1 <= x2 and y1 <= y2 (convert xywh or cxcywh boxes first, e.g. with "
+            "utils.ops.box_convert)"
+        )
     if bad.any():
         raise ValueError(f"{what.format(int(image[bad][0]))} {message}")
 
 
 def _check_lists(preds: Any, targets: Any) -> None:
     if isinstance(preds, Mapping) or isinstance(targets, Mapping):
-        raise TypeError("preds and targets must be lists with one dict per image "
-                        "(wrap a single image in [...])")
+        raise TypeError(
+            "preds and targets must be lists with one dict per image (wrap a single image in [...])"
+        )
     if not isinstance(preds, Sequence) or not isinstance(targets, Sequence) or len(preds) != len(targets):
         raise ValueError("preds and targets must be lists of the same length, one dict per image")
 
@@ -122,8 +147,12 @@ class MeanAveragePrecision:
     kept for plots. Chapter 10 builds the metric by hand; chapter 11 evaluates detectors with it.
     """
 
-    def __init__(self, iou_thresholds: Sequence[float] | None = None,
-                 max_detections: Sequence[int] = (1, 10, 100), class_metrics: bool = False) -> None:
+    def __init__(
+        self,
+        iou_thresholds: Sequence[float] | None = None,
+        max_detections: Sequence[int] = (1, 10, 100),
+        class_metrics: bool = False,
+    ) -> None:
         thresholds = IOU_THRESHOLDS if iou_thresholds is None else tuple(float(t) for t in iou_thresholds)
         if not thresholds or any(not 0.0 <= t <= 1.0 for t in thresholds):
             raise ValueError(f"iou_thresholds must be numbers in [0, 1], got {iou_thresholds!r}")
@@ -165,10 +194,17 @@ class MeanAveragePrecision:
         _check_values(area[given], gt_image[given], "targets[{}]['area']")
         boxes = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)  # COCO's (x, y, w, h)
         gt_boxes = torch.cat([gt_boxes[:, :2], gt_boxes[:, 2:] - gt_boxes[:, :2]], dim=1)
-        return Detections(boxes=boxes, scores=scores, labels=cat(2, dtype=torch.int64), image=image,
-                          gt_boxes=gt_boxes, gt_labels=cat(4, dtype=torch.int64), gt_image=gt_image,
-                          gt_crowd=cat(5, dtype=torch.bool),
-                          gt_area=torch.where(given, area, gt_boxes[:, 2] * gt_boxes[:, 3]))
+        return Detections(
+            boxes=boxes,
+            scores=scores,
+            labels=cat(2, dtype=torch.int64),
+            image=image,
+            gt_boxes=gt_boxes,
+            gt_labels=cat(4, dtype=torch.int64),
+            gt_image=gt_image,
+            gt_crowd=cat(5, dtype=torch.bool),
+            gt_area=torch.where(given, area, gt_boxes[:, 2] * gt_boxes[:, 3]),
+        )
 
     def compute(self) -> dict[str, Any]:
         """The summary numbers (Python floats; see the module docstring), and per class if asked."""
@@ -177,8 +213,9 @@ class MeanAveragePrecision:
         thresholds = torch.tensor(self.iou_thresholds, dtype=torch.float64)
         areas = torch.tensor([AREA_RANGES[a] for a in AREAS], dtype=torch.float64)
         matches = match(data, classes, thresholds, self.max_detections[-1], areas)
-        precision, recall = accumulate(matches, self.max_detections, classes,
-                                       torch.tensor(RECALL_THRESHOLDS, dtype=torch.float64))
+        precision, recall = accumulate(
+            matches, self.max_detections, classes, torch.tensor(RECALL_THRESHOLDS, dtype=torch.float64)
+        )
         self.precision, self.recall = precision, recall
         last = len(self.max_detections) - 1
         out = {"map": _mean_defined(precision[:, :, :, 0, last])}
@@ -192,16 +229,19 @@ class MeanAveragePrecision:
         for a in (1, 2, 3):
             out[f"mar_{AREAS[a]}"] = _mean_defined(recall[:, :, a, last])
         if self.class_metrics:
-            out["map_per_class"] = torch.tensor([_mean_defined(precision[:, :, k, 0, last])
-                                                 for k in range(len(classes))], dtype=torch.float64)
+            out["map_per_class"] = torch.tensor(
+                [_mean_defined(precision[:, :, k, 0, last]) for k in range(len(classes))], dtype=torch.float64
+            )
             out[f"mar_{self.max_detections[-1]}_per_class"] = torch.tensor(
-                [_mean_defined(recall[:, k, 0, last]) for k in range(len(classes))], dtype=torch.float64)
+                [_mean_defined(recall[:, k, 0, last]) for k in range(len(classes))], dtype=torch.float64
+            )
             out["classes"] = classes
         return out
 
 
-def coco_map(preds: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Tensor]],
-             **kwargs: Any) -> dict[str, Any]:
+def coco_map(
+    preds: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Tensor]], **kwargs: Any
+) -> dict[str, Any]:
     """Functional form: ``MeanAveragePrecision(**kwargs)`` updated with all images, then computed."""
     metric = MeanAveragePrecision(**kwargs)
     metric.update(preds, targets)
@@ -216,9 +256,15 @@ class PRCurve(NamedTuple):
     scores: Tensor
 
 
-def precision_recall(preds: Sequence[Mapping[str, Tensor]], targets: Sequence[Mapping[str, Tensor]], *,
-                     iou_threshold: float = 0.5, label: int | None = None, max_detections: int = 100,
-                     area: str = "all") -> PRCurve:
+def precision_recall(
+    preds: Sequence[Mapping[str, Tensor]],
+    targets: Sequence[Mapping[str, Tensor]],
+    *,
+    iou_threshold: float = 0.5,
+    label: int | None = None,
+    max_detections: int = 100,
+    area: str = "all",
+) -> PRCurve:
     """The raw precision-recall curve of the detections of class ``label`` (None: all classes pooled).
 
     Detections are matched as in :class:`MeanAveragePrecision` at one IoU threshold; going down
@@ -233,8 +279,13 @@ def precision_recall(preds: Sequence[Mapping[str, Tensor]], targets: Sequence[Ma
     metric.update(preds, targets)
     data = metric._data()
     classes = torch.unique(torch.cat([data.labels, data.gt_labels]))
-    m = match(data, classes, torch.tensor([float(iou_threshold)], dtype=torch.float64), max_detections,
-              torch.tensor([AREA_RANGES[area]], dtype=torch.float64))
+    m = match(
+        data,
+        classes,
+        torch.tensor([float(iou_threshold)], dtype=torch.float64),
+        max_detections,
+        torch.tensor([AREA_RANGES[area]], dtype=torch.float64),
+    )
     wanted = torch.ones_like(m.labels, dtype=torch.bool) if label is None else m.labels == label
     tp, fp = m.true_positive[:, 0, 0], m.false_positive[:, 0, 0]
     order = torch.sort(m.scores, descending=True, stable=True).indices

@@ -25,8 +25,17 @@ from torch import Tensor
 
 from .classification import _as_tensor
 
-__all__ = ["SegmentationMetrics", "confusion_matrix", "dice_from_confusion", "dice_per_class",
-           "iou_from_confusion", "iou_per_class", "mean_dice", "mean_iou", "pixel_accuracy"]
+__all__ = [
+    "SegmentationMetrics",
+    "confusion_matrix",
+    "dice_from_confusion",
+    "dice_per_class",
+    "iou_from_confusion",
+    "iou_per_class",
+    "mean_dice",
+    "mean_iou",
+    "pixel_accuracy",
+]
 
 
 def _check_num_classes(num_classes: Any) -> int:
@@ -44,27 +53,35 @@ def _pixels(pred: Any, target: Any, num_classes: int, ignore_index: int | None) 
         raise ValueError(f"target must be labels of shape (N, H, W) or (H, W), got {tuple(target.shape)}")
     if pred.is_floating_point():
         if pred.dim() != target.dim() + 1 or pred.shape[:-3] + pred.shape[-2:] != target.shape:
-            raise ValueError(f"float pred must be scores (N, C, H, W) for target {tuple(target.shape)}, "
-                             f"got {tuple(pred.shape)} (for labels pass an integer tensor)")
+            raise ValueError(
+                f"float pred must be scores (N, C, H, W) for target {tuple(target.shape)}, "
+                f"got {tuple(pred.shape)} (for labels pass an integer tensor)"
+            )
         if pred.shape[-3] == 1:
-            raise ValueError("pred has one channel: threshold it first, (pred > 0).long() for logits or "
-                             "(pred > 0.5).long() for probabilities")
+            raise ValueError(
+                "pred has one channel: threshold it first, (pred > 0).long() for logits or "
+                "(pred > 0.5).long() for probabilities"
+            )
         if pred.shape[-3] != num_classes:
             raise ValueError(f"pred holds scores for {pred.shape[-3]} classes but num_classes={num_classes}")
         pred = pred.argmax(dim=-3)
     elif pred.shape != target.shape:
-        raise ValueError(f"pred labels {tuple(pred.shape)} and target {tuple(target.shape)} must have the "
-                         "same shape")
+        raise ValueError(
+            f"pred labels {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape"
+        )
     pred, target = pred.reshape(-1).long(), target.reshape(-1).long()
     if ignore_index is not None:
         keep = target != ignore_index
         pred, target = pred[keep], target[keep]
     for name, labels in (("target", target), ("pred", pred)):
         if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
-            allowed = f" (or ignore_index={ignore_index})" if name == "target" and ignore_index is not None \
-                else ""
-            raise ValueError(f"{name} labels must lie in [0, {num_classes - 1}]{allowed}, got values from "
-                             f"{labels.min().item()} to {labels.max().item()}")
+            allowed = (
+                f" (or ignore_index={ignore_index})" if name == "target" and ignore_index is not None else ""
+            )
+            raise ValueError(
+                f"{name} labels must lie in [0, {num_classes - 1}]{allowed}, got values from "
+                f"{labels.min().item()} to {labels.max().item()}"
+            )
     return pred, target
 
 
@@ -170,5 +187,10 @@ class SegmentationMetrics:
             raise ValueError("no pixel counted yet: call update() with predictions and targets first")
         iou, dice = iou_from_confusion(self.confusion), dice_from_confusion(self.confusion)
         accuracy = self.confusion.diagonal().sum().item() / self.confusion.sum().item()
-        return {"pixel_accuracy": accuracy, "miou": _nanmean(iou), "mdice": _nanmean(dice),
-                "iou_per_class": iou, "dice_per_class": dice}
+        return {
+            "pixel_accuracy": accuracy,
+            "miou": _nanmean(iou),
+            "mdice": _nanmean(dice),
+            "iou_per_class": iou,
+            "dice_per_class": dice,
+        }

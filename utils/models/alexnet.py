@@ -28,8 +28,15 @@ __all__ = ["AlexNet", "alexnet"]
 class AlexNet(Backbone):
     """Five convolutions (three max-pools) and three fully connected layers with dropout (chapter 07)."""
 
-    def __init__(self, num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False,
-                 hidden: int | None = None, dropout: float = 0.5):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        *,
+        in_channels: int = 3,
+        small_input: bool = False,
+        hidden: int | None = None,
+        dropout: float = 0.5,
+    ):
         super().__init__()
         check_positive(num_classes=num_classes, in_channels=in_channels)
         if not 0.0 <= dropout < 1.0:
@@ -40,12 +47,18 @@ class AlexNet(Backbone):
         else:
             first = nn.Conv2d(in_channels, 64, kernel_size=11, stride=4, padding=2)  # 224 -> 55
         self.features = nn.Sequential(
-            first, nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2),  # 55 -> 27
-            nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
+            first,
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(kernel_size=3, stride=2),  # 55 -> 27
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),  # 27 -> 13
-            nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
             nn.MaxPool2d(kernel_size=3, stride=2),  # 13 -> 6
         )
         first_stride = 1 if small_input else 4
@@ -55,8 +68,12 @@ class AlexNet(Backbone):
         hidden = hidden or (512 if small_input else 4096)
         self.avgpool = nn.AdaptiveAvgPool2d((pooled, pooled))
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(256 * pooled * pooled, hidden), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(256 * pooled * pooled, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes),
         )
 
@@ -78,10 +95,20 @@ class AlexNet(Backbone):
 
 
 @builder
-def alexnet(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-            small_input: bool = False, **kwargs) -> AlexNet:
+def alexnet(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> AlexNet:
     """AlexNet as torchvision's at 224 px (keyword arguments: ``hidden``, ``dropout``; chapter 07).
     ``weights="alexnet.imagenet1k_v1"`` loads torchvision's ImageNet weights (see
     :mod:`utils.models.weights`)."""
-    return build("alexnet", lambda n: AlexNet(n, in_channels=in_channels, small_input=small_input, **kwargs),
-                 num_classes, weights)
+    return build(
+        "alexnet",
+        lambda n: AlexNet(n, in_channels=in_channels, small_input=small_input, **kwargs),
+        num_classes,
+        weights,
+    )

@@ -50,8 +50,15 @@ class ConvNormAct(nn.Sequential):
     activation out (the linear projection of an inverted residual block).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 groups: int = 1, activation: Callable[..., nn.Module] | None = nn.ReLU):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        groups: int = 1,
+        activation: Callable[..., nn.Module] | None = nn.ReLU,
+    ):
         padding = (kernel_size - 1) // 2
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False),
@@ -157,8 +164,10 @@ class Backbone(nn.Module):
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"{name} expects images of shape (N, C, H, W), got {shape}")
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"{name} was built for {self.in_channels} input channels, got {x.shape[1]} "
-                             f"(shape {tuple(x.shape)})")
+            raise ValueError(
+                f"{name} was built for {self.in_channels} input channels, got {x.shape[1]} "
+                f"(shape {tuple(x.shape)})"
+            )
 
     def get_classifier(self) -> nn.Module:
         """The classifier module (``fc``, ``classifier`` or ``head``, as torchvision names it)."""
@@ -178,8 +187,12 @@ class Backbone(nn.Module):
         head = self.get_classifier()
         new: nn.Module = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
         new = new.to(_device_of(head, self))
-        if (isinstance(head, nn.Sequential) and len(head) and isinstance(head[-1], (nn.Linear, nn.Identity))
-                and all(isinstance(m, nn.Dropout) for m in head[:-1])):
+        if (
+            isinstance(head, nn.Sequential)
+            and len(head)
+            and isinstance(head[-1], (nn.Linear, nn.Identity))
+            and all(isinstance(m, nn.Dropout) for m in head[:-1])
+        ):
             head[-1] = new  # Dropout, Linear (MobileNetV2, EfficientNet): the dropout stays
         else:
             setattr(self, self.classifier_name, new)
@@ -203,8 +216,10 @@ def feature_maps(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     for the CNNs."""
     missing = [a for a in ("stem", "stages", "check_input", "as_feature_map") if not hasattr(model, a)]
     if missing:
-        raise TypeError(f"feature_maps needs a model with the backbone contract of utils.models "
-                        f"(missing: {', '.join(missing)}), got {type(model).__name__}")
+        raise TypeError(
+            f"feature_maps needs a model with the backbone contract of utils.models "
+            f"(missing: {', '.join(missing)}), got {type(model).__name__}"
+        )
     model.check_input(x)
     maps = []
     x = model.stem(x)
@@ -228,9 +243,11 @@ def builder(fn: _Builder) -> _Builder:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> nn.Module:
         if len(args) > 1:
-            raise TypeError(f"{fn.__name__}() takes num_classes as its only positional argument, got "
-                            f"{len(args)} positional arguments {args!r}; pass the others by keyword, e.g. "
-                            f"{fn.__name__}(10, in_channels=1)")
+            raise TypeError(
+                f"{fn.__name__}() takes num_classes as its only positional argument, got "
+                f"{len(args)} positional arguments {args!r}; pass the others by keyword, e.g. "
+                f"{fn.__name__}(10, in_channels=1)"
+            )
         return fn(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -248,8 +265,10 @@ def build(arch: str, make: Callable[[int], nn.Module], num_classes: int, weights
 
     w = get_weights(weights)
     if w.arch != arch:
-        raise ValueError(f"{w.name!r} are weights for {w.arch}, not for {arch}: build {w.arch}(weights=...) "
-                         f"or pick one of utils.models.list_weights({arch!r})")
+        raise ValueError(
+            f"{w.name!r} are weights for {w.arch}, not for {arch}: build {w.arch}(weights=...) "
+            f"or pick one of utils.models.list_weights({arch!r})"
+        )
     model = make(len(w.categories))
     load_weights_into(model, w)
     if num_classes != len(w.categories):

@@ -29,8 +29,17 @@ from .common import Backbone, build, builder, check_positive
 if TYPE_CHECKING:
     from .weights import Weights
 
-__all__ = ["DenseBlock", "DenseLayer", "DenseNet", "Transition", "densenet121", "densenet161", "densenet169",
-           "densenet201", "densenet_small"]
+__all__ = [
+    "DenseBlock",
+    "DenseLayer",
+    "DenseNet",
+    "Transition",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+    "densenet_small",
+]
 
 
 class DenseLayer(nn.Module):
@@ -44,8 +53,7 @@ class DenseLayer(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, bn_size * growth_rate, kernel_size=1, bias=False)
         self.norm2 = nn.BatchNorm2d(bn_size * growth_rate)
         self.relu2 = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1,
-                               bias=False)
+        self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, kernel_size=3, padding=1, bias=False)
         self.drop_rate = float(drop_rate)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -62,12 +70,14 @@ class DenseBlock(nn.ModuleDict):
     """``num_layers`` dense layers (``denselayer1``, ...); outputs ``in_channels + num_layers * growth_rate``
     channels."""
 
-    def __init__(self, num_layers: int, in_channels: int, growth_rate: int, bn_size: int = 4,
-                 drop_rate: float = 0.0):
+    def __init__(
+        self, num_layers: int, in_channels: int, growth_rate: int, bn_size: int = 4, drop_rate: float = 0.0
+    ):
         super().__init__()
         for i in range(num_layers):
-            self[f"denselayer{i + 1}"] = DenseLayer(in_channels + i * growth_rate, growth_rate, bn_size,
-                                                    drop_rate)
+            self[f"denselayer{i + 1}"] = DenseLayer(
+                in_channels + i * growth_rate, growth_rate, bn_size, drop_rate
+            )
         self.out_channels = in_channels + num_layers * growth_rate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,12 +92,16 @@ class Transition(nn.Sequential):
     """BN-ReLU-conv1x1 (``in -> out`` channels) and a 2x2 average pool (halves H and W)."""
 
     def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(OrderedDict([
-            ("norm", nn.BatchNorm2d(in_channels)),
-            ("relu", nn.ReLU(inplace=True)),
-            ("conv", nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)),
-            ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),
-        ]))
+        super().__init__(
+            OrderedDict(
+                [
+                    ("norm", nn.BatchNorm2d(in_channels)),
+                    ("relu", nn.ReLU(inplace=True)),
+                    ("conv", nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=False)),
+                    ("pool", nn.AvgPool2d(kernel_size=2, stride=2)),
+                ]
+            )
+        )
 
 
 class DenseNet(Backbone):
@@ -103,26 +117,48 @@ class DenseNet(Backbone):
         small_input: a 3x3 stride-1 stem without max-pool (28-64 px) instead of 7x7 stride 2 + max-pool.
     """
 
-    def __init__(self, growth_rate: int = 32, block_config: Sequence[int] = (6, 12, 24, 16),
-                 num_init_features: int = 64, bn_size: int = 4, drop_rate: float = 0.0,
-                 num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False):
+    def __init__(
+        self,
+        growth_rate: int = 32,
+        block_config: Sequence[int] = (6, 12, 24, 16),
+        num_init_features: int = 64,
+        bn_size: int = 4,
+        drop_rate: float = 0.0,
+        num_classes: int = 1000,
+        *,
+        in_channels: int = 3,
+        small_input: bool = False,
+    ):
         super().__init__()
-        check_positive(growth_rate=growth_rate, num_init_features=num_init_features, bn_size=bn_size,
-                       num_classes=num_classes, in_channels=in_channels)
+        check_positive(
+            growth_rate=growth_rate,
+            num_init_features=num_init_features,
+            bn_size=bn_size,
+            num_classes=num_classes,
+            in_channels=in_channels,
+        )
         block_config = tuple(int(n) for n in block_config)
         if not block_config or any(n < 1 for n in block_config):
-            raise ValueError(f"block_config must be a non-empty sequence of positive layer counts, "
-                             f"got {block_config}")
+            raise ValueError(
+                f"block_config must be a non-empty sequence of positive layer counts, got {block_config}"
+            )
         self.num_classes, self.in_channels = num_classes, in_channels
         if small_input:
-            stem = [("conv0", nn.Conv2d(in_channels, num_init_features, kernel_size=3, padding=1,
-                                        bias=False)),
-                    ("norm0", nn.BatchNorm2d(num_init_features)), ("relu0", nn.ReLU(inplace=True))]
+            stem = [
+                ("conv0", nn.Conv2d(in_channels, num_init_features, kernel_size=3, padding=1, bias=False)),
+                ("norm0", nn.BatchNorm2d(num_init_features)),
+                ("relu0", nn.ReLU(inplace=True)),
+            ]
         else:
-            stem = [("conv0", nn.Conv2d(in_channels, num_init_features, kernel_size=7, stride=2, padding=3,
-                                        bias=False)),
-                    ("norm0", nn.BatchNorm2d(num_init_features)), ("relu0", nn.ReLU(inplace=True)),
-                    ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1))]
+            stem = [
+                (
+                    "conv0",
+                    nn.Conv2d(in_channels, num_init_features, kernel_size=7, stride=2, padding=3, bias=False),
+                ),
+                ("norm0", nn.BatchNorm2d(num_init_features)),
+                ("relu0", nn.ReLU(inplace=True)),
+                ("pool0", nn.MaxPool2d(kernel_size=3, stride=2, padding=1)),
+            ]
         self._stem_length = len(stem)
         self.features = nn.Sequential(OrderedDict(stem))
         channels, stride = num_init_features, 1 if small_input else 4
@@ -152,13 +188,13 @@ class DenseNet(Backbone):
     @property
     def stem(self) -> nn.Sequential:
         """``features.conv0, norm0, relu0[, pool0]``."""
-        return self.features[:self._stem_length]
+        return self.features[: self._stem_length]
 
     @property
     def stages(self) -> list[nn.Sequential]:
         """``denseblock1``, then ``transition1, denseblock2``, ...: each stage ends with a dense block."""
-        body = list(self.features.children())[self._stem_length:-1]  # without norm5
-        return [nn.Sequential(*body[max(0, i - 1):i + 1]) for i in range(0, len(body), 2)]
+        body = list(self.features.children())[self._stem_length : -1]  # without norm5
+        return [nn.Sequential(*body[max(0, i - 1) : i + 1]) for i in range(0, len(body), 2)]
 
     def finalize(self, x: torch.Tensor) -> torch.Tensor:
         """``relu(norm5(x))``: DenseNet's layers are pre-activated, so the last block's output is
@@ -173,8 +209,15 @@ class DenseNet(Backbone):
     # forward_head: global average pool, flatten, classifier (Backbone)
 
 
-def _densenet(arch: str, growth_rate: int, block_config: Sequence[int], num_init_features: int,
-              num_classes: int, weights: str | Weights | None, **kwargs) -> DenseNet:
+def _densenet(
+    arch: str,
+    growth_rate: int,
+    block_config: Sequence[int],
+    num_init_features: int,
+    num_classes: int,
+    weights: str | Weights | None,
+    **kwargs,
+) -> DenseNet:
     def make(n: int) -> DenseNet:
         return DenseNet(growth_rate, block_config, num_init_features, num_classes=n, **kwargs)
 
@@ -182,42 +225,109 @@ def _densenet(arch: str, growth_rate: int, block_config: Sequence[int], num_init
 
 
 @builder
-def densenet121(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                small_input: bool = False, **kwargs) -> DenseNet:
+def densenet121(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> DenseNet:
     """DenseNet-121 (growth 32, blocks 6-12-24-16): 7,978,856 parameters at 1000 classes, as torchvision's
     (chapter 07). ``weights="densenet121.imagenet1k_v1"`` loads torchvision's ImageNet weights."""
-    return _densenet("densenet121", 32, (6, 12, 24, 16), 64, num_classes, weights, in_channels=in_channels,
-                     small_input=small_input, **kwargs)
+    return _densenet(
+        "densenet121",
+        32,
+        (6, 12, 24, 16),
+        64,
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        **kwargs,
+    )
 
 
 @builder
-def densenet161(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                small_input: bool = False, **kwargs) -> DenseNet:
+def densenet161(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> DenseNet:
     """DenseNet-161 (growth 48, blocks 6-12-36-24, 96 stem channels), as torchvision's (chapter 07)."""
-    return _densenet("densenet161", 48, (6, 12, 36, 24), 96, num_classes, weights, in_channels=in_channels,
-                     small_input=small_input, **kwargs)
+    return _densenet(
+        "densenet161",
+        48,
+        (6, 12, 36, 24),
+        96,
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        **kwargs,
+    )
 
 
 @builder
-def densenet169(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                small_input: bool = False, **kwargs) -> DenseNet:
+def densenet169(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> DenseNet:
     """DenseNet-169 (growth 32, blocks 6-12-32-32), as torchvision's (chapter 07)."""
-    return _densenet("densenet169", 32, (6, 12, 32, 32), 64, num_classes, weights, in_channels=in_channels,
-                     small_input=small_input, **kwargs)
+    return _densenet(
+        "densenet169",
+        32,
+        (6, 12, 32, 32),
+        64,
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        **kwargs,
+    )
 
 
 @builder
-def densenet201(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                small_input: bool = False, **kwargs) -> DenseNet:
+def densenet201(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> DenseNet:
     """DenseNet-201 (growth 32, blocks 6-12-48-32), as torchvision's (chapter 07)."""
-    return _densenet("densenet201", 32, (6, 12, 48, 32), 64, num_classes, weights, in_channels=in_channels,
-                     small_input=small_input, **kwargs)
+    return _densenet(
+        "densenet201",
+        32,
+        (6, 12, 48, 32),
+        64,
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        **kwargs,
+    )
 
 
 @builder
-def densenet_small(num_classes: int = 10, *, weights: str | Weights | None = None, in_channels: int = 1,
-                   small_input: bool = True, growth_rate: int = 12, block_config: Sequence[int] = (6, 6, 6),
-                   **kwargs) -> DenseNet:
+def densenet_small(
+    num_classes: int = 10,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 1,
+    small_input: bool = True,
+    growth_rate: int = 12,
+    block_config: Sequence[int] = (6, 6, 6),
+    **kwargs,
+) -> DenseNet:
     """A small DenseNet-BC for 28-64 px images: growth 12, three blocks of 6 layers, a 3x3 stem with
     ``2 * growth_rate`` channels (0.18M parameters at 10 classes). Defaults suit the course's 28 px grey
     data sets (10 classes, 1 channel). Chapter 07 uses it. No pretrained weights.
@@ -225,7 +335,13 @@ def densenet_small(num_classes: int = 10, *, weights: str | Weights | None = Non
     kwargs.setdefault("num_init_features", 2 * growth_rate)
 
     def make(n: int) -> DenseNet:
-        return DenseNet(growth_rate, block_config, num_classes=n, in_channels=in_channels,
-                        small_input=small_input, **kwargs)
+        return DenseNet(
+            growth_rate,
+            block_config,
+            num_classes=n,
+            in_channels=in_channels,
+            small_input=small_input,
+            **kwargs,
+        )
 
     return build("densenet_small", make, num_classes, weights)

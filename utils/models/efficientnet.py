@@ -30,20 +30,41 @@ from .squeeze_excitation import SqueezeExcitation
 if TYPE_CHECKING:
     from .weights import Weights
 
-__all__ = ["EfficientNet", "MBConv", "compound_scaling", "efficientnet", "efficientnet_b0", "efficientnet_b1",
-           "efficientnet_b2", "efficientnet_b3", "stochastic_depth"]
+__all__ = [
+    "EfficientNet",
+    "MBConv",
+    "compound_scaling",
+    "efficientnet",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "stochastic_depth",
+]
 
 # expansion, kernel, stride, in channels, out channels, layers: table 1 of the paper (B0)
-STAGES = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
-          (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]
+STAGES = [
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+]
 
 # (width multiplier, depth multiplier, resolution, dropout) of the released models, as in torchvision
-VARIANTS = {"b0": (1.0, 1.0, 224, 0.2), "b1": (1.0, 1.1, 240, 0.2), "b2": (1.1, 1.2, 260, 0.3),
-            "b3": (1.2, 1.4, 300, 0.3)}
+VARIANTS = {
+    "b0": (1.0, 1.0, 224, 0.2),
+    "b1": (1.0, 1.1, 240, 0.2),
+    "b2": (1.1, 1.2, 260, 0.3),
+    "b3": (1.2, 1.4, 300, 0.3),
+}
 
 
-def compound_scaling(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15,
-                     base_resolution: int = 224) -> dict[str, float]:
+def compound_scaling(
+    phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: float = 1.15, base_resolution: int = 224
+) -> dict[str, float]:
     """Depth, width and resolution multipliers for the compound coefficient ``phi`` (equation 3 of the paper).
 
     Returns ``{"depth": alpha**phi, "width": beta**phi, "resolution": round(base_resolution *
@@ -52,8 +73,12 @@ def compound_scaling(phi: float, alpha: float = 1.2, beta: float = 1.1, gamma: f
     """
     if phi < 0:
         raise ValueError(f"phi must be >= 0, got {phi}")
-    return {"depth": alpha**phi, "width": beta**phi, "resolution": round(base_resolution * gamma**phi),
-            "flops": (alpha * beta**2 * gamma**2) ** phi}
+    return {
+        "depth": alpha**phi,
+        "width": beta**phi,
+        "resolution": round(base_resolution * gamma**phi),
+        "flops": (alpha * beta**2 * gamma**2) ** phi,
+    }
 
 
 def stochastic_depth(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -72,8 +97,15 @@ class MBConv(nn.Module):
     shapes agree).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int,
-                 expand_ratio: float, stochastic_depth_prob: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        expand_ratio: float,
+        stochastic_depth_prob: float = 0.0,
+    ):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
@@ -84,8 +116,9 @@ class MBConv(nn.Module):
             layers.append(ConvNormAct(in_channels, hidden, kernel_size=1, activation=nn.SiLU))  # expand
         layers += [
             ConvNormAct(hidden, hidden, kernel_size, stride, groups=hidden, activation=nn.SiLU),  # depthwise
-            SqueezeExcitation(hidden, squeeze_channels=max(1, in_channels // 4),
-                              activation=partial(nn.SiLU, inplace=True)),
+            SqueezeExcitation(
+                hidden, squeeze_channels=max(1, in_channels // 4), activation=partial(nn.SiLU, inplace=True)
+            ),
             ConvNormAct(hidden, out_channels, kernel_size=1, activation=None),  # linear projection
         ]
         self.block = nn.Sequential(*layers)
@@ -111,19 +144,29 @@ class EfficientNet(Backbone):
         small_input: stride 1 in the stem and in the first stride-2 stage (28-64 px inputs).
     """
 
-    def __init__(self, width_mult: float = 1.0, depth_mult: float = 1.0, num_classes: int = 1000, *,
-                 in_channels: int = 3, dropout: float = 0.2, stochastic_depth_prob: float = 0.2,
-                 small_input: bool = False):
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        depth_mult: float = 1.0,
+        num_classes: int = 1000,
+        *,
+        in_channels: int = 3,
+        dropout: float = 0.2,
+        stochastic_depth_prob: float = 0.2,
+        small_input: bool = False,
+    ):
         super().__init__()
-        check_positive(width_mult=width_mult, depth_mult=depth_mult, num_classes=num_classes,
-                       in_channels=in_channels)
+        check_positive(
+            width_mult=width_mult, depth_mult=depth_mult, num_classes=num_classes, in_channels=in_channels
+        )
         self.num_classes, self.in_channels = num_classes, in_channels
 
         def ch(c: int) -> int:
             return make_divisible(c * width_mult, 8)
 
-        stages = [(t, k, s, ch(cin), ch(cout), int(math.ceil(n * depth_mult)))
-                  for t, k, s, cin, cout, n in STAGES]
+        stages = [
+            (t, k, s, ch(cin), ch(cout), int(math.ceil(n * depth_mult))) for t, k, s, cin, cout, n in STAGES
+        ]
         self._stage_starts: list[int] = []  # index in features where a backbone stage starts
         self.stage_channels, self.stage_strides = [], []
         for i, (_, _, s, _, cout, _) in enumerate(stages):  # group the paper's stages by resolution
@@ -140,8 +183,9 @@ class EfficientNet(Backbone):
             stride *= stages[start - 1][2]
             self.stage_strides[j] = stride
         total_blocks, block_id = sum(st[5] for st in stages), 0
-        layers: list[nn.Module] = [ConvNormAct(in_channels, stages[0][3], 3, stride=1 if small_input else 2,
-                                               activation=nn.SiLU)]
+        layers: list[nn.Module] = [
+            ConvNormAct(in_channels, stages[0][3], 3, stride=1 if small_input else 2, activation=nn.SiLU)
+        ]
         for t, k, s, cin, cout, n in stages:
             stage = []
             for i in range(n):
@@ -153,8 +197,9 @@ class EfficientNet(Backbone):
         layers.append(ConvNormAct(stages[-1][4], self.num_features, kernel_size=1, activation=nn.SiLU))
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Sequential(nn.Dropout(p=dropout, inplace=True),
-                                        nn.Linear(self.num_features, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Dropout(p=dropout, inplace=True), nn.Linear(self.num_features, num_classes)
+        )
         for m in self.modules():  # as torchvision
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
@@ -187,45 +232,75 @@ class EfficientNet(Backbone):
     # forward_head: avgpool, flatten, classifier (dropout, linear) (Backbone)
 
 
-def efficientnet(variant: str = "b0", num_classes: int = 1000, *, weights: str | Weights | None = None,
-                 **kwargs) -> EfficientNet:
+def efficientnet(
+    variant: str = "b0", num_classes: int = 1000, *, weights: str | Weights | None = None, **kwargs
+) -> EfficientNet:
     """EfficientNet-B0..B3 with torchvision's multipliers and dropout (:data:`VARIANTS`; chapter 07).
     Keyword arguments go to :class:`EfficientNet`; ``weights`` as the builders'."""
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     width, depth, _, dropout = VARIANTS[variant]
     kwargs.setdefault("dropout", dropout)
-    return build(f"efficientnet_{variant}", lambda n: EfficientNet(width, depth, n, **kwargs), num_classes,
-                 weights)
+    return build(
+        f"efficientnet_{variant}", lambda n: EfficientNet(width, depth, n, **kwargs), num_classes, weights
+    )
 
 
 @builder
-def efficientnet_b0(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                    small_input: bool = False, **kwargs) -> EfficientNet:
+def efficientnet_b0(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> EfficientNet:
     """EfficientNet-B0 (224 px): 5,288,548 parameters at 1000 classes, as torchvision's (chapter 07)."""
-    return efficientnet("b0", num_classes, weights=weights, in_channels=in_channels, small_input=small_input,
-                        **kwargs)
+    return efficientnet(
+        "b0", num_classes, weights=weights, in_channels=in_channels, small_input=small_input, **kwargs
+    )
 
 
 @builder
-def efficientnet_b1(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                    small_input: bool = False, **kwargs) -> EfficientNet:
+def efficientnet_b1(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> EfficientNet:
     """EfficientNet-B1 (depth x1.1, 240 px; chapter 07)."""
-    return efficientnet("b1", num_classes, weights=weights, in_channels=in_channels, small_input=small_input,
-                        **kwargs)
+    return efficientnet(
+        "b1", num_classes, weights=weights, in_channels=in_channels, small_input=small_input, **kwargs
+    )
 
 
 @builder
-def efficientnet_b2(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                    small_input: bool = False, **kwargs) -> EfficientNet:
+def efficientnet_b2(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> EfficientNet:
     """EfficientNet-B2 (width x1.1, depth x1.2, 260 px; chapter 07)."""
-    return efficientnet("b2", num_classes, weights=weights, in_channels=in_channels, small_input=small_input,
-                        **kwargs)
+    return efficientnet(
+        "b2", num_classes, weights=weights, in_channels=in_channels, small_input=small_input, **kwargs
+    )
 
 
 @builder
-def efficientnet_b3(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                    small_input: bool = False, **kwargs) -> EfficientNet:
+def efficientnet_b3(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> EfficientNet:
     """EfficientNet-B3 (width x1.2, depth x1.4, 300 px; chapter 07)."""
-    return efficientnet("b3", num_classes, weights=weights, in_channels=in_channels, small_input=small_input,
-                        **kwargs)
+    return efficientnet(
+        "b3", num_classes, weights=weights, in_channels=in_channels, small_input=small_input, **kwargs
+    )

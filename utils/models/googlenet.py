@@ -31,8 +31,9 @@ __all__ = ["BasicConv2d", "GoogLeNet", "Inception", "googlenet"]
 class BasicConv2d(nn.Sequential):
     """``Conv2d (no bias) -> BatchNorm2d -> ReLU``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
+    ):
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False),
             nn.BatchNorm2d(out_channels, eps=0.001),
@@ -51,18 +52,39 @@ class Inception(nn.Module):
     Every branch keeps H and W, so the output has ``ch1x1 + ch3x3 + ch5x5 + pool_proj`` channels.
     """
 
-    def __init__(self, in_channels: int, ch1x1: int, ch3x3red: int, ch3x3: int, ch5x5red: int, ch5x5: int,
-                 pool_proj: int):
+    def __init__(
+        self,
+        in_channels: int,
+        ch1x1: int,
+        ch3x3red: int,
+        ch3x3: int,
+        ch5x5red: int,
+        ch5x5: int,
+        pool_proj: int,
+    ):
         super().__init__()
-        check_positive(in_channels=in_channels, ch1x1=ch1x1, ch3x3red=ch3x3red, ch3x3=ch3x3,
-                       ch5x5red=ch5x5red, ch5x5=ch5x5, pool_proj=pool_proj)
+        check_positive(
+            in_channels=in_channels,
+            ch1x1=ch1x1,
+            ch3x3red=ch3x3red,
+            ch3x3=ch3x3,
+            ch5x5red=ch5x5red,
+            ch5x5=ch5x5,
+            pool_proj=pool_proj,
+        )
         self.branch1 = BasicConv2d(in_channels, ch1x1, kernel_size=1)
-        self.branch2 = nn.Sequential(BasicConv2d(in_channels, ch3x3red, kernel_size=1),
-                                     BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1))
-        self.branch3 = nn.Sequential(BasicConv2d(in_channels, ch5x5red, kernel_size=1),
-                                     BasicConv2d(ch5x5red, ch5x5, kernel_size=5, padding=2))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
-                                     BasicConv2d(in_channels, pool_proj, kernel_size=1))
+        self.branch2 = nn.Sequential(
+            BasicConv2d(in_channels, ch3x3red, kernel_size=1),
+            BasicConv2d(ch3x3red, ch3x3, kernel_size=3, padding=1),
+        )
+        self.branch3 = nn.Sequential(
+            BasicConv2d(in_channels, ch5x5red, kernel_size=1),
+            BasicConv2d(ch5x5red, ch5x5, kernel_size=5, padding=2),
+        )
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(kernel_size=3, stride=1, padding=1),
+            BasicConv2d(in_channels, pool_proj, kernel_size=1),
+        )
         self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,10 +95,14 @@ class Inception(nn.Module):
 
 # (in, 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj): table 1 of the paper
 _INCEPTIONS = {
-    "3a": (192, 64, 96, 128, 16, 32, 32), "3b": (256, 128, 128, 192, 32, 96, 64),
-    "4a": (480, 192, 96, 208, 16, 48, 64), "4b": (512, 160, 112, 224, 24, 64, 64),
-    "4c": (512, 128, 128, 256, 24, 64, 64), "4d": (512, 112, 144, 288, 32, 64, 64),
-    "4e": (528, 256, 160, 320, 32, 128, 128), "5a": (832, 256, 160, 320, 32, 128, 128),
+    "3a": (192, 64, 96, 128, 16, 32, 32),
+    "3b": (256, 128, 128, 192, 32, 96, 64),
+    "4a": (480, 192, 96, 208, 16, 48, 64),
+    "4b": (512, 160, 112, 224, 24, 64, 64),
+    "4c": (512, 128, 128, 256, 24, 64, 64),
+    "4d": (512, 112, 144, 288, 32, 64, 64),
+    "4e": (528, 256, 160, 320, 32, 128, 128),
+    "5a": (832, 256, 160, 320, 32, 128, 128),
     "5b": (832, 384, 192, 384, 48, 128, 128),
 }
 
@@ -87,8 +113,14 @@ class GoogLeNet(Backbone):
 
     classifier_name, head_dropout_name = "fc", "dropout"
 
-    def __init__(self, num_classes: int = 1000, *, in_channels: int = 3, small_input: bool = False,
-                 dropout: float = 0.4):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        *,
+        in_channels: int = 3,
+        small_input: bool = False,
+        dropout: float = 0.4,
+    ):
         super().__init__()
         check_positive(num_classes=num_classes, in_channels=in_channels)
         self.num_classes, self.in_channels = num_classes, in_channels
@@ -124,9 +156,11 @@ class GoogLeNet(Backbone):
     @property
     def stages(self) -> list[nn.Module]:
         """Inception 3a-3b; max-pool, 4a-4e; max-pool, 5a-5b."""
-        groups = [["inception3a", "inception3b"],
-                  ["maxpool3"] + [f"inception4{c}" for c in "abcde"],
-                  ["maxpool4", "inception5a", "inception5b"]]
+        groups = [
+            ["inception3a", "inception3b"],
+            ["maxpool3"] + [f"inception4{c}" for c in "abcde"],
+            ["maxpool4", "inception5a", "inception5b"],
+        ]
         return [nn.Sequential(*(getattr(self, name) for name in group)) for group in groups]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,9 +178,19 @@ class GoogLeNet(Backbone):
 
 
 @builder
-def googlenet(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-              small_input: bool = False, **kwargs) -> GoogLeNet:
+def googlenet(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    **kwargs,
+) -> GoogLeNet:
     """GoogLeNet with batch norm and without auxiliary classifiers (keyword argument: ``dropout``;
     chapter 07). Its 5x5 branches differ from torchvision's, so torchvision's weights do not fit it."""
-    return build("googlenet", lambda n: GoogLeNet(n, in_channels=in_channels, small_input=small_input,
-                                                  **kwargs), num_classes, weights)
+    return build(
+        "googlenet",
+        lambda n: GoogLeNet(n, in_channels=in_channels, small_input=small_input, **kwargs),
+        num_classes,
+        weights,
+    )

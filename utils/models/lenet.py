@@ -36,8 +36,9 @@ class LeNet5(Backbone):
     61,706 parameters for 28 px grey images and 10 classes. Chapter 07 explains it.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, *, activation: str = "tanh",
-                 pool: str = "avg"):
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, *, activation: str = "tanh", pool: str = "avg"
+    ):
         super().__init__()
         check_positive(num_classes=num_classes, in_channels=in_channels)
         if activation not in _ACTIVATIONS:
@@ -48,13 +49,19 @@ class LeNet5(Backbone):
         self.num_classes, self.in_channels = num_classes, in_channels
         self.features = nn.Sequential(
             # (N, 6, 14, 14) at 28 px
-            nn.Conv2d(in_channels, 6, kernel_size=5, padding=2), act(), pool_layer(2),
-            nn.Conv2d(6, 16, kernel_size=5), act(), pool_layer(2),  # (N, 16, 5, 5)
+            nn.Conv2d(in_channels, 6, kernel_size=5, padding=2),
+            act(),
+            pool_layer(2),
+            nn.Conv2d(6, 16, kernel_size=5),
+            act(),
+            pool_layer(2),  # (N, 16, 5, 5)
         )
         self.avgpool = nn.AdaptiveAvgPool2d((5, 5))  # the identity at 28 px
         self.classifier = nn.Sequential(
-            nn.Linear(16 * 5 * 5, 120), act(),
-            nn.Linear(120, 84), act(),
+            nn.Linear(16 * 5 * 5, 120),
+            act(),
+            nn.Linear(120, 84),
+            act(),
             nn.Linear(84, num_classes),
         )
         self.num_features, self.stage_channels, self.stage_strides = 16, [6, 16], [2, 4]
@@ -71,8 +78,9 @@ class LeNet5(Backbone):
     def check_input(self, x: torch.Tensor) -> None:
         super().check_input(x)
         if min(x.shape[-2:]) < 12:
-            raise ValueError(f"LeNet5 expects images of shape (N, C, H, W) with H, W >= 12, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"LeNet5 expects images of shape (N, C, H, W) with H, W >= 12, got {tuple(x.shape)}"
+            )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Images (N, C, H, W), H and W at least 12 -> (N, 16, H/4 - 2, W/4 - 2)."""
@@ -81,8 +89,9 @@ class LeNet5(Backbone):
 
 
 @builder
-def lenet5(num_classes: int = 10, *, weights: str | Weights | None = None, in_channels: int = 1,
-           **kwargs) -> LeNet5:
+def lenet5(
+    num_classes: int = 10, *, weights: str | Weights | None = None, in_channels: int = 1, **kwargs
+) -> LeNet5:
     """LeNet-5 for 28 px grey images by default (keyword arguments: ``activation``, ``pool``; chapter 07).
     There are no pretrained weights for it."""
     return build("lenet5", lambda n: LeNet5(n, in_channels, **kwargs), num_classes, weights)

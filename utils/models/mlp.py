@@ -43,14 +43,24 @@ class MLP(nn.Module):
     ``(in_features, *hidden, out_features)`` (``a * b`` without biases).
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu",
-                 *,
-                 dropout: float = 0.0, bias: bool = True, init: str = "default"):
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        activation: str = "relu",
+        *,
+        dropout: float = 0.0,
+        bias: bool = True,
+        init: str = "default",
+    ):
         super().__init__()
         hidden = tuple(int(h) for h in hidden)
         if in_features < 1 or out_features < 1 or any(h < 1 for h in hidden):
-            raise ValueError(f"MLP expects positive sizes, got in_features={in_features}, hidden={hidden}, "
-                             f"out_features={out_features}")
+            raise ValueError(
+                f"MLP expects positive sizes, got in_features={in_features}, hidden={hidden}, "
+                f"out_features={out_features}"
+            )
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         if not 0.0 <= dropout < 1.0:
@@ -90,17 +100,22 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, in_features) or (N, C, H, W) with C*H*W == in_features  ->  logits (N, out_features)."""
         if x.ndim < 2:
-            raise ValueError(f"MLP expects a batch of shape (N, {self.in_features}) or (N, C, H, W), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"MLP expects a batch of shape (N, {self.in_features}) or (N, C, H, W), got {tuple(x.shape)}"
+            )
         x = x.flatten(1)  # (N, D)
         if x.shape[1] != self.in_features:
-            raise ValueError(f"MLP expects {self.in_features} features per example, got {x.shape[1]} "
-                             f"(input shape {tuple(x.shape)})")
+            raise ValueError(
+                f"MLP expects {self.in_features} features per example, got {x.shape[1]} "
+                f"(input shape {tuple(x.shape)})"
+            )
         return self.layers(x)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, hidden={self.hidden}, out_features={self.out_features}, "
-                f"activation={self.activation!r}")
+        return (
+            f"in_features={self.in_features}, hidden={self.hidden}, out_features={self.out_features}, "
+            f"activation={self.activation!r}"
+        )
 
 
 __all__ = ["ACTIVATIONS", "INITS", "MLP"]

@@ -32,8 +32,15 @@ if TYPE_CHECKING:
 __all__ = ["InvertedResidual", "MobileNetV2", "mobilenet_v2"]
 
 # t (expansion), c (output channels), n (blocks), s (stride of the first block): table 2 of the paper
-SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
-            (6, 320, 1, 1)]
+SETTINGS = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+]
 
 
 class InvertedResidual(nn.Module):
@@ -78,11 +85,23 @@ class MobileNetV2(Backbone):
         small_input: stride 1 in the stem and in the first stride-2 stage (for 28-64 px inputs).
     """
 
-    def __init__(self, num_classes: int = 1000, *, in_channels: int = 3, width_mult: float = 1.0,
-                 small_input: bool = False, dropout: float = 0.2, round_nearest: int = 8):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        *,
+        in_channels: int = 3,
+        width_mult: float = 1.0,
+        small_input: bool = False,
+        dropout: float = 0.2,
+        round_nearest: int = 8,
+    ):
         super().__init__()
-        check_positive(num_classes=num_classes, in_channels=in_channels, width_mult=width_mult,
-                       round_nearest=round_nearest)
+        check_positive(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            width_mult=width_mult,
+            round_nearest=round_nearest,
+        )
         self.num_classes, self.in_channels = num_classes, in_channels
         channels = make_divisible(32 * width_mult, round_nearest)
         self.last_channel = make_divisible(1280 * max(1.0, width_mult), round_nearest)
@@ -140,13 +159,26 @@ class MobileNetV2(Backbone):
 
 
 @builder
-def mobilenet_v2(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                 small_input: bool = False, width_mult: float = 1.0, **kwargs) -> MobileNetV2:
+def mobilenet_v2(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width_mult: float = 1.0,
+    **kwargs,
+) -> MobileNetV2:
     """MobileNetV2: 3,504,872 parameters at 1000 classes and ``width_mult=1``, as torchvision's (chapter 07).
 
     ``weights="mobilenet_v2.imagenet1k_v1"`` loads torchvision's ImageNet weights, from the course's
     verified offline copy (``"mobilenet_v2.imagenet1k_v2"``: torchvision's download); with another
     ``num_classes`` the pretrained network gets a fresh classifier (chapter 09).
     """
-    return build("mobilenet_v2", lambda n: MobileNetV2(n, in_channels=in_channels, small_input=small_input,
-                                                       width_mult=width_mult, **kwargs), num_classes, weights)
+    return build(
+        "mobilenet_v2",
+        lambda n: MobileNetV2(
+            n, in_channels=in_channels, small_input=small_input, width_mult=width_mult, **kwargs
+        ),
+        num_classes,
+        weights,
+    )

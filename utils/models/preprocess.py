@@ -32,16 +32,18 @@ def _as_tensor(image: Any) -> torch.Tensor:
         if image.ndim in (3, 4) and image.shape[-1] in (1, 3):
             # channels last -> channels first
             return torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, -3)))
-        raise ValueError(f"NumPy images must be (H, W), (H, W, C) or (N, H, W, C) with C = 1 or 3, "
-                         f"got shape {image.shape}")
+        raise ValueError(
+            f"NumPy images must be (H, W), (H, W, C) or (N, H, W, C) with C = 1 or 3, got shape {image.shape}"
+        )
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with torchvision
         Image = None
     if Image is not None and isinstance(image, Image.Image):
         return TF.pil_to_tensor(image if image.mode in ("L", "RGB") else image.convert("RGB"))
-    raise TypeError(f"expected an image as a torch.Tensor, a NumPy array or a PIL image, "
-                    f"got {type(image).__name__}")
+    raise TypeError(
+        f"expected an image as a torch.Tensor, a NumPy array or a PIL image, got {type(image).__name__}"
+    )
 
 
 class Preprocess(nn.Module):
@@ -55,8 +57,15 @@ class Preprocess(nn.Module):
     [0, 1] such as an image already normalised) raises a ``ValueError`` that says what was expected.
     """
 
-    def __init__(self, *, resize_size: int, crop_size: int, mean: Sequence[float], std: Sequence[float],
-                 interpolation: str = "bilinear"):
+    def __init__(
+        self,
+        *,
+        resize_size: int,
+        crop_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        interpolation: str = "bilinear",
+    ):
         super().__init__()
         self.resize_size, self.crop_size = int(resize_size), int(crop_size)
         self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
@@ -65,16 +74,20 @@ class Preprocess(nn.Module):
     def forward(self, image: Any) -> torch.Tensor:
         x = _as_tensor(image)
         if x.ndim not in (3, 4) or x.shape[-3] not in (1, 3):
-            raise ValueError(f"expected an image (C, H, W) or a batch (N, C, H, W) with C = 1 (grey) or 3 "
-                             f"(RGB), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected an image (C, H, W) or a batch (N, C, H, W) with C = 1 (grey) or 3 "
+                f"(RGB), got shape {tuple(x.shape)}"
+            )
         if x.dtype != torch.uint8:
             if not x.is_floating_point():
                 raise ValueError(f"expected uint8 (0..255) or float (0..1) images, got {x.dtype}")
             low, high = float(x.min()), float(x.max())
             if low < -1e-3 or high > 1 + 1e-3:
-                raise ValueError(f"float images must be in [0, 1], got values in [{low:.3g}, {high:.3g}] "
-                                 f"(uint8 images in 0..255 are welcome as they are; this one may be "
-                                 f"normalised already)")
+                raise ValueError(
+                    f"float images must be in [0, 1], got values in [{low:.3g}, {high:.3g}] "
+                    f"(uint8 images in 0..255 are welcome as they are; this one may be "
+                    f"normalised already)"
+                )
         x = TF.resize(x, [self.resize_size], interpolation=self.interpolation, antialias=True)
         x = TF.center_crop(x, [self.crop_size, self.crop_size])
         x = TF.convert_image_dtype(x, torch.float32)  # uint8 / 255, floats as they are
@@ -83,5 +96,7 @@ class Preprocess(nn.Module):
         return TF.normalize(x, self.mean, self.std)
 
     def extra_repr(self) -> str:
-        return (f"resize_size={self.resize_size}, crop_size={self.crop_size}, mean={self.mean}, "
-                f"std={self.std}, interpolation={self.interpolation.value}")
+        return (
+            f"resize_size={self.resize_size}, crop_size={self.crop_size}, mean={self.mean}, "
+            f"std={self.std}, interpolation={self.interpolation.value}"
+        )

@@ -88,8 +88,9 @@ class BasicBlock(nn.Module):
         self.residual = residual
         self.downsample: nn.Module | None = None
         if residual and (stride != 1 or in_channels != out_channels):
-            self.downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride),
-                                            nn.BatchNorm2d(out_channels))
+            self.downsample = nn.Sequential(
+                conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels)
+            )
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -130,8 +131,9 @@ class Bottleneck(nn.Module):
         self.residual = residual
         self.downsample: nn.Module | None = None
         if residual and (stride != 1 or in_channels != out_channels):
-            self.downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride),
-                                            nn.BatchNorm2d(out_channels))
+            self.downsample = nn.Sequential(
+                conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels)
+            )
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -251,9 +253,19 @@ class ResNet(Backbone):
 
     classifier_name, head_dropout_name = "fc", "dropout"
 
-    def __init__(self, block: Block, layers: Sequence[int], num_classes: int = 1000, *, in_channels: int = 3,
-                 small_input: bool = False, width: int = 64, residual: bool = True,
-                 zero_init_residual: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        block: Block,
+        layers: Sequence[int],
+        num_classes: int = 1000,
+        *,
+        in_channels: int = 3,
+        small_input: bool = False,
+        width: int = 64,
+        residual: bool = True,
+        zero_init_residual: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         layers = tuple(int(n) for n in layers)
         if not 1 <= len(layers) <= 4 or any(n < 1 for n in layers):
@@ -278,8 +290,9 @@ class ResNet(Backbone):
         channels, stride = width, 1 if small_input else 4
         self.stage_channels, self.stage_strides = [], []
         for i, n_blocks in enumerate(layers):
-            stage, channels = self._make_layer(block, channels, width * 2**i, n_blocks,
-                                               stride=1 if i == 0 else 2, residual=residual)
+            stage, channels = self._make_layer(
+                block, channels, width * 2**i, n_blocks, stride=1 if i == 0 else 2, residual=residual
+            )
             self.add_module(f"layer{i + 1}", stage)
             stride *= 1 if i == 0 else 2
             self.stage_channels.append(channels)
@@ -292,8 +305,9 @@ class ResNet(Backbone):
         self._init_weights(zero_init_residual)
 
     @staticmethod
-    def _make_layer(block: Block, in_channels: int, planes: int, blocks: int, stride: int,
-                    residual: bool) -> tuple[nn.Sequential, int]:
+    def _make_layer(
+        block: Block, in_channels: int, planes: int, blocks: int, stride: int, residual: bool
+    ) -> tuple[nn.Sequential, int]:
         """One stage: the first block changes resolution and channels, the others keep them."""
         stage = [block(in_channels, planes, stride, residual=residual)]
         channels = planes * block.expansion
@@ -337,82 +351,219 @@ class ResNet(Backbone):
     # forward_head: avgpool, flatten, dropout, fc (Backbone)
 
 
-def _resnet(arch: str, block: Block, layers: Sequence[int], num_classes: int, weights: str | Weights | None,
-            **kwargs) -> ResNet:
+def _resnet(
+    arch: str, block: Block, layers: Sequence[int], num_classes: int, weights: str | Weights | None, **kwargs
+) -> ResNet:
     return build(arch, lambda n: ResNet(block, layers, n, **kwargs), num_classes, weights)
 
 
 @builder
-def resnet18(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-             small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def resnet18(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """ResNet-18 (basic blocks, 2-2-2-2): 11,689,512 parameters at 1000 classes, as torchvision's.
 
     Keyword arguments as :class:`ResNet` (``small_input``, ``width``, ``residual``,
     ``zero_init_residual``, ``dropout``). Chapter 07 explains it; chapter 08 fine-tunes it.
     """
-    return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), num_classes, weights, in_channels=in_channels,
-                   small_input=small_input, width=width, **kwargs)
+    return _resnet(
+        "resnet18",
+        BasicBlock,
+        (2, 2, 2, 2),
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
-def resnet34(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-             small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def resnet34(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """ResNet-34 (basic blocks, 3-4-6-3): 21,797,672 parameters at 1000 classes (chapter 07)."""
-    return _resnet("resnet34", BasicBlock, (3, 4, 6, 3), num_classes, weights, in_channels=in_channels,
-                   small_input=small_input, width=width, **kwargs)
+    return _resnet(
+        "resnet34",
+        BasicBlock,
+        (3, 4, 6, 3),
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
-def resnet50(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-             small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def resnet50(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """ResNet-50 (bottleneck blocks, 3-4-6-3): 25,557,032 parameters at 1000 classes (chapter 07)."""
-    return _resnet("resnet50", Bottleneck, (3, 4, 6, 3), num_classes, weights, in_channels=in_channels,
-                   small_input=small_input, width=width, **kwargs)
+    return _resnet(
+        "resnet50",
+        Bottleneck,
+        (3, 4, 6, 3),
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
-def resnet101(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-              small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def resnet101(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """ResNet-101 (bottleneck blocks, 3-4-23-3), as torchvision's (chapter 07)."""
-    return _resnet("resnet101", Bottleneck, (3, 4, 23, 3), num_classes, weights, in_channels=in_channels,
-                   small_input=small_input, width=width, **kwargs)
+    return _resnet(
+        "resnet101",
+        Bottleneck,
+        (3, 4, 23, 3),
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
-def resnet152(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-              small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def resnet152(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """ResNet-152 (bottleneck blocks, 3-8-36-3), as torchvision's (chapter 07)."""
-    return _resnet("resnet152", Bottleneck, (3, 8, 36, 3), num_classes, weights, in_channels=in_channels,
-                   small_input=small_input, width=width, **kwargs)
+    return _resnet(
+        "resnet152",
+        Bottleneck,
+        (3, 8, 36, 3),
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
-def preact_resnet18(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                    small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def preact_resnet18(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """Pre-activation ResNet-18 (He et al., 2016, "Identity mappings in deep residual networks";
     chapter 07)."""
-    return _resnet("preact_resnet18", PreActBasicBlock, (2, 2, 2, 2), num_classes, weights,
-                   in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet(
+        "preact_resnet18",
+        PreActBasicBlock,
+        (2, 2, 2, 2),
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
-def preact_resnet34(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                    small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def preact_resnet34(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """Pre-activation ResNet-34 (chapter 07)."""
-    return _resnet("preact_resnet34", PreActBasicBlock, (3, 4, 6, 3), num_classes, weights,
-                   in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet(
+        "preact_resnet34",
+        PreActBasicBlock,
+        (3, 4, 6, 3),
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
-def preact_resnet50(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                    small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def preact_resnet50(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """Pre-activation ResNet-50 with bottleneck blocks (chapter 07)."""
-    return _resnet("preact_resnet50", PreActBottleneck, (3, 4, 6, 3), num_classes, weights,
-                   in_channels=in_channels, small_input=small_input, width=width, **kwargs)
+    return _resnet(
+        "preact_resnet50",
+        PreActBottleneck,
+        (3, 4, 6, 3),
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
-def resnet_cifar(depth: int = 20, num_classes: int = 10, *, weights: str | Weights | None = None,
-                 in_channels: int = 3, width: int = 16, residual: bool = True, **kwargs) -> ResNet:
+def resnet_cifar(
+    depth: int = 20,
+    num_classes: int = 10,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    width: int = 16,
+    residual: bool = True,
+    **kwargs,
+) -> ResNet:
     """The CIFAR ResNets of He et al. (2016, section 4.2): ``depth = 6n + 2`` layers, three stages of
     ``n`` basic blocks with ``width``, ``2 width`` and ``4 width`` channels (16, 32, 64 in the paper),
     a 3x3 stem, no max-pool. ``residual=False`` gives the plain network of the same depth.
@@ -427,5 +578,15 @@ def resnet_cifar(depth: int = 20, num_classes: int = 10, *, weights: str | Weigh
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, 110, ...), got {depth!r}")
     n = (depth - 2) // 6
-    return _resnet("resnet_cifar", BasicBlock, (n, n, n), num_classes, weights, in_channels=in_channels,
-                   small_input=True, width=width, residual=residual, **kwargs)
+    return _resnet(
+        "resnet_cifar",
+        BasicBlock,
+        (n, n, n),
+        num_classes,
+        weights,
+        in_channels=in_channels,
+        small_input=True,
+        width=width,
+        residual=residual,
+        **kwargs,
+    )

@@ -37,9 +37,15 @@ class SqueezeExcitation(nn.Module):
             EfficientNet).
     """
 
-    def __init__(self, channels: int, reduction: int = 16, *, squeeze_channels: int | None = None,
-                 activation: Callable[..., nn.Module] = nn.ReLU,
-                 scale_activation: Callable[..., nn.Module] = nn.Sigmoid):
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 16,
+        *,
+        squeeze_channels: int | None = None,
+        activation: Callable[..., nn.Module] = nn.ReLU,
+        scale_activation: Callable[..., nn.Module] = nn.Sigmoid,
+    ):
         super().__init__()
         check_positive(channels=channels, reduction=reduction)
         squeeze_channels = squeeze_channels if squeeze_channels is not None else max(1, channels // reduction)
@@ -60,8 +66,7 @@ class SqueezeExcitation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, C, H, W) -> (N, C, H, W), each channel multiplied by its weight."""
         if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"SqueezeExcitation expects (N, {self.channels}, H, W), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(f"SqueezeExcitation expects (N, {self.channels}, H, W), got {tuple(x.shape)}")
         return x * self.scale(x)
 
 
@@ -69,8 +74,9 @@ class SEBasicBlock(BasicBlock):
     """A :class:`~utils.models.resnet.BasicBlock` whose residual branch is rescaled by
     squeeze-and-excitation (``se``)."""
 
-    def __init__(self, in_channels: int, planes: int, stride: int = 1, *, residual: bool = True,
-                 reduction: int = 16):
+    def __init__(
+        self, in_channels: int, planes: int, stride: int = 1, *, residual: bool = True, reduction: int = 16
+    ):
         super().__init__(in_channels, planes, stride, residual=residual)
         self.se = SqueezeExcitation(self.out_channels, reduction)
 
@@ -86,8 +92,9 @@ class SEBottleneck(Bottleneck):
     """A :class:`~utils.models.resnet.Bottleneck` with squeeze-and-excitation (``se``) before the
     addition."""
 
-    def __init__(self, in_channels: int, planes: int, stride: int = 1, *, residual: bool = True,
-                 reduction: int = 16):
+    def __init__(
+        self, in_channels: int, planes: int, stride: int = 1, *, residual: bool = True, reduction: int = 16
+    ):
         super().__init__(in_channels, planes, stride, residual=residual)
         self.se = SqueezeExcitation(self.out_channels, reduction)
 
@@ -101,20 +108,56 @@ class SEBottleneck(Bottleneck):
 
 
 @builder
-def se_resnet18(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def se_resnet18(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """SE-ResNet-18: ResNet-18 with squeeze-and-excitation (reduction 16) in every block (chapter 07).
     A :class:`~utils.models.resnet.ResNet`, with its backbone contract; no pretrained weights."""
-    return build("se_resnet18", lambda n: ResNet(SEBasicBlock, (2, 2, 2, 2), n, in_channels=in_channels,
-                                                 small_input=small_input, width=width, **kwargs),
-                 num_classes, weights)
+    return build(
+        "se_resnet18",
+        lambda n: ResNet(
+            SEBasicBlock,
+            (2, 2, 2, 2),
+            n,
+            in_channels=in_channels,
+            small_input=small_input,
+            width=width,
+            **kwargs,
+        ),
+        num_classes,
+        weights,
+    )
 
 
 @builder
-def se_resnet50(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-                small_input: bool = False, width: int = 64, **kwargs) -> ResNet:
+def se_resnet50(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    **kwargs,
+) -> ResNet:
     """SE-ResNet-50 (reduction 16): about 28.1M parameters at 1000 classes (chapter 07); no pretrained
     weights."""
-    return build("se_resnet50", lambda n: ResNet(SEBottleneck, (3, 4, 6, 3), n, in_channels=in_channels,
-                                                 small_input=small_input, width=width, **kwargs),
-                 num_classes, weights)
+    return build(
+        "se_resnet50",
+        lambda n: ResNet(
+            SEBottleneck,
+            (3, 4, 6, 3),
+            n,
+            in_channels=in_channels,
+            small_input=small_input,
+            width=width,
+            **kwargs,
+        ),
+        num_classes,
+        weights,
+    )

@@ -30,16 +30,47 @@ from .common import Backbone, build, builder, check_positive
 if TYPE_CHECKING:
     from .weights import Weights
 
-__all__ = ["CONFIGS", "VGG", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
-           "vgg19_bn"]
+__all__ = [
+    "CONFIGS",
+    "VGG",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+]
 
 # Output channels of each 3x3 convolution at width 64; "M" is a 2x2 max-pool (table 1 of the paper).
 CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
     "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-              512, 512, 512, 512, "M"],
+    "vgg19": [
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ],
 }
 
 
@@ -57,14 +88,25 @@ class VGG(Backbone):
         dropout: dropout probability in the classifier.
     """
 
-    def __init__(self, config: str | Sequence[int | str] = "vgg16", num_classes: int = 1000, *,
-                 in_channels: int = 3, batch_norm: bool = False, small_input: bool = False, width: int = 64,
-                 hidden: int | None = None, dropout: float = 0.5):
+    def __init__(
+        self,
+        config: str | Sequence[int | str] = "vgg16",
+        num_classes: int = 1000,
+        *,
+        in_channels: int = 3,
+        batch_norm: bool = False,
+        small_input: bool = False,
+        width: int = 64,
+        hidden: int | None = None,
+        dropout: float = 0.5,
+    ):
         super().__init__()
         if isinstance(config, str):
             if config not in CONFIGS:
-                raise ValueError(f"config must be one of {', '.join(CONFIGS)} or a list of channels and 'M', "
-                                 f"got {config!r}")
+                raise ValueError(
+                    f"config must be one of {', '.join(CONFIGS)} or a list of channels and 'M', "
+                    f"got {config!r}"
+                )
             config = CONFIGS[config]
         config = list(config)
         if not config or any(not (v == "M" or (isinstance(v, int) and v > 0)) for v in config):
@@ -111,8 +153,12 @@ class VGG(Backbone):
             hidden = hidden or 4096
             flat = channels * 7 * 7
         self.classifier = nn.Sequential(
-            nn.Linear(flat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(flat, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(hidden, num_classes),
         )
         self._init_weights()
@@ -153,13 +199,29 @@ def _vgg(config: str, num_classes: int, weights: str | Weights | None, batch_nor
 
 
 @builder
-def vgg11(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-          small_input: bool = False, width: int = 64, batch_norm: bool = False, **kwargs) -> VGG:
+def vgg11(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    batch_norm: bool = False,
+    **kwargs,
+) -> VGG:
     """VGG-11 (configuration A): 132,863,336 parameters at 224 px and 1000 classes, as torchvision's
     (chapter 07). Keyword arguments as :class:`VGG`; ``weights="vgg11.imagenet1k_v1"`` loads
     torchvision's ImageNet weights (``"vgg11_bn.imagenet1k_v1"`` with ``batch_norm=True``)."""
-    return _vgg("vgg11", num_classes, weights, batch_norm, in_channels=in_channels, small_input=small_input,
-                width=width, **kwargs)
+    return _vgg(
+        "vgg11",
+        num_classes,
+        weights,
+        batch_norm,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
@@ -169,11 +231,27 @@ def vgg11_bn(num_classes: int = 1000, *, weights: str | Weights | None = None, *
 
 
 @builder
-def vgg13(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-          small_input: bool = False, width: int = 64, batch_norm: bool = False, **kwargs) -> VGG:
+def vgg13(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    batch_norm: bool = False,
+    **kwargs,
+) -> VGG:
     """VGG-13 (configuration B; chapter 07)."""
-    return _vgg("vgg13", num_classes, weights, batch_norm, in_channels=in_channels, small_input=small_input,
-                width=width, **kwargs)
+    return _vgg(
+        "vgg13",
+        num_classes,
+        weights,
+        batch_norm,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
@@ -183,12 +261,28 @@ def vgg13_bn(num_classes: int = 1000, *, weights: str | Weights | None = None, *
 
 
 @builder
-def vgg16(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-          small_input: bool = False, width: int = 64, batch_norm: bool = False, **kwargs) -> VGG:
+def vgg16(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    batch_norm: bool = False,
+    **kwargs,
+) -> VGG:
     """VGG-16 (configuration D): 138,357,544 parameters at 224 px and 1000 classes, as torchvision's
     (chapter 07)."""
-    return _vgg("vgg16", num_classes, weights, batch_norm, in_channels=in_channels, small_input=small_input,
-                width=width, **kwargs)
+    return _vgg(
+        "vgg16",
+        num_classes,
+        weights,
+        batch_norm,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder
@@ -198,11 +292,27 @@ def vgg16_bn(num_classes: int = 1000, *, weights: str | Weights | None = None, *
 
 
 @builder
-def vgg19(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-          small_input: bool = False, width: int = 64, batch_norm: bool = False, **kwargs) -> VGG:
+def vgg19(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    small_input: bool = False,
+    width: int = 64,
+    batch_norm: bool = False,
+    **kwargs,
+) -> VGG:
     """VGG-19 (configuration E; chapter 07)."""
-    return _vgg("vgg19", num_classes, weights, batch_norm, in_channels=in_channels, small_input=small_input,
-                width=width, **kwargs)
+    return _vgg(
+        "vgg19",
+        num_classes,
+        weights,
+        batch_norm,
+        in_channels=in_channels,
+        small_input=small_input,
+        width=width,
+        **kwargs,
+    )
 
 
 @builder

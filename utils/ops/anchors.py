@@ -31,9 +31,14 @@ def _as_pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     raise ValueError(f"{name} must be a number or a pair (height, width), got {value!r}")
 
 
-def cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], *,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None,
-                 round: bool = True) -> Tensor:
+def cell_anchors(
+    sizes: Sequence[float],
+    aspect_ratios: Sequence[float],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    round: bool = True,
+) -> Tensor:
     """The ``A = len(aspect_ratios) * len(sizes)`` anchors of one cell, centred on (0, 0): ``Tensor[A, 4]``.
 
     Ordered ratio-major. ``round=True`` rounds the corners to integers, as torchvision does.
@@ -44,8 +49,10 @@ def cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], *,
     scales = torch.as_tensor(sizes, dtype=dtype, device=device)  # (S,)
     ratios = torch.as_tensor(aspect_ratios, dtype=dtype, device=device)  # (R,)
     if scales.dim() != 1 or ratios.dim() != 1 or (scales <= 0).any() or (ratios <= 0).any():
-        raise ValueError(f"sizes and aspect_ratios must be flat sequences of positive numbers, "
-                         f"got {sizes!r} and {aspect_ratios!r}")
+        raise ValueError(
+            f"sizes and aspect_ratios must be flat sequences of positive numbers, "
+            f"got {sizes!r} and {aspect_ratios!r}"
+        )
     h_ratios = torch.sqrt(ratios)  # height grows with the ratio ...
     w_ratios = 1 / h_ratios  # ... and width shrinks, so the area stays size²
     ws = (w_ratios[:, None] * scales[None, :]).view(-1)  # (R * S,)
@@ -68,10 +75,17 @@ def _tile(base: Tensor, grid_size: tuple[int, int], stride: tuple[float, float],
     return (shifts[:, None, :] + base[None, :, :]).reshape(-1, 4)  # (H * W * A, 4)
 
 
-def grid_anchors(grid_size: int | tuple[int, int], stride: int | tuple[int, int],
-                 sizes: Sequence[float] = (32.0,), aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), *,
-                 offset: float = 0.0, round: bool = True, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> Tensor:
+def grid_anchors(
+    grid_size: int | tuple[int, int],
+    stride: int | tuple[int, int],
+    sizes: Sequence[float] = (32.0,),
+    aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
+    *,
+    offset: float = 0.0,
+    round: bool = True,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """All anchors of a feature map of ``grid_size = (H, W)`` cells, ``stride`` apart: ``Tensor[H W A, 4]``.
 
     Cell by cell, row by row, the :func:`cell_anchors` of ``sizes`` and ``aspect_ratios`` centred on
@@ -98,16 +112,19 @@ class AnchorGenerator(nn.Module):
     Chapter 11 builds a detector with it.
     """
 
-    def __init__(self, sizes: Sequence = ((128, 256, 512),),
-                 aspect_ratios: Sequence = ((0.5, 1.0, 2.0),)) -> None:
+    def __init__(
+        self, sizes: Sequence = ((128, 256, 512),), aspect_ratios: Sequence = ((0.5, 1.0, 2.0),)
+    ) -> None:
         super().__init__()
         if not isinstance(sizes[0], (list, tuple)):  # one size per level, as torchvision accepts
             sizes = tuple((s,) for s in sizes)
         if not isinstance(aspect_ratios[0], (list, tuple)):  # the same ratios at every level
             aspect_ratios = (aspect_ratios,) * len(sizes)
         if len(sizes) != len(aspect_ratios):
-            raise ValueError("sizes and aspect_ratios must give one tuple per feature level, got "
-                             f"{len(sizes)} and {len(aspect_ratios)}")
+            raise ValueError(
+                "sizes and aspect_ratios must give one tuple per feature level, got "
+                f"{len(sizes)} and {len(aspect_ratios)}"
+            )
         self.sizes, self.aspect_ratios = sizes, aspect_ratios
         self.cell_anchors = [cell_anchors(s, r) for s, r in zip(sizes, aspect_ratios)]
 
@@ -115,21 +132,27 @@ class AnchorGenerator(nn.Module):
         """Anchors per cell at each level, ``len(sizes[l]) * len(aspect_ratios[l])``."""
         return [len(s) * len(r) for s, r in zip(self.sizes, self.aspect_ratios)]
 
-    def grid_anchors(self, grid_sizes: Sequence[Sequence[int]],
-                     strides: Sequence[Sequence[int]]) -> list[Tensor]:
+    def grid_anchors(
+        self, grid_sizes: Sequence[Sequence[int]], strides: Sequence[Sequence[int]]
+    ) -> list[Tensor]:
         """Anchors of each level: ``Tensor[H_l * W_l * A_l, 4]`` for the grid sizes and strides given."""
         if not len(grid_sizes) == len(strides) == len(self.cell_anchors):
-            raise ValueError(f"got {len(grid_sizes)} feature maps for {len(self.cell_anchors)} levels of "
-                             "anchors: give one (sizes, aspect_ratios) tuple per feature map")
-        return [_tile(base, (int(g[0]), int(g[1])), (int(s[0]), int(s[1])), 0.0)
-                for g, s, base in zip(grid_sizes, strides, self.cell_anchors)]
+            raise ValueError(
+                f"got {len(grid_sizes)} feature maps for {len(self.cell_anchors)} levels of "
+                "anchors: give one (sizes, aspect_ratios) tuple per feature map"
+            )
+        return [
+            _tile(base, (int(g[0]), int(g[1])), (int(s[0]), int(s[1])), 0.0)
+            for g, s, base in zip(grid_sizes, strides, self.cell_anchors)
+        ]
 
     def forward(self, images, feature_maps: Sequence[Tensor]) -> list[Tensor]:
         batch = images.tensors if hasattr(images, "tensors") else images  # an ImageList or a tensor
         if not isinstance(batch, Tensor) or batch.dim() != 4:
             raise ValueError("images must be a batch Tensor[N, C, H, W] or an ImageList")
-        if not isinstance(feature_maps, (list, tuple)) or not all(isinstance(f, Tensor)
-                                                                   for f in feature_maps):
+        if not isinstance(feature_maps, (list, tuple)) or not all(
+            isinstance(f, Tensor) for f in feature_maps
+        ):
             raise TypeError("feature_maps must be a list of tensors (N, C, H_l, W_l), one per level")
         grid_sizes = [f.shape[-2:] for f in feature_maps]
         height, width = batch.shape[-2:]

@@ -51,8 +51,10 @@ def _check_boxes(boxes: Tensor, name: str = "boxes", min_dim: int = 1) -> None:
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, 4), got {type(boxes).__name__}")
     if boxes.dim() < min_dim or boxes.shape[-1] != 4:
         want = "(N, 4)" if min_dim <= 2 else "(..., N, 4)"
-        raise ValueError(f"{name} must have shape {want} (the last dimension holds 4 coordinates), "
-                         f"got {tuple(boxes.shape)}")
+        raise ValueError(
+            f"{name} must have shape {want} (the last dimension holds 4 coordinates), "
+            f"got {tuple(boxes.shape)}"
+        )
     if boxes.is_complex() or boxes.dtype == torch.bool:
         raise TypeError(f"{name} must hold real numbers (float or int), got dtype {boxes.dtype}")
 
@@ -62,8 +64,10 @@ def _check_pair(boxes1: Tensor, boxes2: Tensor) -> None:
     _check_boxes(boxes1, "boxes1", min_dim=2)
     _check_boxes(boxes2, "boxes2", min_dim=2)
     if boxes1.shape[:-2] != boxes2.shape[:-2]:
-        raise ValueError(f"boxes1 {tuple(boxes1.shape)} and boxes2 {tuple(boxes2.shape)} must have the same "
-                         "leading (batch) dimensions")
+        raise ValueError(
+            f"boxes1 {tuple(boxes1.shape)} and boxes2 {tuple(boxes2.shape)} must have the same "
+            "leading (batch) dimensions"
+        )
 
 
 def _check_fmt(fmt: str, what: str) -> None:
@@ -189,8 +193,9 @@ def _diou_and_iou(boxes1: Tensor, boxes2: Tensor, eps: float) -> tuple[Tensor, T
     diagonal_sq = (wh[..., 0] ** 2) + (wh[..., 1] ** 2) + eps  # squared diagonal of the enclosing box
     cx1, cy1 = (boxes1[..., 0] + boxes1[..., 2]) / 2, (boxes1[..., 1] + boxes1[..., 3]) / 2  # (..., N)
     cx2, cy2 = (boxes2[..., 0] + boxes2[..., 2]) / 2, (boxes2[..., 1] + boxes2[..., 3]) / 2  # (..., M)
-    centre_sq = ((_upcast(cx1[..., :, None] - cx2[..., None, :]) ** 2)
-                 + (_upcast(cy1[..., :, None] - cy2[..., None, :]) ** 2))  # (..., N, M)
+    centre_sq = (_upcast(cx1[..., :, None] - cx2[..., None, :]) ** 2) + (
+        _upcast(cy1[..., :, None] - cy2[..., None, :]) ** 2
+    )  # (..., N, M)
     return iou - centre_sq / diagonal_sq, iou
 
 
@@ -234,8 +239,10 @@ def _check_loss_inputs(boxes1: Tensor, boxes2: Tensor, reduction: str) -> tuple[
     _check_boxes(boxes1, "boxes1")
     _check_boxes(boxes2, "boxes2")
     if boxes1.shape != boxes2.shape:
-        raise ValueError(f"the losses compare boxes one to one: boxes1 {tuple(boxes1.shape)} and boxes2 "
-                         f"{tuple(boxes2.shape)} must have the same shape")
+        raise ValueError(
+            f"the losses compare boxes one to one: boxes1 {tuple(boxes1.shape)} and boxes2 "
+            f"{tuple(boxes2.shape)} must have the same shape"
+        )
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     return _upcast_non_float(boxes1), _upcast_non_float(boxes2)
@@ -278,8 +285,9 @@ def _diou_loss_and_iou(boxes1: Tensor, boxes2: Tensor, eps: float) -> tuple[Tens
     return 1 - iou + centre_sq / diagonal_sq, iou
 
 
-def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none",
-                             eps: float = 1e-7) -> Tensor:
+def generalized_box_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
+) -> Tensor:
     """``1 - GIoU`` of each pair of ``xyxy`` boxes, ``Tensor[..., 4]`` each -> ``Tensor[...]`` (or a scalar).
 
     ``reduction`` is ``"none"``, ``"mean"`` or ``"sum"``; ``eps`` keeps degenerate boxes finite.
@@ -293,8 +301,9 @@ def generalized_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "n
     return _reduce(1 - (iou - ((enclosing - union) / (enclosing + eps))), reduction)
 
 
-def distance_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none",
-                          eps: float = 1e-7) -> Tensor:
+def distance_box_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
+) -> Tensor:
     """``1 - DIoU`` of each pair of ``xyxy`` boxes, ``Tensor[..., 4]`` each -> ``Tensor[...]`` (or a scalar).
 
     Matches ``torchvision.ops.distance_box_iou_loss``. Chapter 11 trains box regression with it.
@@ -303,8 +312,9 @@ def distance_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none
     return _reduce(_diou_loss_and_iou(boxes1, boxes2, eps)[0], reduction)
 
 
-def complete_box_iou_loss(boxes1: Tensor, boxes2: Tensor, reduction: str = "none",
-                          eps: float = 1e-7) -> Tensor:
+def complete_box_iou_loss(
+    boxes1: Tensor, boxes2: Tensor, reduction: str = "none", eps: float = 1e-7
+) -> Tensor:
     """``1 - CIoU`` of each pair of ``xyxy`` boxes, ``Tensor[..., 4]`` each -> ``Tensor[...]`` (or a scalar).
 
     A box of zero width and height has no aspect ratio (``atan(0 / 0)``): its loss is nan, as in torchvision.

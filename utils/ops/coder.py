@@ -34,8 +34,9 @@ def _check_weights(weights: Sequence[float]) -> tuple[float, float, float, float
     return tuple(float(w) for w in weights)
 
 
-def encode_boxes(reference_boxes: Tensor, proposals: Tensor,
-                 weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)) -> Tensor:
+def encode_boxes(
+    reference_boxes: Tensor, proposals: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0)
+) -> Tensor:
     """Regression targets ``Tensor[..., 4]`` that move each of ``proposals`` onto its ``reference_boxes``.
 
     ``reference_boxes`` are the ground-truth boxes matched to each proposal (or anchor), both
@@ -45,10 +46,13 @@ def encode_boxes(reference_boxes: Tensor, proposals: Tensor,
     _check_boxes(reference_boxes, "reference_boxes")
     _check_boxes(proposals, "proposals")
     if reference_boxes.shape != proposals.shape:
-        raise ValueError(f"reference_boxes {tuple(reference_boxes.shape)} and proposals "
-                         f"{tuple(proposals.shape)} must have the same shape: one matched box per proposal")
-    wx, wy, ww, wh = torch.as_tensor(_check_weights(weights), dtype=reference_boxes.dtype,
-                                     device=reference_boxes.device).unbind()
+        raise ValueError(
+            f"reference_boxes {tuple(reference_boxes.shape)} and proposals "
+            f"{tuple(proposals.shape)} must have the same shape: one matched box per proposal"
+        )
+    wx, wy, ww, wh = torch.as_tensor(
+        _check_weights(weights), dtype=reference_boxes.dtype, device=reference_boxes.device
+    ).unbind()
     widths = proposals[..., 2] - proposals[..., 0]
     heights = proposals[..., 3] - proposals[..., 1]
     ctr_x = proposals[..., 0] + 0.5 * widths
@@ -64,8 +68,12 @@ def encode_boxes(reference_boxes: Tensor, proposals: Tensor,
     return torch.stack((dx, dy, dw, dh), dim=-1)
 
 
-def decode_boxes(rel_codes: Tensor, boxes: Tensor, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-                 bbox_xform_clip: float = DEFAULT_CLIP) -> Tensor:
+def decode_boxes(
+    rel_codes: Tensor,
+    boxes: Tensor,
+    weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
+    bbox_xform_clip: float = DEFAULT_CLIP,
+) -> Tensor:
     """Apply regression outputs ``rel_codes`` (N, 4 K) to ``boxes`` (N, 4): ``Tensor[N, 4 K]`` of xyxy boxes.
 
     ``K`` is the number of boxes predicted per reference box (one per class in Faster R-CNN's box
@@ -77,8 +85,10 @@ def decode_boxes(rel_codes: Tensor, boxes: Tensor, weights: Sequence[float] = (1
         shape = tuple(rel_codes.shape) if isinstance(rel_codes, Tensor) else type(rel_codes).__name__
         raise ValueError(f"rel_codes must have shape (N, 4 * K), got {shape}")
     if boxes.dim() != 2 or boxes.shape[0] != rel_codes.shape[0]:
-        raise ValueError(f"boxes must have shape (N, 4) = ({rel_codes.shape[0]}, 4), one per row of "
-                         f"rel_codes, got {tuple(boxes.shape)}")
+        raise ValueError(
+            f"boxes must have shape (N, 4) = ({rel_codes.shape[0]}, 4), one per row of "
+            f"rel_codes, got {tuple(boxes.shape)}"
+        )
     wx, wy, ww, wh = _check_weights(weights)
     boxes = boxes.to(rel_codes.dtype)
     widths = boxes[:, 2] - boxes[:, 0]
@@ -107,8 +117,9 @@ class BoxCoder:
     torchvision's names, so an instance can stand in for torchvision's. Chapter 11 uses it.
     """
 
-    def __init__(self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0),
-                 bbox_xform_clip: float = DEFAULT_CLIP) -> None:
+    def __init__(
+        self, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0), bbox_xform_clip: float = DEFAULT_CLIP
+    ) -> None:
         self.weights = _check_weights(weights)
         self.bbox_xform_clip = bbox_xform_clip
 

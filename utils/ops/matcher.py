@@ -36,8 +36,9 @@ class Matcher:
     BELOW_LOW_THRESHOLD = -1
     BETWEEN_THRESHOLDS = -2
 
-    def __init__(self, high_threshold: float, low_threshold: float,
-                 allow_low_quality_matches: bool = False) -> None:
+    def __init__(
+        self, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool = False
+    ) -> None:
         if not low_threshold <= high_threshold:
             raise ValueError(f"low_threshold ({low_threshold}) must be <= high_threshold ({high_threshold})")
         self.high_threshold = high_threshold
@@ -45,16 +46,19 @@ class Matcher:
         self.allow_low_quality_matches = allow_low_quality_matches
 
     def __repr__(self) -> str:
-        return (f"Matcher(high_threshold={self.high_threshold}, low_threshold={self.low_threshold}, "
-                f"allow_low_quality_matches={self.allow_low_quality_matches})")
+        return (
+            f"Matcher(high_threshold={self.high_threshold}, low_threshold={self.low_threshold}, "
+            f"allow_low_quality_matches={self.allow_low_quality_matches})"
+        )
 
     def __call__(self, match_quality_matrix: Tensor) -> Tensor:
         if not isinstance(match_quality_matrix, Tensor) or match_quality_matrix.dim() != 2:
             raise ValueError("match_quality_matrix must be a tensor (M ground-truth boxes, N predictions)")
         num_gt, num_pred = match_quality_matrix.shape
         if num_gt == 0 or num_pred == 0:
-            return torch.full((num_pred,), self.BELOW_LOW_THRESHOLD, dtype=torch.int64,
-                              device=match_quality_matrix.device)
+            return torch.full(
+                (num_pred,), self.BELOW_LOW_THRESHOLD, dtype=torch.int64, device=match_quality_matrix.device
+            )
         best_quality, matches = match_quality_matrix.max(dim=0)  # (N,): best ground truth per prediction
         all_matches = matches.clone() if self.allow_low_quality_matches else None
         below = best_quality < self.low_threshold
@@ -70,8 +74,15 @@ class Matcher:
         return matches
 
 
-def assign_anchors(anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, pos_iou: float = 0.5,
-                   neg_iou: float = 0.4, *, allow_low_quality_matches: bool = True) -> tuple[Tensor, Tensor]:
+def assign_anchors(
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    gt_labels: Tensor,
+    pos_iou: float = 0.5,
+    neg_iou: float = 0.4,
+    *,
+    allow_low_quality_matches: bool = True,
+) -> tuple[Tensor, Tensor]:
     """Training targets of anchors (A, 4) for one image's ``gt_boxes`` (M, 4) and ``gt_labels`` (M,).
 
     Returns ``(labels, matched_gt_boxes)``: ``labels`` int64 ``Tensor[A]`` is ``-1`` for ignored
@@ -87,12 +98,18 @@ def assign_anchors(anchors: Tensor, gt_boxes: Tensor, gt_labels: Tensor, pos_iou
     _check_boxes(anchors, "anchors")
     _check_boxes(gt_boxes, "gt_boxes")
     if anchors.dim() != 2 or gt_boxes.dim() != 2:
-        raise ValueError("anchors and gt_boxes must have shapes (A, 4) and (M, 4), got "
-                         f"{tuple(anchors.shape)} and {tuple(gt_boxes.shape)}")
-    if (not isinstance(gt_labels, Tensor) or gt_labels.shape != gt_boxes.shape[:1]
-            or gt_labels.is_floating_point()):
-        raise ValueError(f"gt_labels must be an integer tensor of shape (M,) = ({gt_boxes.shape[0]},), "
-                         "one per box")
+        raise ValueError(
+            "anchors and gt_boxes must have shapes (A, 4) and (M, 4), got "
+            f"{tuple(anchors.shape)} and {tuple(gt_boxes.shape)}"
+        )
+    if (
+        not isinstance(gt_labels, Tensor)
+        or gt_labels.shape != gt_boxes.shape[:1]
+        or gt_labels.is_floating_point()
+    ):
+        raise ValueError(
+            f"gt_labels must be an integer tensor of shape (M,) = ({gt_boxes.shape[0]},), one per box"
+        )
     matcher = Matcher(pos_iou, neg_iou, allow_low_quality_matches)
     if gt_boxes.shape[0] == 0:
         labels = torch.zeros(anchors.shape[0], dtype=torch.int64, device=anchors.device)

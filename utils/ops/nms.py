@@ -29,12 +29,14 @@ def _check_nms_inputs(boxes: Tensor, scores: Tensor, iou_threshold: float | None
         raise ValueError(f"boxes must have shape (N, 4), got {tuple(boxes.shape)}")
     if not isinstance(scores, Tensor) or scores.dim() != 1 or scores.shape[0] != boxes.shape[0]:
         shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-        raise ValueError(f"scores must be a tensor of shape (N,) = ({boxes.shape[0]},), one per box, "
-                         f"got {shape}")
+        raise ValueError(
+            f"scores must be a tensor of shape (N,) = ({boxes.shape[0]},), one per box, got {shape}"
+        )
     if not scores.is_floating_point():
         raise TypeError(f"scores must be a float tensor, got dtype {scores.dtype}")
-    if iou_threshold is not None and (isinstance(iou_threshold, bool)
-                                      or not isinstance(iou_threshold, (int, float))):
+    if iou_threshold is not None and (
+        isinstance(iou_threshold, bool) or not isinstance(iou_threshold, (int, float))
+    ):
         raise TypeError(f"iou_threshold must be a number, got {iou_threshold!r}")
 
 
@@ -70,8 +72,9 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     """
     _check_nms_inputs(boxes, scores, iou_threshold)
     if not isinstance(idxs, Tensor) or idxs.shape != scores.shape or idxs.is_floating_point():
-        raise ValueError(f"idxs must be an integer tensor of shape (N,) = ({boxes.shape[0]},), "
-                         "one category per box")
+        raise ValueError(
+            f"idxs must be an integer tensor of shape (N,) = ({boxes.shape[0]},), one category per box"
+        )
     kept = torch.zeros(scores.shape[0], dtype=torch.bool, device=boxes.device)
     for category in torch.unique(idxs):
         members = torch.where(idxs == category)[0]
@@ -80,8 +83,14 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
     return keep[torch.sort(scores[keep], descending=True, stable=True).indices]
 
 
-def soft_nms(boxes: Tensor, scores: Tensor, sigma: float = 0.5, score_threshold: float = 1e-3,
-             method: str = "gaussian", iou_threshold: float = 0.3) -> tuple[Tensor, Tensor]:
+def soft_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    sigma: float = 0.5,
+    score_threshold: float = 1e-3,
+    method: str = "gaussian",
+    iou_threshold: float = 0.3,
+) -> tuple[Tensor, Tensor]:
     """Soft-NMS (Bodla et al., 2017): decay the scores of overlapping boxes instead of dropping them.
 
     Repeatedly keep the highest-scoring remaining box ``b`` and multiply the score of every
@@ -111,7 +120,7 @@ def soft_nms(boxes: Tensor, scores: Tensor, sigma: float = 0.5, score_threshold:
         best = remaining[pos]
         keep.append(best)
         kept_scores.append(current[best])
-        remaining = torch.cat([remaining[:pos], remaining[pos + 1:]])
+        remaining = torch.cat([remaining[:pos], remaining[pos + 1 :]])
         iou = box_iou(boxes[best][None], boxes[remaining])[0].nan_to_num(0.0)  # (len(remaining),)
         overlaps = iou.double() > iou_threshold  # compared in float64, as in nms
         if method == "gaussian":

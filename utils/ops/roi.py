@@ -40,15 +40,18 @@ def _as_rois(features: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
             if not isinstance(b, Tensor) or b.dim() != 2 or b.shape[1] != 4:
                 raise ValueError("boxes given as a list must hold one Tensor[L, 4] of xyxy boxes per image")
         ids = [torch.full((b.shape[0], 1), i, dtype=b.dtype, device=b.device) for i, b in enumerate(boxes)]
-        boxes = (torch.cat([torch.cat(ids), torch.cat(list(boxes))], dim=1) if boxes
-                 else features.new_zeros(0, 5))
+        boxes = (
+            torch.cat([torch.cat(ids), torch.cat(list(boxes))], dim=1) if boxes else features.new_zeros(0, 5)
+        )
     if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 5:
         raise ValueError("boxes must be Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4]")
     batch = boxes[:, 0]
-    if boxes.shape[0] and (batch.min() < 0 or batch.max() >= features.shape[0]
-                           or (batch != batch.round()).any()):
-        raise ValueError("the batch indices of boxes (column 0) must be integers in "
-                         f"[0, {features.shape[0] - 1}]")
+    if boxes.shape[0] and (
+        batch.min() < 0 or batch.max() >= features.shape[0] or (batch != batch.round()).any()
+    ):
+        raise ValueError(
+            f"the batch indices of boxes (column 0) must be integers in [0, {features.shape[0] - 1}]"
+        )
     return boxes.to(features.dtype)
 
 
@@ -58,8 +61,12 @@ def _round_half_away(x: Tensor) -> Tensor:
     return torch.where((x - trunc).abs() == 0.5, trunc + x.sign(), x.round())
 
 
-def roi_pool(features: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int | Sequence[int],
-             spatial_scale: float = 1.0) -> Tensor:
+def roi_pool(
+    features: Tensor,
+    boxes: Tensor | Sequence[Tensor],
+    output_size: int | Sequence[int],
+    spatial_scale: float = 1.0,
+) -> Tensor:
     """RoI Pool (Girshick, Fast R-CNN): the maximum over each of ``output_size`` bins of each region.
 
     ``features`` ``Tensor[N, C, H, W]``, ``boxes`` as described in the module docstring. Region
@@ -116,8 +123,16 @@ def _bilinear_axis(coord: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Te
     return low, high, 1 - frac, frac, inside
 
 
-def _align_same_grid(features: Tensor, batch: Tensor, start_y: Tensor, start_x: Tensor, bin_h: Tensor,
-                     bin_w: Tensor, grid: tuple[int, int], pooled: tuple[int, int]) -> Tensor:
+def _align_same_grid(
+    features: Tensor,
+    batch: Tensor,
+    start_y: Tensor,
+    start_x: Tensor,
+    bin_h: Tensor,
+    bin_w: Tensor,
+    grid: tuple[int, int],
+    pooled: tuple[int, int],
+) -> Tensor:
     """RoI Align of K regions that share the sampling grid ``(gh, gw)`` per bin: ``Tensor[K, C, PH, PW]``."""
     (grid_h, grid_w), (pooled_h, pooled_w) = grid, pooled
     _, channels, height, width = features.shape
@@ -132,18 +147,30 @@ def _align_same_grid(features: Tensor, batch: Tensor, start_y: Tensor, start_x: 
             x = start_x[:, None] + pw * bin_w[:, None] + ((ix + 0.5) * bin_w / grid_w)[:, None]  # (K, PW)
             x_low, x_high, hx, lx, x_in = (t[:, None, :] for t in _bilinear_axis(x, width))  # (K, 1, PW)
             inside = (y_in & x_in)[..., None]  # (K, PH, PW, 1)
-            w1, w2, w3, w4 = ((wy * wx)[..., None] * inside  # (K, PH, PW, 1) each
-                              for wy, wx in ((hy, hx), (hy, lx), (ly, hx), (ly, lx)))
+            w1, w2, w3, w4 = (
+                (wy * wx)[..., None] * inside  # (K, PH, PW, 1) each
+                for wy, wx in ((hy, hx), (hy, lx), (ly, hx), (ly, lx))
+            )
             # features[b, :, y, x] gathers (K, PH, PW, C): the four neighbours of every sample point
-            value = (w1 * features[b, :, y_low, x_low] + w2 * features[b, :, y_low, x_high]
-                     + w3 * features[b, :, y_high, x_low] + w4 * features[b, :, y_high, x_high])
+            value = (
+                w1 * features[b, :, y_low, x_low]
+                + w2 * features[b, :, y_low, x_high]
+                + w3 * features[b, :, y_high, x_low]
+                + w4 * features[b, :, y_high, x_high]
+            )
             total = total + value
     count = max(grid_h * grid_w, 1)
     return (total / count).permute(0, 3, 1, 2)  # (K, C, PH, PW)
 
 
-def roi_align(features: Tensor, boxes: Tensor | Sequence[Tensor], output_size: int | Sequence[int],
-              spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False) -> Tensor:
+def roi_align(
+    features: Tensor,
+    boxes: Tensor | Sequence[Tensor],
+    output_size: int | Sequence[int],
+    spatial_scale: float = 1.0,
+    sampling_ratio: int = -1,
+    aligned: bool = False,
+) -> Tensor:
     """RoI Align (He et al., Mask R-CNN): the average of bilinear samples in each of ``output_size`` bins.
 
     The region (not rounded) is split into ``PH x PW`` equal bins; in each bin a regular grid of
@@ -174,8 +201,9 @@ def roi_align(features: Tensor, boxes: Tensor | Sequence[Tensor], output_size: i
     grids = torch.stack([grid_h, grid_w], dim=1)  # (K, 2)
     for gh, gw in torch.unique(grids, dim=0).tolist():  # regions with the same grid go together
         k = torch.where((grid_h == gh) & (grid_w == gw))[0]
-        out[k] = _align_same_grid(features, batch[k], start_y[k], start_x[k], bin_h[k], bin_w[k],
-                                  (gh, gw), pooled)
+        out[k] = _align_same_grid(
+            features, batch[k], start_y[k], start_x[k], bin_h[k], bin_w[k], (gh, gw), pooled
+        )
     return out
 
 
@@ -196,16 +224,24 @@ class RoIPool(nn.Module):
 class RoIAlign(nn.Module):
     """Module form of :func:`roi_align`, as ``torchvision.ops.RoIAlign``."""
 
-    def __init__(self, output_size: int | Sequence[int], spatial_scale: float, sampling_ratio: int,
-                 aligned: bool = False) -> None:
+    def __init__(
+        self,
+        output_size: int | Sequence[int],
+        spatial_scale: float,
+        sampling_ratio: int,
+        aligned: bool = False,
+    ) -> None:
         super().__init__()
         self.output_size, self.spatial_scale = output_size, spatial_scale
         self.sampling_ratio, self.aligned = sampling_ratio, aligned
 
     def forward(self, features: Tensor, boxes: Tensor | Sequence[Tensor]) -> Tensor:
-        return roi_align(features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio,
-                         self.aligned)
+        return roi_align(
+            features, boxes, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
+        )
 
     def extra_repr(self) -> str:
-        return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}")
+        return (
+            f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
+            f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}"
+        )

@@ -84,7 +84,9 @@ def _check_x(x, fn: str, name: str = "x") -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{fn} expects {name} to be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"{fn} expects a floating-point {name} (float32 or float64), got {x.dtype}; convert it with .float()")
+        raise TypeError(
+            f"{fn} expects a floating-point {name} (float32 or float64), got {x.dtype}; convert it with .float()"
+        )
 
 
 def _check_number(value, fn: str, name: str) -> float:
@@ -99,7 +101,9 @@ def _check_dim(z: torch.Tensor, dim: int, fn: str) -> int:
     if z.ndim == 0:
         raise ValueError(f"{fn} needs a tensor with at least one dimension, got a 0-dim tensor")
     if not -z.ndim <= dim < z.ndim:
-        raise ValueError(f"{fn}: dim must be in [{-z.ndim}, {z.ndim - 1}] for a tensor of shape {tuple(z.shape)}, got {dim}")
+        raise ValueError(
+            f"{fn}: dim must be in [{-z.ndim}, {z.ndim - 1}] for a tensor of shape {tuple(z.shape)}, got {dim}"
+        )
     return dim
 
 
@@ -209,7 +213,9 @@ def prelu_grad(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.where(x > 0, torch.ones_like(x), a.to(x.dtype).expand_as(x))
 
 
-def prelu_backward(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def prelu_backward(
+    dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The backward pass of PReLU (chapter 02): ``(dx, dweight)``.
 
     ``d prelu / d a = x`` where ``x <= 0`` (else 0); the slope is shared, so ``dweight`` sums
@@ -219,7 +225,9 @@ def prelu_backward(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor) ->
     a = _prelu_slope(x, weight, "prelu_backward")
     _check_x(dout, "prelu_backward", "dout")
     if dout.shape != x.shape:
-        raise ValueError(f"prelu_backward expects dout and x of the same shape, got {tuple(dout.shape)} and {tuple(x.shape)}")
+        raise ValueError(
+            f"prelu_backward expects dout and x of the same shape, got {tuple(dout.shape)} and {tuple(x.shape)}"
+        )
     dx = dout * torch.where(x > 0, torch.ones_like(x), a.to(x.dtype).expand_as(x))
     local = dout * torch.where(x > 0, torch.zeros_like(x), x)  # dout * d out / d a, elementwise
     if weight.numel() == 1:
@@ -234,7 +242,9 @@ def elu(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """ELU: ``x`` for ``x > 0``, ``alpha (exp(x) - 1)`` otherwise (chapter 02). Uses ``expm1``."""
     _check_x(x, "elu")
     alpha = _check_number(alpha, "elu", "alpha")
-    return torch.where(x > 0, x, alpha * torch.expm1(x.clamp_max(0)))  # clamp: no overflow in the unused branch
+    return torch.where(
+        x > 0, x, alpha * torch.expm1(x.clamp_max(0))
+    )  # clamp: no overflow in the unused branch
 
 
 def elu_grad(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -390,7 +400,9 @@ def softmax_backward(dout: torch.Tensor, z: torch.Tensor, dim: int = -1) -> torc
     _check_x(dout, "softmax_backward", "dout")
     _check_x(z, "softmax_backward", "z")
     if dout.shape != z.shape:
-        raise ValueError(f"softmax_backward expects dout and z of the same shape, got {tuple(dout.shape)} and {tuple(z.shape)}")
+        raise ValueError(
+            f"softmax_backward expects dout and z of the same shape, got {tuple(dout.shape)} and {tuple(z.shape)}"
+        )
     p = softmax(z, dim)
     return p * (dout - (dout * p).sum(dim=dim, keepdim=True))
 
@@ -403,7 +415,9 @@ def log_softmax_backward(dout: torch.Tensor, z: torch.Tensor, dim: int = -1) -> 
     _check_x(dout, "log_softmax_backward", "dout")
     _check_x(z, "log_softmax_backward", "z")
     if dout.shape != z.shape:
-        raise ValueError(f"log_softmax_backward expects dout and z of the same shape, got {tuple(dout.shape)} and {tuple(z.shape)}")
+        raise ValueError(
+            f"log_softmax_backward expects dout and z of the same shape, got {tuple(dout.shape)} and {tuple(z.shape)}"
+        )
     return dout - softmax(z, dim) * dout.sum(dim=dim, keepdim=True)
 
 
@@ -447,14 +461,32 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("sigmoid", "sigmoid", sigmoid, sigmoid_grad, nn.Sigmoid, r"$\sigma(x) = 1/(1+e^{-x})$"),
         Activation("tanh", "tanh", tanh, tanh_grad, nn.Tanh, r"$\tanh(x)$"),
         Activation("relu", "ReLU", relu, relu_grad, nn.ReLU, r"$\max(x, 0)$"),
-        Activation("leaky_relu", f"Leaky ReLU (α = {LEAKY_ALPHA})", leaky_relu, leaky_relu_grad, nn.LeakyReLU,
-                   r"$\max(x, \alpha x)$"),
-        Activation("prelu", f"PReLU (a = {PRELU_INIT}, learned)", _prelu_default, _prelu_default_grad, nn.PReLU,
-                   r"$\max(x, a x)$"),
+        Activation(
+            "leaky_relu",
+            f"Leaky ReLU (α = {LEAKY_ALPHA})",
+            leaky_relu,
+            leaky_relu_grad,
+            nn.LeakyReLU,
+            r"$\max(x, \alpha x)$",
+        ),
+        Activation(
+            "prelu",
+            f"PReLU (a = {PRELU_INIT}, learned)",
+            _prelu_default,
+            _prelu_default_grad,
+            nn.PReLU,
+            r"$\max(x, a x)$",
+        ),
         Activation("elu", "ELU (α = 1)", elu, elu_grad, nn.ELU, r"$x$ or $\alpha(e^x - 1)$"),
         Activation("gelu", "GELU (exact)", gelu, gelu_grad, nn.GELU, r"$x\,\Phi(x)$"),
-        Activation("gelu_tanh", "GELU (tanh approx.)", gelu_tanh, gelu_tanh_grad, lambda: nn.GELU(approximate="tanh"),
-                   r"$x\,\sigma(1.596x + 0.0714x^3)$"),
+        Activation(
+            "gelu_tanh",
+            "GELU (tanh approx.)",
+            gelu_tanh,
+            gelu_tanh_grad,
+            lambda: nn.GELU(approximate="tanh"),
+            r"$x\,\sigma(1.596x + 0.0714x^3)$",
+        ),
         Activation("silu", "SiLU / Swish", silu, silu_grad, nn.SiLU, r"$x\,\sigma(x)$"),
         Activation("mish", "Mish", mish, mish_grad, nn.Mish, r"$x\tanh(\mathrm{softplus}(x))$"),
     ]
@@ -462,7 +494,15 @@ ACTIVATIONS: dict[str, Activation] = {
 
 # The torch.nn classes of these activations, e.g. to find them in a model (dead_fraction does).
 ACTIVATION_MODULES: tuple[type[nn.Module], ...] = (
-    nn.Sigmoid, nn.Tanh, nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
 )
 
 
@@ -476,8 +516,14 @@ def get(name: str) -> Activation:
 # ---- networks built from them --------------------------------------------------------------------
 
 
-def make_mlp(in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu", *,
-             init_gain: float | None = None) -> nn.Sequential:
+def make_mlp(
+    in_features: int,
+    hidden: Sequence[int],
+    out_features: int,
+    activation: str = "relu",
+    *,
+    init_gain: float | None = None,
+) -> nn.Sequential:
     """``Flatten``, then ``Linear -> activation`` per hidden width, then a final ``Linear`` (chapter 02).
 
     ``activation`` is any name of :data:`ACTIVATIONS` (PyTorch's module is used). ``init_gain=None``
@@ -488,11 +534,15 @@ def make_mlp(in_features: int, hidden: Sequence[int], out_features: int, activat
     act = get(activation)
     hidden = tuple(int(h) for h in hidden)
     if in_features < 1 or out_features < 1 or any(h < 1 for h in hidden):
-        raise ValueError(f"make_mlp expects positive sizes, got in_features={in_features}, hidden={hidden}, out_features={out_features}")
+        raise ValueError(
+            f"make_mlp expects positive sizes, got in_features={in_features}, hidden={hidden}, out_features={out_features}"
+        )
     if init_gain is not None:
         init_gain = _check_number(init_gain, "make_mlp", "init_gain")
         if init_gain <= 0:
-            raise ValueError(f"make_mlp expects init_gain > 0 (or None for PyTorch's default), got {init_gain}")
+            raise ValueError(
+                f"make_mlp expects init_gain > 0 (or None for PyTorch's default), got {init_gain}"
+            )
     widths = (in_features, *hidden, out_features)
     layers: list[nn.Module] = [nn.Flatten()]
     for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
@@ -517,7 +567,9 @@ def dead_fraction(model: nn.Module, x: torch.Tensor) -> list[float]:
     in the order of ``model.modules()``.
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"dead_fraction expects a non-empty batch x of shape (N, ...), got {getattr(x, 'shape', type(x).__name__)}")
+        raise ValueError(
+            f"dead_fraction expects a non-empty batch x of shape (N, ...), got {getattr(x, 'shape', type(x).__name__)}"
+        )
     alive: dict[int, torch.Tensor] = {}
     modules = [m for m in model.modules() if isinstance(m, ACTIVATION_MODULES)]
     if not modules:
@@ -528,6 +580,7 @@ def dead_fraction(model: nn.Module, x: torch.Tensor) -> list[float]:
             z = inputs[0]  # (N, F) or (N, C, ...)
             positive = (z > 0).transpose(0, 1).reshape(z.shape[1], -1).any(dim=1)  # (F,) or (C,)
             alive[index] = positive if index not in alive else alive[index] | positive
+
         return record
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(modules)]

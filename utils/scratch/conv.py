@@ -56,8 +56,11 @@ def _pair(value: IntOrPair, name: str, fn: str, *, minimum: int) -> tuple[int, i
         raise TypeError(f"{fn} expects {name} to be an int or a pair of ints, got {value!r}")
     if isinstance(value, int):
         pair = (value, value)
-    elif isinstance(value, (tuple, list, torch.Size)) and len(value) == 2 and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value):
+    elif (
+        isinstance(value, (tuple, list, torch.Size))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
         pair = (int(value[0]), int(value[1]))
     else:
         raise TypeError(f"{fn} expects {name} to be an int or a pair of ints, got {value!r}")
@@ -79,13 +82,20 @@ def _out_size(n: int, k: int, s: int, p: int, d: int) -> int:
     return (n + 2 * p - d * (k - 1) - 1) // s + 1
 
 
-def _checked_out_size(hw: tuple[int, int], k: tuple[int, int], s: tuple[int, int], p: tuple[int, int],
-                      d: tuple[int, int], fn: str) -> tuple[int, int]:
+def _checked_out_size(
+    hw: tuple[int, int],
+    k: tuple[int, int],
+    s: tuple[int, int],
+    p: tuple[int, int],
+    d: tuple[int, int],
+    fn: str,
+) -> tuple[int, int]:
     out = tuple(_out_size(n, k_, s_, p_, d_) for n, k_, s_, p_, d_ in zip(hw, k, s, p, d))
     if min(out) < 1:
         raise ValueError(
             f"{fn}: the (dilated) kernel {tuple(d_ * (k_ - 1) + 1 for k_, d_ in zip(k, d))} does not fit into the "
-            f"padded input {tuple(n + 2 * p_ for n, p_ in zip(hw, p))} (input {hw}, padding {p})")
+            f"padded input {tuple(n + 2 * p_ for n, p_ in zip(hw, p))} (input {hw}, padding {p})"
+        )
     return out  # type: ignore[return-value]
 
 
@@ -99,35 +109,47 @@ def conv_output_size(n: int, k: int, stride: int = 1, padding: int = 0, dilation
     ``d (k - 1) + 1`` pixels, and it fits ``floor(...) + 1`` times into the padded input of
     ``n + 2 p`` pixels when moved by ``s`` pixels at a time.
     """
-    for name, value, minimum in (("n", n, 1), ("k", k, 1), ("stride", stride, 1), ("padding", padding, 0),
-                                 ("dilation", dilation, 1)):
+    for name, value, minimum in (
+        ("n", n, 1),
+        ("k", k, 1),
+        ("stride", stride, 1),
+        ("padding", padding, 0),
+        ("dilation", dilation, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"conv_output_size expects {name} to be an int, got {value!r}")
         if value < minimum:
             raise ValueError(f"conv_output_size expects {name} >= {minimum}, got {value}")
     out = _out_size(n, k, stride, padding, dilation)
     if out < 1:
-        raise ValueError(f"conv_output_size: the dilated kernel ({dilation * (k - 1) + 1} pixels) is larger than "
-                         f"the padded input ({n + 2 * padding} pixels)")
+        raise ValueError(
+            f"conv_output_size: the dilated kernel ({dilation * (k - 1) + 1} pixels) is larger than "
+            f"the padded input ({n + 2 * padding} pixels)"
+        )
     return out
 
 
-def conv_transpose_output_size(n: int, k: int, stride: int = 1, padding: int = 0, output_padding: int = 0,
-                               dilation: int = 1) -> int:
+def conv_transpose_output_size(
+    n: int, k: int, stride: int = 1, padding: int = 0, output_padding: int = 0, dilation: int = 1
+) -> int:
     """Output size of a transposed convolution along one axis (chapter 06).
 
     ``(n - 1) s - 2 p + d (k - 1) + output_padding + 1``: the input size of the convolution whose
     gradient it computes (``output_padding`` picks one of the ``s`` sizes that all give ``n``).
     """
     if not 0 <= output_padding < max(stride, dilation):
-        raise ValueError(f"output_padding must be in [0, max(stride, dilation)) = [0, {max(stride, dilation)}), got {output_padding}")
+        raise ValueError(
+            f"output_padding must be in [0, max(stride, dilation)) = [0, {max(stride, dilation)}), got {output_padding}"
+        )
     out = (n - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1
     if out < 1:
         raise ValueError(f"conv_transpose_output_size: the padding {padding} crops away the whole output")
     return out
 
 
-def conv2d_num_params(c_in: int, c_out: int, kernel_size: IntOrPair, groups: int = 1, bias: bool = True) -> int:
+def conv2d_num_params(
+    c_in: int, c_out: int, kernel_size: IntOrPair, groups: int = 1, bias: bool = True
+) -> int:
     """Number of parameters of ``nn.Conv2d(c_in, c_out, kernel_size, groups=groups, bias=bias)`` (chapter 06).
 
     Each of the ``c_out`` filters sees ``c_in / groups`` channels through a ``kh x kw`` window:
@@ -139,8 +161,9 @@ def conv2d_num_params(c_in: int, c_out: int, kernel_size: IntOrPair, groups: int
     return c_out * (c_in // groups) * kh * kw + (c_out if bias else 0)
 
 
-def conv2d_flops(c_in: int, c_out: int, kernel_size: IntOrPair, out_size: IntOrPair, groups: int = 1,
-                 batch: int = 1) -> int:
+def conv2d_flops(
+    c_in: int, c_out: int, kernel_size: IntOrPair, out_size: IntOrPair, groups: int = 1, batch: int = 1
+) -> int:
     """Floating-point operations of a convolution's forward pass, counting a multiply-add as 2 (chapter 06).
 
     Each of the ``batch * c_out * H_out * W_out`` outputs is a dot product of length
@@ -164,17 +187,30 @@ def _check_conv_args(x, w, b, groups: int, fn: str) -> None:
         raise ValueError(f"{fn} expects groups to be a positive int, got {groups!r}")
     c_in, c_out = x.shape[1], w.shape[0]
     if c_in % groups or c_out % groups:
-        raise ValueError(f"{fn}: groups={groups} must divide the input channels ({c_in}) and the output channels ({c_out})")
+        raise ValueError(
+            f"{fn}: groups={groups} must divide the input channels ({c_in}) and the output channels ({c_out})"
+        )
     if w.shape[1] != c_in // groups:
-        raise ValueError(f"{fn} expects w of shape (C_out, C_in / groups, kh, kw) = ({c_out}, {c_in // groups}, ...) "
-                         f"for x with {c_in} channels and groups={groups}; got w {tuple(w.shape)}")
+        raise ValueError(
+            f"{fn} expects w of shape (C_out, C_in / groups, kh, kw) = ({c_out}, {c_in // groups}, ...) "
+            f"for x with {c_in} channels and groups={groups}; got w {tuple(w.shape)}"
+        )
     if b is not None and (not isinstance(b, torch.Tensor) or b.shape != (c_out,)):
-        raise ValueError(f"{fn} expects b of shape (C_out,) = ({c_out},) or None, got "
-                         f"{tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__}")
+        raise ValueError(
+            f"{fn} expects b of shape (C_out,) = ({c_out},) or None, got "
+            f"{tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__}"
+        )
 
 
-def conv2d_loops(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: IntOrPair = 1,
-                 padding: IntOrPair = 0, dilation: IntOrPair = 1, groups: int = 1) -> torch.Tensor:
+def conv2d_loops(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """A 2-D convolution layer written with loops, one output value at a time (chapter 06).
 
     ``out[n, o, i, j] = b[o] + sum_{c, u, v} w[o, c, u, v] * x_pad[n, g*C_g + c, i*s + u*d, j*s + v*d]``
@@ -185,13 +221,15 @@ def conv2d_loops(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
     """
     fn = "conv2d_loops"
     _check_conv_args(x, w, b, groups, fn)
-    (sh, sw), (ph, pw), (dh, dw) = (_pair(v, n, fn, minimum=m) for v, n, m in
-                                    ((stride, "stride", 1), (padding, "padding", 0), (dilation, "dilation", 1)))
+    (sh, sw), (ph, pw), (dh, dw) = (
+        _pair(v, n, fn, minimum=m)
+        for v, n, m in ((stride, "stride", 1), (padding, "padding", 0), (dilation, "dilation", 1))
+    )
     n_batch, c_in, h, width = x.shape
     c_out, c_g, kh, kw = w.shape
     ho, wo = _checked_out_size((h, width), (kh, kw), (sh, sw), (ph, pw), (dh, dw), fn)
     x_pad = torch.zeros(n_batch, c_in, h + 2 * ph, width + 2 * pw, dtype=x.dtype, device=x.device)
-    x_pad[:, :, ph:ph + h, pw:pw + width] = x  # zero padding around the image
+    x_pad[:, :, ph : ph + h, pw : pw + width] = x  # zero padding around the image
     out = torch.zeros(n_batch, c_out, ho, wo, dtype=x.dtype, device=x.device)
     per_group = c_out // groups
     for n in range(n_batch):
@@ -200,9 +238,12 @@ def conv2d_loops(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
             for i in range(ho):
                 for j in range(wo):
                     top, left = i * sh, j * sw
-                    patch = x_pad[n, g * c_g:(g + 1) * c_g,
-                                  top:top + dh * (kh - 1) + 1:dh,
-                                  left:left + dw * (kw - 1) + 1:dw]  # (C_g, kh, kw)
+                    patch = x_pad[
+                        n,
+                        g * c_g : (g + 1) * c_g,
+                        top : top + dh * (kh - 1) + 1 : dh,
+                        left : left + dw * (kw - 1) + 1 : dw,
+                    ]  # (C_g, kh, kw)
                     out[n, o, i, j] = (patch * w[o]).sum()
             if b is not None:
                 out[n, o] += b[o]
@@ -212,8 +253,14 @@ def conv2d_loops(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
 # ---- im2col and col2im -------------------------------------------------------------------------
 
 
-def im2col(x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair = 1, padding: IntOrPair = 0,
-           dilation: IntOrPair = 1, pad_value: float = 0.0) -> torch.Tensor:
+def im2col(
+    x: torch.Tensor,
+    kernel_size: IntOrPair,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    pad_value: float = 0.0,
+) -> torch.Tensor:
     """Cut ``x`` into its sliding patches, one patch per column (chapter 06). Matches ``F.unfold``.
 
     Row ``c * kh * kw + u * kw + v`` of column ``l = i * W_out + j`` holds the pixel of channel ``c``
@@ -225,23 +272,32 @@ def im2col(x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair = 1, paddi
     """
     fn = "im2col"
     _require_4d("x", x, fn)
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(v, n, fn, minimum=m) for v, n, m in
-                                              ((kernel_size, "kernel_size", 1), (stride, "stride", 1),
-                                               (padding, "padding", 0), (dilation, "dilation", 1)))
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
+        _pair(v, n, fn, minimum=m)
+        for v, n, m in (
+            (kernel_size, "kernel_size", 1),
+            (stride, "stride", 1),
+            (padding, "padding", 0),
+            (dilation, "dilation", 1),
+        )
+    )
     n_batch, c, h, width = x.shape
     ho, wo = _checked_out_size((h, width), (kh, kw), (sh, sw), (ph, pw), (dh, dw), fn)
     x_pad = x.new_full((n_batch, c, h + 2 * ph, width + 2 * pw), pad_value)
-    x_pad[:, :, ph:ph + h, pw:pw + width] = x
+    x_pad[:, :, ph : ph + h, pw : pw + width] = x
     cols = x.new_empty(n_batch, c, kh, kw, ho, wo)
     for u in range(kh):
         for v in range(kw):
             top, left = u * dh, v * dw  # offset (u, v) of the kernel, in pixels of the padded input
-            cols[:, :, u, v] = x_pad[:, :, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw]  # (N, C, H_out, W_out)
+            cols[:, :, u, v] = x_pad[
+                :, :, top : top + sh * (ho - 1) + 1 : sh, left : left + sw * (wo - 1) + 1 : sw
+            ]  # (N, C, H_out, W_out)
     return cols.reshape(n_batch, c * kh * kw, ho * wo)
 
 
-def _add_patches(cols: torch.Tensor, size: tuple[int, int], stride: tuple[int, int],
-                 dilation: tuple[int, int]) -> torch.Tensor:
+def _add_patches(
+    cols: torch.Tensor, size: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> torch.Tensor:
     """Add the patches ``cols`` (N, C, kh, kw, H_out, W_out) into a zero image of ``size``, top-left aligned."""
     n_batch, c, kh, kw, ho, wo = cols.shape
     (sh, sw), (dh, dw) = stride, dilation
@@ -249,12 +305,20 @@ def _add_patches(cols: torch.Tensor, size: tuple[int, int], stride: tuple[int, i
     for u in range(kh):
         for v in range(kw):
             top, left = u * dh, v * dw  # offset (u, v) of the kernel, in pixels
-            image[:, :, top:top + sh * (ho - 1) + 1:sh, left:left + sw * (wo - 1) + 1:sw] += cols[:, :, u, v]
+            image[:, :, top : top + sh * (ho - 1) + 1 : sh, left : left + sw * (wo - 1) + 1 : sw] += cols[
+                :, :, u, v
+            ]
     return image
 
 
-def col2im(cols: torch.Tensor, output_size: IntOrPair, kernel_size: IntOrPair, stride: IntOrPair = 1,
-           padding: IntOrPair = 0, dilation: IntOrPair = 1) -> torch.Tensor:
+def col2im(
+    cols: torch.Tensor,
+    output_size: IntOrPair,
+    kernel_size: IntOrPair,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+) -> torch.Tensor:
     """Add every column back at the place of its patch, summing where patches overlap (chapter 06).
 
     The adjoint (transpose) of :func:`im2col`; matches ``F.fold``. The backward pass of
@@ -264,27 +328,46 @@ def col2im(cols: torch.Tensor, output_size: IntOrPair, kernel_size: IntOrPair, s
     """
     fn = "col2im"
     if not isinstance(cols, torch.Tensor) or cols.ndim != 3:
-        raise ValueError(f"{fn} expects cols of shape (N, C * kh * kw, L), got "
-                         f"{tuple(cols.shape) if isinstance(cols, torch.Tensor) else type(cols).__name__}")
+        raise ValueError(
+            f"{fn} expects cols of shape (N, C * kh * kw, L), got "
+            f"{tuple(cols.shape) if isinstance(cols, torch.Tensor) else type(cols).__name__}"
+        )
     (h, width), (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (
-        _pair(v, n, fn, minimum=m) for v, n, m in
-        ((output_size, "output_size", 1), (kernel_size, "kernel_size", 1), (stride, "stride", 1),
-         (padding, "padding", 0), (dilation, "dilation", 1)))
+        _pair(v, n, fn, minimum=m)
+        for v, n, m in (
+            (output_size, "output_size", 1),
+            (kernel_size, "kernel_size", 1),
+            (stride, "stride", 1),
+            (padding, "padding", 0),
+            (dilation, "dilation", 1),
+        )
+    )
     n_batch, ckk, length = cols.shape
     ho, wo = _checked_out_size((h, width), (kh, kw), (sh, sw), (ph, pw), (dh, dw), fn)
     if ckk % (kh * kw) or length != ho * wo:
-        raise ValueError(f"{fn}: cols of shape {tuple(cols.shape)} do not fit output_size {(h, width)} with kernel "
-                         f"{(kh, kw)}: expected (N, C * {kh * kw}, {ho * wo})")
+        raise ValueError(
+            f"{fn}: cols of shape {tuple(cols.shape)} do not fit output_size {(h, width)} with kernel "
+            f"{(kh, kw)}: expected (N, C * {kh * kw}, {ho * wo})"
+        )
     c = ckk // (kh * kw)
-    x_pad = _add_patches(cols.reshape(n_batch, c, kh, kw, ho, wo), (h + 2 * ph, width + 2 * pw), (sh, sw), (dh, dw))
-    return x_pad[:, :, ph:ph + h, pw:pw + width]  # the padding is cut away
+    x_pad = _add_patches(
+        cols.reshape(n_batch, c, kh, kw, ho, wo), (h + 2 * ph, width + 2 * pw), (sh, sw), (dh, dw)
+    )
+    return x_pad[:, :, ph : ph + h, pw : pw + width]  # the padding is cut away
 
 
 # ---- convolution as a matrix product ------------------------------------------------------------
 
 
-def conv2d_im2col(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: IntOrPair = 1,
-                  padding: IntOrPair = 0, dilation: IntOrPair = 1, groups: int = 1) -> torch.Tensor:
+def conv2d_im2col(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    dilation: IntOrPair = 1,
+    groups: int = 1,
+) -> torch.Tensor:
     """A 2-D convolution layer as im2col and one (batched) matrix product (chapter 06). Matches ``F.conv2d``.
 
     Every output pixel is the dot product of a filter with one patch, so all of them together are
@@ -295,13 +378,17 @@ def conv2d_im2col(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = Non
     """
     fn = "conv2d_im2col"
     _check_conv_args(x, w, b, groups, fn)
-    (sh, sw), (ph, pw), (dh, dw) = (_pair(v, n, fn, minimum=m) for v, n, m in
-                                    ((stride, "stride", 1), (padding, "padding", 0), (dilation, "dilation", 1)))
+    (sh, sw), (ph, pw), (dh, dw) = (
+        _pair(v, n, fn, minimum=m)
+        for v, n, m in ((stride, "stride", 1), (padding, "padding", 0), (dilation, "dilation", 1))
+    )
     n_batch, c_in, h, width = x.shape
     c_out, c_g, kh, kw = w.shape
     ho, wo = _checked_out_size((h, width), (kh, kw), (sh, sw), (ph, pw), (dh, dw), fn)
     cols = im2col(x, (kh, kw), (sh, sw), (ph, pw), (dh, dw))  # (N, C_in * kh * kw, L)
-    cols = cols.reshape(n_batch, groups, c_g * kh * kw, ho * wo)  # (N, G, C_g * kh * kw, L): rows are channel-major
+    cols = cols.reshape(
+        n_batch, groups, c_g * kh * kw, ho * wo
+    )  # (N, G, C_g * kh * kw, L): rows are channel-major
     filters = w.reshape(groups, c_out // groups, c_g * kh * kw)  # (G, C_out / G, C_g * kh * kw)
     out = filters @ cols  # (G, C_out/G, K) @ (N, G, K, L) -> (N, G, C_out / G, L)
     out = out.reshape(n_batch, c_out, ho, wo)
@@ -322,13 +409,16 @@ def _pool_args(x, kernel_size, stride, padding, fn: str):
     s = k if stride is None else _pair(stride, "stride", fn, minimum=1)  # default stride: the kernel size
     p = _pair(padding, "padding", fn, minimum=0)
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ValueError(f"{fn} expects padding at most half the kernel size {k}, got {p} (as PyTorch's pooling does)")
+        raise ValueError(
+            f"{fn} expects padding at most half the kernel size {k}, got {p} (as PyTorch's pooling does)"
+        )
     out = _checked_out_size(tuple(x.shape[2:]), k, s, p, (1, 1), fn)
     return k, s, p, out
 
 
-def maxpool2d_forward(x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,
-                      padding: IntOrPair = 0) -> torch.Tensor:
+def maxpool2d_forward(
+    x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0
+) -> torch.Tensor:
     """Max pooling: the largest value of every window, channel by channel (chapter 06). Matches ``F.max_pool2d``.
 
     ``stride`` defaults to ``kernel_size`` (windows side by side); the padding never wins the max.
@@ -337,12 +427,19 @@ def maxpool2d_forward(x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair
     """
     k, s, p, (ho, wo) = _pool_args(x, kernel_size, stride, padding, "maxpool2d_forward")
     n_batch, c = x.shape[:2]
-    cols = im2col(x, k, s, p, pad_value=float("-inf")).reshape(n_batch, c, k[0] * k[1], ho * wo)  # (N, C, kh*kw, L)
+    cols = im2col(x, k, s, p, pad_value=float("-inf")).reshape(
+        n_batch, c, k[0] * k[1], ho * wo
+    )  # (N, C, kh*kw, L)
     return cols.max(dim=2).values.reshape(n_batch, c, ho, wo)
 
 
-def maxpool2d_backward(dout: torch.Tensor, x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,
-                       padding: IntOrPair = 0) -> torch.Tensor:
+def maxpool2d_backward(
+    dout: torch.Tensor,
+    x: torch.Tensor,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | None = None,
+    padding: IntOrPair = 0,
+) -> torch.Tensor:
     """Gradient of max pooling with respect to its input (chapter 06). Matches autograd of ``F.max_pool2d``.
 
     Each output's gradient goes to the one input that won its window (the first maximum in
@@ -355,8 +452,10 @@ def maxpool2d_backward(dout: torch.Tensor, x: torch.Tensor, kernel_size: IntOrPa
     k, s, p, (ho, wo) = _pool_args(x, kernel_size, stride, padding, fn)
     n_batch, c, h, width = x.shape
     if not isinstance(dout, torch.Tensor) or dout.shape != (n_batch, c, ho, wo):
-        raise ValueError(f"{fn} expects dout of the output's shape {(n_batch, c, ho, wo)}, got "
-                         f"{tuple(dout.shape) if isinstance(dout, torch.Tensor) else type(dout).__name__}")
+        raise ValueError(
+            f"{fn} expects dout of the output's shape {(n_batch, c, ho, wo)}, got "
+            f"{tuple(dout.shape) if isinstance(dout, torch.Tensor) else type(dout).__name__}"
+        )
     cols = im2col(x, k, s, p, pad_value=float("-inf")).reshape(n_batch, c, k[0] * k[1], ho * wo)
     winner = cols.argmax(dim=2, keepdim=True)  # (N, C, 1, L): the first maximum of every window
     dcols = torch.zeros_like(cols)
@@ -364,8 +463,9 @@ def maxpool2d_backward(dout: torch.Tensor, x: torch.Tensor, kernel_size: IntOrPa
     return col2im(dcols.reshape(n_batch, c * k[0] * k[1], ho * wo), (h, width), k, s, p)
 
 
-def avgpool2d_forward(x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,
-                      padding: IntOrPair = 0) -> torch.Tensor:
+def avgpool2d_forward(
+    x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0
+) -> torch.Tensor:
     """Average pooling: the mean of every window, zero padding included in the count (chapter 06).
 
     Matches ``F.avg_pool2d`` (with its default ``count_include_pad=True``).
@@ -378,8 +478,13 @@ def avgpool2d_forward(x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair
     return cols.mean(dim=2).reshape(n_batch, c, ho, wo)
 
 
-def avgpool2d_backward(dout: torch.Tensor, x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None,
-                       padding: IntOrPair = 0) -> torch.Tensor:
+def avgpool2d_backward(
+    dout: torch.Tensor,
+    x: torch.Tensor,
+    kernel_size: IntOrPair,
+    stride: IntOrPair | None = None,
+    padding: IntOrPair = 0,
+) -> torch.Tensor:
     """Gradient of :func:`avgpool2d_forward`: each output spreads ``dout / (kh * kw)`` over its window (chapter 06).
 
     dout: (N, C, H_out, W_out), x: (N, C, H, W) -> dx: (N, C, H, W)
@@ -388,8 +493,10 @@ def avgpool2d_backward(dout: torch.Tensor, x: torch.Tensor, kernel_size: IntOrPa
     k, s, p, (ho, wo) = _pool_args(x, kernel_size, stride, padding, fn)
     n_batch, c, h, width = x.shape
     if not isinstance(dout, torch.Tensor) or dout.shape != (n_batch, c, ho, wo):
-        raise ValueError(f"{fn} expects dout of the output's shape {(n_batch, c, ho, wo)}, got "
-                         f"{tuple(dout.shape) if isinstance(dout, torch.Tensor) else type(dout).__name__}")
+        raise ValueError(
+            f"{fn} expects dout of the output's shape {(n_batch, c, ho, wo)}, got "
+            f"{tuple(dout.shape) if isinstance(dout, torch.Tensor) else type(dout).__name__}"
+        )
     dcols = (dout.reshape(n_batch, c, 1, ho * wo) / (k[0] * k[1])).expand(n_batch, c, k[0] * k[1], ho * wo)
     return col2im(dcols.reshape(n_batch, c * k[0] * k[1], ho * wo), (h, width), k, s, p)
 
@@ -406,9 +513,16 @@ def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:
 # ---- transposed convolution --------------------------------------------------------------------
 
 
-def conv_transpose2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride: IntOrPair = 1,
-                     padding: IntOrPair = 0, output_padding: IntOrPair = 0, groups: int = 1,
-                     dilation: IntOrPair = 1) -> torch.Tensor:
+def conv_transpose2d(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+    stride: IntOrPair = 1,
+    padding: IntOrPair = 0,
+    output_padding: IntOrPair = 0,
+    groups: int = 1,
+    dilation: IntOrPair = 1,
+) -> torch.Tensor:
     """Transposed convolution (chapter 06). Matches ``F.conv_transpose2d`` (same argument order).
 
     Every input pixel scatters a copy of the kernel, scaled by its value, into the output, at
@@ -428,16 +542,27 @@ def conv_transpose2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = 
         raise ValueError(f"{fn} expects groups to be a positive int, got {groups!r}")
     n_batch, c_in, h, width = x.shape
     if w.shape[0] != c_in or c_in % groups:
-        raise ValueError(f"{fn} expects w of shape (C_in, C_out / groups, kh, kw) with C_in = {c_in} divisible by "
-                         f"groups={groups}; got w {tuple(w.shape)}")
+        raise ValueError(
+            f"{fn} expects w of shape (C_in, C_out / groups, kh, kw) with C_in = {c_in} divisible by "
+            f"groups={groups}; got w {tuple(w.shape)}"
+        )
     c_og, kh, kw = w.shape[1:]
     c_out = c_og * groups
     if b is not None and (not isinstance(b, torch.Tensor) or b.shape != (c_out,)):
         raise ValueError(f"{fn} expects b of shape (C_out,) = ({c_out},) or None")
     (sh, sw), (ph, pw), (oph, opw), (dh, dw) = (
-        _pair(v, n, fn, minimum=m) for v, n, m in
-        ((stride, "stride", 1), (padding, "padding", 0), (output_padding, "output_padding", 0), (dilation, "dilation", 1)))
-    out_hw = (conv_transpose_output_size(h, kh, sh, ph, oph, dh), conv_transpose_output_size(width, kw, sw, pw, opw, dw))
+        _pair(v, n, fn, minimum=m)
+        for v, n, m in (
+            (stride, "stride", 1),
+            (padding, "padding", 0),
+            (output_padding, "output_padding", 0),
+            (dilation, "dilation", 1),
+        )
+    )
+    out_hw = (
+        conv_transpose_output_size(h, kh, sh, ph, oph, dh),
+        conv_transpose_output_size(width, kw, sw, pw, opw, dw),
+    )
     c_ig = c_in // groups
     xg = x.reshape(n_batch, groups, c_ig, h * width)  # (N, G, C_in/G, L): L input pixels
     wg = w.reshape(groups, c_ig, c_og * kh * kw)  # (G, C_in/G, C_out/G * kh * kw)
@@ -447,7 +572,7 @@ def conv_transpose2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = 
     # p of the convolution is then cut away, and output_padding keeps extra rows at the end.
     full = ((h - 1) * sh + dh * (kh - 1) + 1, (width - 1) * sw + dw * (kw - 1) + 1)
     size = (max(full[0], ph + out_hw[0]), max(full[1], pw + out_hw[1]))
-    out = _add_patches(cols, size, (sh, sw), (dh, dw))[:, :, ph:ph + out_hw[0], pw:pw + out_hw[1]]
+    out = _add_patches(cols, size, (sh, sw), (dh, dw))[:, :, ph : ph + out_hw[0], pw : pw + out_hw[1]]
     if b is not None:
         out = out + b.reshape(1, c_out, 1, 1)
     return out

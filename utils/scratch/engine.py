@@ -112,7 +112,11 @@ class Value:
         return out
 
     def sigmoid(self) -> Value:
-        s = 1.0 / (1.0 + math.exp(-self.data)) if self.data >= 0 else math.exp(self.data) / (1.0 + math.exp(self.data))
+        s = (
+            1.0 / (1.0 + math.exp(-self.data))
+            if self.data >= 0
+            else math.exp(self.data) / (1.0 + math.exp(self.data))
+        )
         out = Value(s, (self,), "sigmoid")
 
         def _backward():  # d sigma(a)/da = sigma(a) (1 - sigma(a)), at most 1/4
@@ -234,8 +238,17 @@ def draw_graph(root: Value, *, ax=None, show_grad: bool = True, figsize: tuple[f
         text = (f"{node.label}\n" if node.label else "") + f"data {node.data:.3g}"
         if show_grad:
             text += f"\ngrad {node.grad:.3g}"
-        ax.add_patch(FancyBboxPatch((x - box_w / 2, y - box_h / 2), box_w, box_h, boxstyle="round,pad=0.02",
-                                    fc="#e8f0fb" if node._prev else "#fdf2d6", ec="0.3", lw=1.0))
+        ax.add_patch(
+            FancyBboxPatch(
+                (x - box_w / 2, y - box_h / 2),
+                box_w,
+                box_h,
+                boxstyle="round,pad=0.02",
+                fc="#e8f0fb" if node._prev else "#fdf2d6",
+                ec="0.3",
+                lw=1.0,
+            )
+        )
         ax.text(x, y, text, ha="center", va="center", fontsize=8)
         if node._prev:  # the operation node sits left of the value it produced
             ox = x - box_w / 2 - op_dx

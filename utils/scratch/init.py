@@ -108,7 +108,9 @@ def init_std(weight: torch.Tensor, scheme: str, fan_mode: str = "fan_in") -> flo
     raise ValueError(f"scheme must be 'xavier' or 'he', got {scheme!r}")
 
 
-def xavier_normal_(weight: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def xavier_normal_(
+    weight: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Fill ``weight`` in place with N(0, gain^2 * 2 / (fan_in + fan_out)) and return it. Chapter 05.
 
     Matches ``torch.nn.init.xavier_normal_`` (the same numbers for the same ``generator``).
@@ -118,7 +120,9 @@ def xavier_normal_(weight: torch.Tensor, gain: float = 1.0, generator: torch.Gen
         return weight.normal_(0.0, std, generator=generator)
 
 
-def xavier_uniform_(weight: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def xavier_uniform_(
+    weight: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Fill ``weight`` in place with U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)), and return it. Chapter 05.
 
     A uniform distribution on (-a, a) has variance a^2 / 3, hence the sqrt(3) = sqrt(6) / sqrt(2).
@@ -129,7 +133,9 @@ def xavier_uniform_(weight: torch.Tensor, gain: float = 1.0, generator: torch.Ge
         return weight.uniform_(-bound, bound, generator=generator)
 
 
-def he_normal_(weight: torch.Tensor, fan_mode: str = "fan_in", generator: torch.Generator | None = None) -> torch.Tensor:
+def he_normal_(
+    weight: torch.Tensor, fan_mode: str = "fan_in", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """He (Kaiming) normal initialization for ReLU: fill ``weight`` with N(0, 2 / fan), return it. Chapter 05.
 
     ``fan_mode`` is ``"fan_in"`` (keeps the variance of the activations in the forward pass) or
@@ -144,7 +150,9 @@ def he_normal_(weight: torch.Tensor, fan_mode: str = "fan_in", generator: torch.
 he_init_ = he_normal_  # the name the chapter 05 exercise uses
 
 
-def he_uniform_(weight: torch.Tensor, fan_mode: str = "fan_in", generator: torch.Generator | None = None) -> torch.Tensor:
+def he_uniform_(
+    weight: torch.Tensor, fan_mode: str = "fan_in", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """He (Kaiming) uniform initialization: U(-b, b) with b = sqrt(6 / fan). Chapter 05.
 
     Matches ``torch.nn.init.kaiming_uniform_(weight, mode=fan_mode, nonlinearity="relu")``.

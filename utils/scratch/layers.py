@@ -61,14 +61,22 @@ def linear_forward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.T
     return x @ W + b  # (N, D) @ (D, M) + (M,) -> (N, M); b is broadcast over the batch
 
 
-def linear_backward(dout: torch.Tensor, x: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def linear_backward(
+    dout: torch.Tensor, x: torch.Tensor, W: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of the affine layer (chapter 01).
 
     dout: (N, M), x: (N, D), W: (D, M)  ->  dx: (N, D), dW: (D, M), db: (M,)
     """
     for name, value in (("dout", dout), ("x", x), ("W", W)):
         _require_tensor(name, value, "linear_backward")
-    if dout.ndim != 2 or x.ndim != 2 or W.ndim != 2 or x.shape[1] != W.shape[0] or dout.shape != (x.shape[0], W.shape[1]):
+    if (
+        dout.ndim != 2
+        or x.ndim != 2
+        or W.ndim != 2
+        or x.shape[1] != W.shape[0]
+        or dout.shape != (x.shape[0], W.shape[1])
+    ):
         raise ValueError(
             "linear_backward expects dout of shape (N, M), x of shape (N, D) and W of shape (D, M); "
             f"got dout {_shape(dout)}, x {_shape(x)} and W {_shape(W)}"
@@ -96,7 +104,9 @@ def relu_backward(dout: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     _require_tensor("dout", dout, "relu_backward")
     _require_tensor("x", x, "relu_backward")
     if dout.shape != x.shape:
-        raise ValueError(f"relu_backward expects dout and x of the same shape; got dout {_shape(dout)} and x {_shape(x)}")
+        raise ValueError(
+            f"relu_backward expects dout and x of the same shape; got dout {_shape(dout)} and x {_shape(x)}"
+        )
     return dout * (x > 0).to(dout.dtype)  # the ReLU gate passes the gradient where it was open
 
 
@@ -124,9 +134,13 @@ def softmax_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.
         raise TypeError(f"softmax_cross_entropy expects integer class labels y, got {y.dtype}")
     n, c = logits.shape
     if n == 0:
-        raise ValueError("softmax_cross_entropy needs at least one example (the mean of an empty batch is undefined)")
+        raise ValueError(
+            "softmax_cross_entropy needs at least one example (the mean of an empty batch is undefined)"
+        )
     if y.min() < 0 or y.max() >= c:
-        raise ValueError(f"softmax_cross_entropy expects labels in [0, {c}), got values in [{int(y.min())}, {int(y.max())}]")
+        raise ValueError(
+            f"softmax_cross_entropy expects labels in [0, {c}), got values in [{int(y.min())}, {int(y.max())}]"
+        )
     shifted = logits - logits.max(dim=1, keepdim=True).values  # (N, C), every row's max is 0
     log_probs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # (N, C) log softmax
     rows = torch.arange(n, device=logits.device)
@@ -139,7 +153,9 @@ def softmax_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.
 # ---- gradient checking ---------------------------------------------------------------------
 
 
-def numerical_gradient(f: Callable[[torch.Tensor], torch.Tensor | float], x: torch.Tensor, h: float = 1e-5) -> torch.Tensor:
+def numerical_gradient(
+    f: Callable[[torch.Tensor], torch.Tensor | float], x: torch.Tensor, h: float = 1e-5
+) -> torch.Tensor:
     """Central-difference gradient of the scalar function ``f`` at ``x`` (chapter 01).
 
     ``df/dx_i ~ (f(x + h e_i) - f(x - h e_i)) / (2h)``, one coordinate at a time, so it costs two
@@ -149,12 +165,16 @@ def numerical_gradient(f: Callable[[torch.Tensor], torch.Tensor | float], x: tor
     """
     _require_tensor("x", x, "numerical_gradient")
     if x.dtype != torch.float64:
-        raise TypeError(f"numerical_gradient expects x of dtype torch.float64, got {x.dtype}; pass x.double()")
+        raise TypeError(
+            f"numerical_gradient expects x of dtype torch.float64, got {x.dtype}; pass x.double()"
+        )
     if not h > 0:
         raise ValueError(f"numerical_gradient expects a step h > 0, got {h}")
     if not x.is_contiguous():
-        raise ValueError("numerical_gradient nudges x in place through a flat view, so x must be contiguous; "
-                         "pass x.contiguous() (and make f read that tensor)")
+        raise ValueError(
+            "numerical_gradient nudges x in place through a flat view, so x must be contiguous; "
+            "pass x.contiguous() (and make f read that tensor)"
+        )
     grad = torch.zeros_like(x)
     flat_x, flat_g = x.detach().view(-1), grad.view(-1)  # views: writing them writes x and grad
     with torch.no_grad():
@@ -172,7 +192,9 @@ def numerical_gradient(f: Callable[[torch.Tensor], torch.Tensor | float], x: tor
 def _scalar(value) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
-            raise ValueError(f"numerical_gradient expects f to return a scalar, got a tensor of shape {tuple(value.shape)}")
+            raise ValueError(
+                f"numerical_gradient expects f to return a scalar, got a tensor of shape {tuple(value.shape)}"
+            )
         return value.item()
     return float(value)
 
@@ -182,7 +204,9 @@ def rel_error(a: torch.Tensor | float, b: torch.Tensor | float, eps: float = 1e-
     a = torch.as_tensor(a, dtype=torch.float64)
     b = torch.as_tensor(b, dtype=torch.float64, device=a.device)
     if a.shape != b.shape:
-        raise ValueError(f"rel_error expects two tensors of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"rel_error expects two tensors of the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.numel() == 0:
         return 0.0
     return ((a - b).abs() / (a.abs() + b.abs()).clamp_min(eps)).max().item()
@@ -211,7 +235,9 @@ def grad_check(
     """
     numeric = numerical_gradient(f, x, h=h)
     if analytic.shape != x.shape:
-        raise ValueError(f"grad_check expects the analytic gradient to have x's shape {tuple(x.shape)}, got {tuple(analytic.shape)}")
+        raise ValueError(
+            f"grad_check expects the analytic gradient to have x's shape {tuple(x.shape)}, got {tuple(analytic.shape)}"
+        )
     err = rel_error(analytic.detach().to(numeric.device), numeric)
     if verbose:
         print(f"{name:>12}: relative error {err:.2e}  ({describe_rel_error(err)})")
@@ -234,11 +260,19 @@ class MLPScratch:
     True
     """
 
-    def __init__(self, sizes: Sequence[int], *, seed: int = 0, device: str | torch.device | None = None,
-                 dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        *,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
         sizes = tuple(int(s) for s in sizes)
         if len(sizes) < 2 or min(sizes) < 1:
-            raise ValueError(f"MLPScratch expects at least two positive layer sizes (inputs, ..., classes), got {sizes}")
+            raise ValueError(
+                f"MLPScratch expects at least two positive layer sizes (inputs, ..., classes), got {sizes}"
+            )
         self.sizes = sizes
         gen = torch.Generator().manual_seed(seed)
         self.params: dict[str, torch.Tensor] = {}

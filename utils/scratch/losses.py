@@ -94,11 +94,15 @@ def _class_targets(logits: torch.Tensor, y: torch.Tensor) -> None:
         shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
         raise ValueError(f"y must be a tensor of {logits.shape[0]} class labels (N,), got {shape}")
     if y.is_floating_point() or y.dtype == torch.bool:
-        raise TypeError(f"y must hold integer class labels (int64), got dtype {y.dtype}; "
-                        "for probabilities per class use soft targets with a loss written for them")
+        raise TypeError(
+            f"y must hold integer class labels (int64), got dtype {y.dtype}; "
+            "for probabilities per class use soft targets with a loss written for them"
+        )
     c = logits.shape[1]
     if y.numel() and (y.min() < 0 or y.max() >= c):
-        raise ValueError(f"labels in y must lie in [0, {c - 1}] for {c} classes, got {y.min().item()} to {y.max().item()}")
+        raise ValueError(
+            f"labels in y must lie in [0, {c - 1}] for {c} classes, got {y.min().item()} to {y.max().item()}"
+        )
 
 
 def _weight_vector(weight: torch.Tensor | None, c: int, like: torch.Tensor) -> torch.Tensor | None:
@@ -135,7 +139,9 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") 
     return _reduce((pred - target).abs(), reduction)
 
 
-def huber_loss(pred: torch.Tensor, target: torch.Tensor, delta: float = 1.0, reduction: str = "mean") -> torch.Tensor:
+def huber_loss(
+    pred: torch.Tensor, target: torch.Tensor, delta: float = 1.0, reduction: str = "mean"
+) -> torch.Tensor:
     """Huber's loss, like ``F.huber_loss``: quadratic for ``|r| <= delta``, linear beyond. Chapter 03 builds it.
 
     ``0.5 r^2`` if ``|r| <= delta`` else ``delta (|r| - 0.5 delta)``, with ``r = pred - target``:
@@ -171,8 +177,12 @@ def bce(probs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> 
     return _reduce(-(targets * log_p + (1 - targets) * log_not_p), reduction)
 
 
-def bce_with_logits(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None = None,
-                    reduction: str = "mean") -> torch.Tensor:
+def bce_with_logits(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    pos_weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Binary cross-entropy of ``sigmoid(logits)``, computed stably from the logits. Chapter 03 builds it.
 
     Like ``F.binary_cross_entropy_with_logits``. With ``log sigmoid(z) = -softplus(-z)`` and
@@ -182,17 +192,26 @@ def bce_with_logits(logits: torch.Tensor, targets: torch.Tensor, pos_weight: tor
     logits, targets: same shape (any), targets in [0, 1].
     """
     targets = _binary_targets(logits, targets)
-    softplus_neg = logits.clamp(max=0).neg() + torch.log1p(torch.exp(-logits.abs()))  # softplus(-z) = -log sigmoid(z)
+    softplus_neg = logits.clamp(max=0).neg() + torch.log1p(
+        torch.exp(-logits.abs())
+    )  # softplus(-z) = -log sigmoid(z)
     if pos_weight is None:
-        loss = softplus_neg + (1 - targets) * logits  # softplus(z) - t z, since softplus(z) = softplus(-z) + z
+        loss = (
+            softplus_neg + (1 - targets) * logits
+        )  # softplus(z) - t z, since softplus(z) = softplus(-z) + z
     else:
         pos_weight = torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
         loss = (1 - targets) * logits + (1 + (pos_weight - 1) * targets) * softplus_neg
     return _reduce(loss, reduction)
 
 
-def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0,
-               reduction: str = "mean") -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Binary focal loss of Lin et al., like ``torchvision.ops.sigmoid_focal_loss``. Chapter 03 builds it.
 
     ``alpha_t (1 - p_t)^gamma * BCE`` with ``p = sigmoid(logits)``, ``p_t = p t + (1 - p)(1 - t)`` and
@@ -222,8 +241,13 @@ def _log_softmax(logits: torch.Tensor) -> torch.Tensor:
     return shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # (N, C)
 
 
-def cross_entropy(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None,
-                  label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+def cross_entropy(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Softmax cross-entropy with class weights and label smoothing, like ``F.cross_entropy``. Chapter 03 builds it.
 
     logits: (N, C), y: (N,) int64. The target distribution is ``(1 - eps) onehot(y) + eps / C``.
@@ -254,8 +278,13 @@ def cross_entropy_label_smoothing(logits: torch.Tensor, y: torch.Tensor, smoothi
     return cross_entropy(logits, y, label_smoothing=smoothing)
 
 
-def softmax_focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float = 2.0, weight: torch.Tensor | None = None,
-                       reduction: str = "mean") -> torch.Tensor:
+def softmax_focal_loss(
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    gamma: float = 2.0,
+    weight: torch.Tensor | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
     """Focal loss for C classes: ``-w_y (1 - p_y)^gamma log p_y`` with ``p = softmax(logits)``. Chapter 03 builds it.
 
     logits: (N, C), y: (N,) int64. ``gamma = 0`` without ``weight`` is ``F.cross_entropy``. The
@@ -274,7 +303,7 @@ def softmax_focal_loss(logits: torch.Tensor, y: torch.Tensor, gamma: float = 2.0
 
 
 def class_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """"Balanced" class weights ``N / (C * n_c)`` as float32 (C,), like scikit-learn's ``compute_class_weight``.
+    """ "Balanced" class weights ``N / (C * n_c)`` as float32 (C,), like scikit-learn's ``compute_class_weight``.
 
     A rare class gets a large weight, so that every class contributes the same total weight to a
     weighted loss. Every class must occur at least once in ``targets``. Chapter 03 uses them.
@@ -282,7 +311,9 @@ def class_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     if not isinstance(targets, torch.Tensor) or targets.ndim != 1 or targets.is_floating_point():
         raise ValueError("targets must be a 1-D tensor of integer class labels")
     if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got {targets.min().item()} to {targets.max().item()}")
+        raise ValueError(
+            f"labels must lie in [0, {num_classes - 1}], got {targets.min().item()} to {targets.max().item()}"
+        )
     counts = torch.bincount(targets.long().cpu(), minlength=num_classes).to(torch.float64)  # (C,)
     if (counts == 0).any():
         missing = (counts == 0).nonzero().squeeze(1).tolist()

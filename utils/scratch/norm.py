@@ -90,7 +90,12 @@ def batchnorm_forward(
     """
     _check_nc(x)
     c = x.shape[1]
-    for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+    for name, t in (
+        ("gamma", gamma),
+        ("beta", beta),
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+    ):
         _check_channel_vector(t, name, c)
     if not 0.0 <= float(momentum) <= 1.0:
         raise ValueError(f"momentum must lie in [0, 1], got {momentum!r}")
@@ -130,13 +135,17 @@ def batchnorm_backward(
     x_hat, gamma, inv_std = cache
     _check_nc(dout, "dout")
     if dout.shape != x_hat.shape:
-        raise ValueError(f"dout must have the shape of the forward output {tuple(x_hat.shape)}, got {tuple(dout.shape)}")
+        raise ValueError(
+            f"dout must have the shape of the forward output {tuple(x_hat.shape)}, got {tuple(dout.shape)}"
+        )
     dims = [0, *range(2, dout.dim())]
     m = dout.numel() // dout.shape[1]
     dbeta = dout.sum(dim=dims)  # (C,)
     dgamma = (dout * x_hat).sum(dim=dims)  # (C,)
     k = dout.dim()
-    dx = _per_channel(gamma * inv_std / m, k) * (m * dout - _per_channel(dbeta, k) - x_hat * _per_channel(dgamma, k))
+    dx = _per_channel(gamma * inv_std / m, k) * (
+        m * dout - _per_channel(dbeta, k) - x_hat * _per_channel(dgamma, k)
+    )
     return dx, dgamma, dbeta
 
 
@@ -150,11 +159,19 @@ class BatchNorm2d(nn.Module):
     The backward pass is left to autograd.
     """
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
-                 track_running_stats: bool = True) -> None:
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+    ) -> None:
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features must be a positive int (the number of channels), got {num_features!r}")
+            raise ValueError(
+                f"num_features must be a positive int (the number of channels), got {num_features!r}"
+            )
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
         if affine:
@@ -190,7 +207,15 @@ class BatchNorm2d(nn.Module):
             if momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked)
         out, new_mean, new_var, _ = batchnorm_forward(
-            x, gamma, beta, self.running_mean, self.running_var, momentum if momentum is not None else 0.0, self.eps, use_batch)
+            x,
+            gamma,
+            beta,
+            self.running_mean,
+            self.running_var,
+            momentum if momentum is not None else 0.0,
+            self.eps,
+            use_batch,
+        )
         if use_batch:
             with torch.no_grad():
                 self.running_mean.copy_(new_mean)
@@ -198,8 +223,10 @@ class BatchNorm2d(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-                f"track_running_stats={self.track_running_stats}")
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,8 +246,13 @@ def _affine(x_hat: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor
     return x_hat
 
 
-def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-               eps: float = 1e-5) -> torch.Tensor:
+def group_norm(
+    x: torch.Tensor,
+    num_groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
     """Group normalization of x (N, C, *): statistics over each sample's groups of C / G channels. Chapter 05.
 
     Split the C channels into ``num_groups`` groups of consecutive channels and standardize each
@@ -231,7 +263,9 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = N
     _check_nc(x)
     n, c = x.shape[:2]
     if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1 or c % num_groups:
-        raise ValueError(f"num_groups must be a positive int that divides the {c} channels, got {num_groups!r}")
+        raise ValueError(
+            f"num_groups must be a positive int that divides the {c} channels, got {num_groups!r}"
+        )
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None:
             _check_channel_vector(t, name, c)
@@ -240,8 +274,9 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None = N
     return _affine(x_hat, weight, bias)
 
 
-def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-               eps: float = 1e-5) -> torch.Tensor:
+def layer_norm(
+    x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, eps: float = 1e-5
+) -> torch.Tensor:
     """Layer normalization of x (N, C, *): each sample standardized over all its values. Chapter 05.
 
     ``weight`` and ``bias`` have the shape of one sample, ``x.shape[1:]`` (elementwise affine), as in
@@ -251,7 +286,9 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.
     x_hat = _standardize(x, list(range(1, x.dim())), eps)
     for name, t in (("weight", weight), ("bias", bias)):
         if t is not None and t.shape != x.shape[1:]:
-            raise ValueError(f"{name} must have the shape of one sample {tuple(x.shape[1:])}, got {tuple(t.shape)}")
+            raise ValueError(
+                f"{name} must have the shape of one sample {tuple(x.shape[1:])}, got {tuple(t.shape)}"
+            )
     if weight is not None:
         x_hat = x_hat * weight
     if bias is not None:
@@ -259,8 +296,9 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.
     return x_hat
 
 
-def instance_norm(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                  eps: float = 1e-5) -> torch.Tensor:
+def instance_norm(
+    x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None, eps: float = 1e-5
+) -> torch.Tensor:
     """Instance normalization of x (N, C, H, W): each (sample, channel) over its positions. Chapter 05.
 
     Same values as ``torch.nn.functional.instance_norm`` (without running statistics).
@@ -283,8 +321,9 @@ def _check_p(p: Any) -> float:
     return float(p)
 
 
-def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True,
-            generator: torch.Generator | None = None) -> torch.Tensor:
+def dropout(
+    x: torch.Tensor, p: float = 0.5, training: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Inverted dropout: zero each value with probability p, scale the rest by 1 / (1 - p). Chapter 05.
 
     The scaling keeps the expected value of every output equal to its input, so that evaluation
@@ -302,8 +341,9 @@ def dropout(x: torch.Tensor, p: float = 0.5, training: bool = True,
     return x * keep.div_(1.0 - p)  # the mask holds 0 or 1 / (1 - p)
 
 
-def dropout2d(x: torch.Tensor, p: float = 0.5, training: bool = True,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def dropout2d(
+    x: torch.Tensor, p: float = 0.5, training: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Spatial dropout of x (N, C, H, W): zero whole channels with probability p. Chapter 05.
 
     One coin per (sample, channel), shared by all H * W positions, since neighbouring pixels of a

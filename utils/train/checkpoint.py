@@ -37,8 +37,9 @@ def _states(obj: Any) -> Any:
     return obj.state_dict()
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: Any = None, scheduler: Any = None,
-                    **extra: Any) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, optimizer: Any = None, scheduler: Any = None, **extra: Any
+) -> Path:
     """Save the state of ``model`` (and ``optimizer``, ``scheduler``) plus any ``extra`` values to ``path``.
 
     ``optimizer`` and ``scheduler`` may also be dicts ``name -> optimizer`` (a GAN's generator and
@@ -56,7 +57,9 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: Any = 
         state["scheduler"] = _states(scheduler)
     reserved = set(state) & set(extra)
     if reserved:
-        raise ValueError(f"extra values may not be named {sorted(reserved)}: those keys are the checkpoint's own")
+        raise ValueError(
+            f"extra values may not be named {sorted(reserved)}: those keys are the checkpoint's own"
+        )
     state.update(extra)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")  # no two writers share it
@@ -70,8 +73,14 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: Any = 
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: Any = None, scheduler: Any = None, *,
-                    weights_only: bool = True) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    *,
+    weights_only: bool = True,
+) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` into ``model`` (and ``optimizer``, ``scheduler``).
 
     Returns the whole checkpoint dict, so that the ``extra`` values saved with it can be read.
@@ -101,11 +110,15 @@ def read_checkpoint(path: str | os.PathLike, weights_only: bool = True) -> dict[
             ) from err
         raise
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path} is not a checkpoint written by utils.train.save_checkpoint (no 'model' entry)")
+        raise ValueError(
+            f"{path} is not a checkpoint written by utils.train.save_checkpoint (no 'model' entry)"
+        )
     return state
 
 
-def apply_checkpoint(state: dict[str, Any], path: Any, model: nn.Module, optimizer: Any, scheduler: Any) -> None:
+def apply_checkpoint(
+    state: dict[str, Any], path: Any, model: nn.Module, optimizer: Any, scheduler: Any
+) -> None:
     """Load the model's, optimizers' and schedulers' states of a checkpoint dict into the objects given."""
     try:
         model.load_state_dict(state["model"])
@@ -119,13 +132,17 @@ def apply_checkpoint(state: dict[str, Any], path: Any, model: nn.Module, optimiz
         saved = state[what]
         if not isinstance(obj, Mapping):
             if what == "optimizer" and "param_groups" not in saved:
-                raise ValueError(f"the checkpoint {path} holds the states of several optimizers {sorted(saved)}: "
-                                 f"pass a dict with those names")
+                raise ValueError(
+                    f"the checkpoint {path} holds the states of several optimizers {sorted(saved)}: "
+                    f"pass a dict with those names"
+                )
             obj.load_state_dict(saved)
             continue
         if sorted(saved) != sorted(obj):
-            raise ValueError(f"the checkpoint {path} holds {what} states named {sorted(saved)}, "
-                             f"but the {what}s given are named {sorted(obj)}")
+            raise ValueError(
+                f"the checkpoint {path} holds {what} states named {sorted(saved)}, "
+                f"but the {what}s given are named {sorted(obj)}"
+            )
         for name, o in obj.items():
             o.load_state_dict(saved[name])
 
@@ -136,7 +153,10 @@ def apply_checkpoint(state: dict[str, Any], path: Any, model: nn.Module, optimiz
 def loader_generators(loader: Any) -> list[torch.Generator]:
     """The random generators a DataLoader shuffles with (none: it uses the global torch RNG)."""
     found: list[torch.Generator] = []
-    for g in (getattr(loader, "generator", None), getattr(getattr(loader, "sampler", None), "generator", None)):
+    for g in (
+        getattr(loader, "generator", None),
+        getattr(getattr(loader, "sampler", None), "generator", None),
+    ):
         if isinstance(g, torch.Generator) and all(g is not h for h in found):
             found.append(g)
     return found
@@ -177,7 +197,11 @@ def set_rng_state(state: dict[str, Any], loader: Any) -> None:
             g.set_state(s)
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
-    if "mps" in state and getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if (
+        "mps" in state
+        and getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available()
+    ):
         torch.mps.set_rng_state(state["mps"])
 
 
@@ -191,23 +215,37 @@ def _packed(objects: dict[str, Any], ctx: Any) -> Any:
     return objects or None
 
 
-def save_run(path: Any, model: nn.Module, ctx: Any, schedulers: dict, history: History, loader: Any,
-             epoch: int, best_state: dict | None) -> None:
+def save_run(
+    path: Any,
+    model: nn.Module,
+    ctx: Any,
+    schedulers: dict,
+    history: History,
+    loader: Any,
+    epoch: int,
+    best_state: dict | None,
+) -> None:
     """The checkpoint fit writes after an epoch (on rank 0; every process's random state in it)."""
     rng = rng_state(loader)
     if distributed.is_distributed():
         rng = distributed.all_gather_objects(rng)  # one random state per process
     if distributed.is_main_process():
         scalers = {name: s.state_dict() if s is not None else None for name, s in ctx.scalers.items()}
-        extra = {"scaler": _packed(scalers, ctx), "epoch": epoch + 1, "history": history.as_dict(), "rng": rng}
+        extra = {
+            "scaler": _packed(scalers, ctx),
+            "epoch": epoch + 1,
+            "history": history.as_dict(),
+            "rng": rng,
+        }
         if best_state is not None:
             extra["best_model"] = best_state
         save_checkpoint(path, model, _packed(ctx.optimizers, ctx), _packed(schedulers, ctx), **extra)
     distributed.barrier()  # nobody reads the file before rank 0 has written it
 
 
-def resume_run(path: Any, model: nn.Module, ctx: Any, schedulers: dict, history: History, loader: Any,
-               epochs: int) -> tuple[int, dict | None, History]:
+def resume_run(
+    path: Any, model: nn.Module, ctx: Any, schedulers: dict, history: History, loader: Any, epochs: int
+) -> tuple[int, dict | None, History]:
     """Load a checkpoint written by fit: ``(epochs done, best weights or None, History)``."""
     state = read_checkpoint(path)
     if "epoch" not in state or "history" not in state or "rng" not in state:
@@ -225,14 +263,18 @@ def resume_run(path: Any, model: nn.Module, ctx: Any, schedulers: dict, history:
         if len(rng) == distributed.world_size():
             set_rng_state(rng[distributed.rank()], loader)
         else:
-            warnings.warn(f"{path} holds the random states of {len(rng)} processes but this run has "
-                          f"{distributed.world_size()}: the resumed run will not repeat the uninterrupted one",
-                          stacklevel=3)
+            warnings.warn(
+                f"{path} holds the random states of {len(rng)} processes but this run has "
+                f"{distributed.world_size()}: the resumed run will not repeat the uninterrupted one",
+                stacklevel=3,
+            )
     else:
         set_rng_state(rng, loader)
     start = int(state["epoch"])
     if start > epochs:
-        warnings.warn(f"{path} already holds {start} epochs, more than epochs={epochs}; nothing to train", stacklevel=3)
+        warnings.warn(
+            f"{path} already holds {start} epochs, more than epochs={epochs}; nothing to train", stacklevel=3
+        )
     if resumed.stopped_early:
         start = max(start, epochs)  # that run is over: only restore its best weights
     return start, state.get("best_model"), resumed

@@ -40,10 +40,18 @@ class StepContext:
     (dict name -> optimizer), ``where`` (the loader's name, for error messages).
     """
 
-    def __init__(self, device: torch.device, *, amp_dtype: torch.dtype | None = None,
-                 optimizers: Mapping[str, torch.optim.Optimizer] | None = None, grad_clip: float | None = None,
-                 accumulate: int = 1, average_gradients: bool = False, channels_last: bool = False,
-                 where: str = "the loader") -> None:
+    def __init__(
+        self,
+        device: torch.device,
+        *,
+        amp_dtype: torch.dtype | None = None,
+        optimizers: Mapping[str, torch.optim.Optimizer] | None = None,
+        grad_clip: float | None = None,
+        accumulate: int = 1,
+        average_gradients: bool = False,
+        channels_last: bool = False,
+        where: str = "the loader",
+    ) -> None:
         self.device = device
         self.channels_last = channels_last
         self.amp_dtype = amp_dtype
@@ -94,10 +102,14 @@ class StepContext:
 
     def _name(self, name: str | None) -> str:
         if not self.optimizers:
-            raise RuntimeError("no optimizer here: backward and step belong to training steps, not to validation")
+            raise RuntimeError(
+                "no optimizer here: backward and step belong to training steps, not to validation"
+            )
         if name is None:
             if len(self.optimizers) > 1:
-                raise ValueError(f"this run has several optimizers {sorted(self.optimizers)}: name the one to use")
+                raise ValueError(
+                    f"this run has several optimizers {sorted(self.optimizers)}: name the one to use"
+                )
             return next(iter(self.optimizers))
         if name not in self.optimizers:
             raise KeyError(f"no optimizer named {name!r}; this run has {sorted(self.optimizers)}")
@@ -161,21 +173,29 @@ def resolve_amp(amp: Any, device: torch.device) -> torch.dtype | None:
         return torch.bfloat16 if bf16_ok else torch.float16
     if amp == "bf16":
         if cuda and not bf16_ok:
-            raise ValueError(f"amp='bf16' was asked for, but {torch.cuda.get_device_name(device)} does not "
-                             f"support bfloat16; use amp='fp16'")
+            raise ValueError(
+                f"amp='bf16' was asked for, but {torch.cuda.get_device_name(device)} does not "
+                f"support bfloat16; use amp='fp16'"
+            )
         if device.type not in ("cuda", "cpu"):
-            raise ValueError(f"amp='bf16' runs on CUDA and CPU in this loop, not on {device.type}; pass amp=False")
+            raise ValueError(
+                f"amp='bf16' runs on CUDA and CPU in this loop, not on {device.type}; pass amp=False"
+            )
         return torch.bfloat16
     if not cuda:  # fp16
-        raise ValueError(f"amp='fp16' needs a CUDA device, but the device is {device.type}; pass amp=False "
-                         f"(or amp='bf16' on CPU)")
+        raise ValueError(
+            f"amp='fp16' needs a CUDA device, but the device is {device.type}; pass amp=False "
+            f"(or amp='bf16' on CPU)"
+        )
     return torch.float16
 
 
 # --------------------------------------------------------------------------------------------
 # Optimizers and schedulers
 # --------------------------------------------------------------------------------------------
-def resolve_optimizers(task: Any, model: nn.Module, optimizer: Any, lr: Any) -> dict[str, torch.optim.Optimizer]:
+def resolve_optimizers(
+    task: Any, model: nn.Module, optimizer: Any, lr: Any
+) -> dict[str, torch.optim.Optimizer]:
     """The run's optimizers by name: ``optimizer`` (one, or a dict), else ``task.configure_optimizers``."""
     if optimizer is None:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
@@ -186,10 +206,14 @@ def resolve_optimizers(task: Any, model: nn.Module, optimizer: Any, lr: Any) -> 
     own = {id(p) for p in model.parameters()}
     for name, opt in optimizers.items():
         if not isinstance(opt, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer (or a dict of them), got "
-                            f"{type(opt).__name__}" + (f" for {name!r}" if len(optimizers) > 1 else ""))
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer (or a dict of them), got "
+                f"{type(opt).__name__}" + (f" for {name!r}" if len(optimizers) > 1 else "")
+            )
         if not any(id(p) in own for group in opt.param_groups for p in group["params"]):
-            raise ValueError("the optimizer updates none of this model's parameters: build it with model.parameters()")
+            raise ValueError(
+                "the optimizer updates none of this model's parameters: build it with model.parameters()"
+            )
     if not optimizers:
         raise ValueError("the task configured no optimizer")
     return optimizers
@@ -206,15 +230,21 @@ def resolve_schedulers(scheduler: Any, optimizers: dict[str, torch.optim.Optimiz
     if isinstance(scheduler, Mapping):
         unknown = set(scheduler) - set(optimizers)
         if unknown:
-            raise ValueError(f"schedulers given for {sorted(unknown)}, but the optimizers are {sorted(optimizers)}")
+            raise ValueError(
+                f"schedulers given for {sorted(unknown)}, but the optimizers are {sorted(optimizers)}"
+            )
         return {name: _build_scheduler(s, optimizers[name]) for name, s in scheduler.items()}
     if hasattr(scheduler, "step"):
         for name, opt in optimizers.items():
             if getattr(scheduler, "optimizer", opt) is opt:
                 return {name: scheduler}
-        raise ValueError("the scheduler was built on another optimizer than the one fit uses: pass that optimizer too")
+        raise ValueError(
+            "the scheduler was built on another optimizer than the one fit uses: pass that optimizer too"
+        )
     if len(optimizers) > 1:
-        raise ValueError(f"with several optimizers {sorted(optimizers)}, pass scheduler as a dict name -> scheduler")
+        raise ValueError(
+            f"with several optimizers {sorted(optimizers)}, pass scheduler as a dict name -> scheduler"
+        )
     name, opt = next(iter(optimizers.items()))
     return {name: _build_scheduler(scheduler, opt)}
 
@@ -222,15 +252,21 @@ def resolve_schedulers(scheduler: Any, optimizers: dict[str, torch.optim.Optimiz
 def _build_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> Any:
     if not hasattr(scheduler, "step"):
         if not callable(scheduler):
-            raise TypeError(f"scheduler must be a learning-rate scheduler or a function optimizer -> scheduler, "
-                            f"got {type(scheduler).__name__}")
+            raise TypeError(
+                f"scheduler must be a learning-rate scheduler or a function optimizer -> scheduler, "
+                f"got {type(scheduler).__name__}"
+            )
         scheduler = scheduler(optimizer)
     if getattr(scheduler, "optimizer", optimizer) is not optimizer:
-        raise ValueError("the scheduler was built on another optimizer than the one fit uses: pass that optimizer too")
+        raise ValueError(
+            "the scheduler was built on another optimizer than the one fit uses: pass that optimizer too"
+        )
     return scheduler
 
 
-def step_schedulers(schedulers: dict[str, Any], names: Any, *, per_batch: bool, metric: float | None = None) -> None:
+def step_schedulers(
+    schedulers: dict[str, Any], names: Any, *, per_batch: bool, metric: float | None = None
+) -> None:
     """Step the schedulers of ``names``: the per-batch ones after a batch, the others after an epoch."""
     for name in names:
         s = schedulers.get(name)
@@ -245,4 +281,3 @@ def step_schedulers(schedulers: dict[str, Any], names: Any, *, per_batch: bool, 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     lr = optimizer.param_groups[0]["lr"]
     return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
-

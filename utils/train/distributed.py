@@ -101,8 +101,10 @@ def setup(device: torch.device) -> bool:
     if not dist.is_initialized():
         missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing:
-            raise RuntimeError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {missing} are not set: launch the "
-                               f"script with torchrun, which sets them")
+            raise RuntimeError(
+                f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {missing} are not set: launch the "
+                f"script with torchrun, which sets them"
+            )
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout())
@@ -119,8 +121,11 @@ def wrap_model(model: nn.Module, device: torch.device, find_unused_parameters: b
     """``DistributedDataParallel(model)``: the first forward broadcasts rank 0's weights to every process."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=find_unused_parameters)
+    return DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
+    )
 
 
 def broadcast_parameters(model: nn.Module) -> None:
@@ -139,11 +144,13 @@ def average_gradients(params: list[torch.Tensor]) -> None:
     flat /= world_size()
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 
-def all_reduce_sums(sums: dict[str, tuple[Any, float]], device: torch.device) -> dict[str, tuple[float, float]]:
+def all_reduce_sums(
+    sums: dict[str, tuple[Any, float]], device: torch.device
+) -> dict[str, tuple[float, float]]:
     """Add up ``name -> (sum, count)`` over the processes; names missing in a process count as zero."""
     names = sorted(set().union(*all_gather_objects(sorted(sums))))
     flat = torch.zeros(2 * len(names), dtype=torch.float64, device=device)
@@ -210,30 +217,51 @@ def shard_loader(loader: Any, *, train: bool, seed: int, name: str) -> tuple[Dat
     has a ``DistributedSampler`` is used as it is.
     """
     if not isinstance(loader, DataLoader):
-        raise TypeError(f"under torchrun, {name} must be a torch.utils.data.DataLoader, which fit gives a "
-                        f"DistributedSampler; got {type(loader).__name__}")
+        raise TypeError(
+            f"under torchrun, {name} must be a torch.utils.data.DataLoader, which fit gives a "
+            f"DistributedSampler; got {type(loader).__name__}"
+        )
     if isinstance(loader.sampler, DistributedSampler):
         return loader, loader.sampler
     if isinstance(loader.dataset, IterableDataset):
-        raise TypeError(f"under torchrun, {name} reads an IterableDataset, which fit cannot split between "
-                        f"processes: split it yourself by torch.distributed.get_rank()")
-    if loader.batch_sampler is None or type(loader.batch_sampler) is not BatchSampler or \
-            not isinstance(loader.sampler, (RandomSampler, SequentialSampler)):
-        raise TypeError(f"under torchrun, {name} has a sampler of its own ({type(loader.sampler).__name__}); "
-                        f"build it with a torch.utils.data.DistributedSampler and fit will use that")
+        raise TypeError(
+            f"under torchrun, {name} reads an IterableDataset, which fit cannot split between "
+            f"processes: split it yourself by torch.distributed.get_rank()"
+        )
+    if (
+        loader.batch_sampler is None
+        or type(loader.batch_sampler) is not BatchSampler
+        or not isinstance(loader.sampler, (RandomSampler, SequentialSampler))
+    ):
+        raise TypeError(
+            f"under torchrun, {name} has a sampler of its own ({type(loader.sampler).__name__}); "
+            f"build it with a torch.utils.data.DistributedSampler and fit will use that"
+        )
     if train:
-        sampler: Sampler = DistributedSampler(loader.dataset, num_replicas=world_size(), rank=rank(),
-                                              shuffle=isinstance(loader.sampler, RandomSampler), seed=seed,
-                                              drop_last=loader.drop_last)
+        sampler: Sampler = DistributedSampler(
+            loader.dataset,
+            num_replicas=world_size(),
+            rank=rank(),
+            shuffle=isinstance(loader.sampler, RandomSampler),
+            seed=seed,
+            drop_last=loader.drop_last,
+        )
     else:
         sampler = ShardSampler(len(loader.dataset), world_size(), rank())
     workers = loader.num_workers
     rebuilt = DataLoader(
-        loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-        timeout=loader.timeout, worker_init_fn=loader.worker_init_fn,
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
         multiprocessing_context=loader.multiprocessing_context if workers > 0 else None,
-        generator=loader.generator, prefetch_factor=loader.prefetch_factor if workers > 0 else None,
+        generator=loader.generator,
+        prefetch_factor=loader.prefetch_factor if workers > 0 else None,
         persistent_workers=loader.persistent_workers if workers > 0 else False,
         pin_memory_device=loader.pin_memory_device,
     )

@@ -67,10 +67,14 @@ class Reconstruction(Task):
         elif isinstance(out, Sequence) and len(out) == 3 and all(isinstance(t, torch.Tensor) for t in out):
             x_hat, mu, logvar = out
         else:
-            raise TypeError(f"the model must return x_hat, or (x_hat, mu, logvar) for a VAE; got {type(out).__name__}"
-                            + (f" of {len(out)} items" if isinstance(out, Sequence) else ""))
+            raise TypeError(
+                f"the model must return x_hat, or (x_hat, mu, logvar) for a VAE; got {type(out).__name__}"
+                + (f" of {len(out)} items" if isinstance(out, Sequence) else "")
+            )
         if x_hat.shape != x.shape:
-            raise ValueError(f"the reconstruction must have the input's shape {tuple(x.shape)}, got {tuple(x_hat.shape)}")
+            raise ValueError(
+                f"the reconstruction must have the input's shape {tuple(x.shape)}, got {tuple(x_hat.shape)}"
+            )
         recon = self._error(x_hat, x)
         if mu is None:
             return {"loss": recon}
@@ -108,9 +112,17 @@ class GAN(Task):
     ddp = False  # G and D are called separately: the loop averages the gradients in ctx.step
     LOSSES = ("nonsaturating", "saturating", "wgan-gp")
 
-    def __init__(self, latent_dim: int | Sequence[int], loss: str = "nonsaturating", *, n_critic: int | None = None,
-                 gp_weight: float = 10.0, betas: tuple[float, float] = (0.5, 0.999), lr_g: float | None = None,
-                 lr_d: float | None = None) -> None:
+    def __init__(
+        self,
+        latent_dim: int | Sequence[int],
+        loss: str = "nonsaturating",
+        *,
+        n_critic: int | None = None,
+        gp_weight: float = 10.0,
+        betas: tuple[float, float] = (0.5, 0.999),
+        lr_g: float | None = None,
+        lr_d: float | None = None,
+    ) -> None:
         shape = (latent_dim,) if isinstance(latent_dim, int) else tuple(latent_dim)
         if not shape or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape):
             raise ValueError(f"latent_dim must be a positive int or a shape of them, got {latent_dim!r}")
@@ -126,14 +138,18 @@ class GAN(Task):
     def parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
         g, d = getattr(model, "generator", None), getattr(model, "discriminator", None)
         if not (isinstance(g, nn.Module) and isinstance(d, nn.Module)):
-            raise TypeError("the GAN task trains a module with .generator and .discriminator submodules, e.g. "
-                            "nn.ModuleDict({'generator': G, 'discriminator': D})")
+            raise TypeError(
+                "the GAN task trains a module with .generator and .discriminator submodules, e.g. "
+                "nn.ModuleDict({'generator': G, 'discriminator': D})"
+            )
         return g, d
 
     def configure_optimizers(self, model: nn.Module, lr: float = 2e-4) -> dict[str, torch.optim.Optimizer]:
         g, d = self.parts(model)
-        return {"generator": torch.optim.Adam(g.parameters(), lr=self.lr_g or lr, betas=self.betas),
-                "discriminator": torch.optim.Adam(d.parameters(), lr=self.lr_d or lr, betas=self.betas)}
+        return {
+            "generator": torch.optim.Adam(g.parameters(), lr=self.lr_g or lr, betas=self.betas),
+            "discriminator": torch.optim.Adam(d.parameters(), lr=self.lr_d or lr, betas=self.betas),
+        }
 
     def _scores(self, d: nn.Module, x: torch.Tensor, ctx: Any) -> torch.Tensor:
         with ctx.autocast():
@@ -150,8 +166,9 @@ class GAN(Task):
                 loss = loss + self.gp_weight * gp
                 out["gp"] = gp.detach()
             return {"d_loss": loss, **out}
-        loss = F.binary_cross_entropy_with_logits(s_real, torch.ones_like(s_real)) + \
-            F.binary_cross_entropy_with_logits(s_fake, torch.zeros_like(s_fake))
+        loss = F.binary_cross_entropy_with_logits(
+            s_real, torch.ones_like(s_real)
+        ) + F.binary_cross_entropy_with_logits(s_fake, torch.zeros_like(s_fake))
         correct = (s_real > 0).sum() + (s_fake < 0).sum()
         return {"d_loss": loss, "d_acc": (correct.detach(), 2 * real.shape[0])}
 
@@ -167,8 +184,10 @@ class GAN(Task):
         with ctx.autocast():
             fake = g(z)
         if fake.shape != real.shape:
-            raise ValueError(f"the generator must give images of the real batch's shape {tuple(real.shape)}, "
-                             f"got {tuple(fake.shape)}")
+            raise ValueError(
+                f"the generator must give images of the real batch's shape {tuple(real.shape)}, "
+                f"got {tuple(fake.shape)}"
+            )
         return fake
 
     def training_step(self, model: nn.Module, batch: Any, ctx: Any) -> dict[str, Any]:

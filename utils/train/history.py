@@ -14,7 +14,9 @@ CLASSIC = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time")
 _SETTINGS = ("best_epoch", "stopped_early", "monitor", "mode")
 
 # Metrics where larger is better; everything else (losses, errors, KL) is smaller-is-better.
-_LARGER_IS_BETTER = re.compile(r"(^|_)(acc|accuracy|map(_\w+)?|mar(_\w+)?|miou|mdice|dice|iou|f1|auc|precision|recall)$")
+_LARGER_IS_BETTER = re.compile(
+    r"(^|_)(acc|accuracy|map(_\w+)?|mar(_\w+)?|miou|mdice|dice|iou|f1|auc|precision|recall)$"
+)
 
 
 def infer_mode(monitor: str) -> str:
@@ -56,14 +58,23 @@ class History:
     recorded); ``stopped_early`` says whether early stopping ended the run.
     """
 
-    def __init__(self, metrics: Mapping[str, Iterable[float]] | None = None, *, best_epoch: int | None = None,
-                 stopped_early: bool = False, monitor: str = "val_loss", mode: str | None = None,
-                 **series: Iterable[float]) -> None:
+    def __init__(
+        self,
+        metrics: Mapping[str, Iterable[float]] | None = None,
+        *,
+        best_epoch: int | None = None,
+        stopped_early: bool = False,
+        monitor: str = "val_loss",
+        mode: str | None = None,
+        **series: Iterable[float],
+    ) -> None:
         merged = {**dict(metrics or {}), **series}
         self.metrics: dict[str, list[float]] = {}
         for name, values in merged.items():
             if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-                raise TypeError(f"History metric {name!r} must be a list of numbers, got {type(values).__name__}")
+                raise TypeError(
+                    f"History metric {name!r} must be a list of numbers, got {type(values).__name__}"
+                )
             self.metrics[name] = [float(v) for v in values]
         self.best_epoch = best_epoch
         self.stopped_early = bool(stopped_early)
@@ -101,14 +112,18 @@ class History:
         return self.as_dict() == other.as_dict()
 
     def __repr__(self) -> str:
-        return (f"History(epochs={self.epochs}, metrics={list(self.metrics)}, best_epoch={self.best_epoch}, "
-                f"stopped_early={self.stopped_early})")
+        return (
+            f"History(epochs={self.epochs}, metrics={list(self.metrics)}, best_epoch={self.best_epoch}, "
+            f"stopped_early={self.stopped_early})"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain Python values (the metric lists, best_epoch, stopped_early, monitor, mode), safe for
         ``torch.save(weights_only=True)`` or JSON."""
         d: dict[str, Any] = {name: list(values) for name, values in self.metrics.items()}
-        d.update(best_epoch=self.best_epoch, stopped_early=self.stopped_early, monitor=self.monitor, mode=self.mode)
+        d.update(
+            best_epoch=self.best_epoch, stopped_early=self.stopped_early, monitor=self.monitor, mode=self.mode
+        )
         return d
 
     @classmethod
@@ -119,8 +134,10 @@ class History:
         metrics = {k: v for k, v in d.items() if k not in _SETTINGS}
         for name, values in metrics.items():
             if not isinstance(values, (list, tuple)):
-                raise TypeError(f"History.from_dict: {name!r} must be a list of numbers (one per epoch), "
-                                 f"got {type(values).__name__}")
+                raise TypeError(
+                    f"History.from_dict: {name!r} must be a list of numbers (one per epoch), "
+                    f"got {type(values).__name__}"
+                )
         return cls(metrics, **settings)
 
     def append(self, values: Mapping[str, float]) -> None:

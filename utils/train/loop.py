@@ -58,7 +58,11 @@ class _Means:
                 total = total.detach().to(self.dtype) if isinstance(total, torch.Tensor) else float(total)
             else:
                 count = size
-                total = value.detach().to(self.dtype) * size if isinstance(value, torch.Tensor) else float(value) * size
+                total = (
+                    value.detach().to(self.dtype) * size
+                    if isinstance(value, torch.Tensor)
+                    else float(value) * size
+                )
             if key not in self.sums:
                 self.sums[key], self.counts[key] = torch.zeros((), dtype=self.dtype, device=self.device), 0
             self.sums[key] += total
@@ -66,7 +70,9 @@ class _Means:
 
     def means(self, reduce: bool = False) -> dict[str, float]:
         if reduce:
-            pairs = distributed.all_reduce_sums({k: (self.sums[k], self.counts[k]) for k in self.sums}, self.device)
+            pairs = distributed.all_reduce_sums(
+                {k: (self.sums[k], self.counts[k]) for k in self.sums}, self.device
+            )
         else:
             pairs = {k: (self.sums[k].item(), self.counts[k]) for k in self.sums}
         return {k: (s / c if c else math.nan) for k, (s, c) in pairs.items()}
@@ -82,9 +88,13 @@ def _resolve_task(task: Task | None, loss_fn: Callable) -> Task:
     if task is None:
         return Classification(loss_fn)
     if not isinstance(task, Task):
-        raise TypeError(f"task must be a utils.train.Task (Classification(), Detection(), ...), got {type(task).__name__}")
+        raise TypeError(
+            f"task must be a utils.train.Task (Classification(), Detection(), ...), got {type(task).__name__}"
+        )
     if loss_fn is not F.cross_entropy:
-        raise ValueError("pass the loss to the task (e.g. Classification(loss_fn)), not loss_fn= next to task=")
+        raise ValueError(
+            "pass the loss to the task (e.g. Classification(loss_fn)), not loss_fn= next to task="
+        )
     return task
 
 
@@ -102,8 +112,16 @@ def _postfix(values: dict[str, float]) -> dict[str, str]:
     return {k: f"{v:.4f}" for k, v in list(values.items())[:6] if math.isfinite(v)}
 
 
-def _train_epoch(task: Task, net: nn.Module, loader: Iterable, ctx: StepContext, schedulers: dict,
-                 frozen: list[nn.Module], bar: Any, reduce: bool) -> dict[str, float]:
+def _train_epoch(
+    task: Task,
+    net: nn.Module,
+    loader: Iterable,
+    ctx: StepContext,
+    schedulers: dict,
+    frozen: list[nn.Module],
+    bar: Any,
+    reduce: bool,
+) -> dict[str, float]:
     """One pass over ``loader``: the task's step, backward, step. Returns the epoch's means by name."""
     net.train()
     for m in frozen:
@@ -128,13 +146,16 @@ def _train_epoch(task: Task, net: nn.Module, loader: Iterable, ctx: StepContext,
                 bar.set_postfix(_postfix(_renamed(sums.means(), task)))
     ctx.flush()
     if sums.batches == 0:
-        raise ValueError("train_loader yielded no batches (a generator is used up after one pass: "
-                         "pass a DataLoader or a list)")
+        raise ValueError(
+            "train_loader yielded no batches (a generator is used up after one pass: "
+            "pass a DataLoader or a list)"
+        )
     return sums.means(reduce)
 
 
-def _validate(task: Task, model: nn.Module, loader: Iterable, ctx: StepContext, reduce: bool = False
-              ) -> dict[str, float]:
+def _validate(
+    task: Task, model: nn.Module, loader: Iterable, ctx: StepContext, reduce: bool = False
+) -> dict[str, float]:
     """The task's validation steps over ``loader`` (eval mode, inference mode), then its epoch-end metrics."""
     task.validation_epoch_start()
     sums = _Means(ctx.device)
@@ -148,9 +169,15 @@ def _validate(task: Task, model: nn.Module, loader: Iterable, ctx: StepContext, 
     return {**sums.means(reduce), **task.validation_epoch_end()}
 
 
-def evaluate(model: nn.Module, loader: Iterable, loss_fn: Callable = F.cross_entropy,
-             device: str | torch.device | None = None, *, task: Task | None = None, amp: Any = False
-             ) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    loss_fn: Callable = F.cross_entropy,
+    device: str | torch.device | None = None,
+    *,
+    task: Task | None = None,
+    amp: Any = False,
+) -> dict[str, float]:
     """The task's validation metrics of ``model`` over ``loader``; by default ``{"loss": float, "accuracy": float}``.
 
     Runs under ``torch.inference_mode()`` with the model in eval mode, then gives every submodule
@@ -206,8 +233,13 @@ def predict(model: nn.Module, loader: Iterable, device: str | torch.device | Non
                 x, y = unpack_batch(batch, "each batch of loader")
             outputs.append(move_to(_to_float(model(move_to(x, device))), "cpu"))
             if y is not None:
-                targets.append(y.cpu() if isinstance(y, torch.Tensor) else
-                               move_to(y, "cpu") if _is_dicts(y) else torch.as_tensor(y))
+                targets.append(
+                    y.cpu()
+                    if isinstance(y, torch.Tensor)
+                    else move_to(y, "cpu")
+                    if _is_dicts(y)
+                    else torch.as_tensor(y)
+                )
     if not outputs:
         raise ValueError("loader yielded no batches")
     if targets and len(targets) != len(outputs):
@@ -232,13 +264,30 @@ def _to_float(out: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 # fit
 # --------------------------------------------------------------------------------------------
-def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = None, *, epochs: int,
-        task: Task | None = None, optimizer: Any = None, lr: float = 1e-3, loss_fn: Callable = F.cross_entropy,
-        device: str | torch.device | None = None, amp: Any = "auto", channels_last: bool = False,
-        scheduler: Any = None, grad_clip: float | None = None, accumulate: int = 1,
-        checkpoint: str | os.PathLike | None = None, resume: bool = False, early_stopping: int | None = None,
-        monitor: str = "val_loss", mode: str | None = None, progress: bool | None = None,
-        seed: int | None = None) -> History:
+def fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable | None = None,
+    *,
+    epochs: int,
+    task: Task | None = None,
+    optimizer: Any = None,
+    lr: float = 1e-3,
+    loss_fn: Callable = F.cross_entropy,
+    device: str | torch.device | None = None,
+    amp: Any = "auto",
+    channels_last: bool = False,
+    scheduler: Any = None,
+    grad_clip: float | None = None,
+    accumulate: int = 1,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    early_stopping: int | None = None,
+    monitor: str = "val_loss",
+    mode: str | None = None,
+    progress: bool | None = None,
+    seed: int | None = None,
+) -> History:
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`. Chapter 02 first uses it.
 
     Arguments:
@@ -298,9 +347,12 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
         _positive_int(early_stopping, "early_stopping", " (the patience in epochs) or None")
         if monitor.startswith("val_") and val_loader is None:
             raise ValueError(f"early_stopping watches {monitor}, a validation metric: pass a val_loader")
-    if grad_clip is not None and (isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float))
-                                  or not grad_clip > 0):
-        raise ValueError(f"grad_clip must be a positive number (the largest gradient norm) or None, got {grad_clip!r}")
+    if grad_clip is not None and (
+        isinstance(grad_clip, bool) or not isinstance(grad_clip, (int, float)) or not grad_clip > 0
+    ):
+        raise ValueError(
+            f"grad_clip must be a positive number (the largest gradient norm) or None, got {grad_clip!r}"
+        )
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint='path.pt', the file to resume from")
 
@@ -321,15 +373,25 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
     net, sampler = model, getattr(train_loader, "sampler", None)
     sampler = sampler if hasattr(sampler, "set_epoch") else None  # a DistributedSampler the learner built
     if ddp:
-        train_loader, sampler = distributed.shard_loader(train_loader, train=True, seed=seed or 0, name="train_loader")
+        train_loader, sampler = distributed.shard_loader(
+            train_loader, train=True, seed=seed or 0, name="train_loader"
+        )
         if val_loader is not None:
             val_loader, _ = distributed.shard_loader(val_loader, train=False, seed=0, name="val_loader")
         if task.ddp:
             net = distributed.wrap_model(model, device, task.find_unused_parameters)
         else:
             distributed.broadcast_parameters(model)
-    ctx = StepContext(device, amp_dtype=amp_dtype, optimizers=optimizers, grad_clip=grad_clip, accumulate=accumulate,
-                      average_gradients=ddp and not task.ddp, channels_last=channels_last, where="train_loader")
+    ctx = StepContext(
+        device,
+        amp_dtype=amp_dtype,
+        optimizers=optimizers,
+        grad_clip=grad_clip,
+        accumulate=accumulate,
+        average_gradients=ddp and not task.ddp,
+        channels_last=channels_last,
+        where="train_loader",
+    )
     val_ctx = StepContext(device, amp_dtype=amp_dtype, channels_last=channels_last, where="val_loader")
     try:
         ctx.steps_per_epoch = len(train_loader)
@@ -338,8 +400,9 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
 
     start, best_state = 0, None
     if resume and Path(checkpoint).is_file():
-        start, best_state, history = ckpt.resume_run(checkpoint, model, ctx, schedulers, history, train_loader,
-                                                     epochs)
+        start, best_state, history = ckpt.resume_run(
+            checkpoint, model, ctx, schedulers, history, train_loader, epochs
+        )
     bar = _progress_bar(progress, ctx.steps_per_epoch, epochs - start)
 
     # ---- train -------------------------------------------------------------------------------
@@ -359,17 +422,31 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = 
                 if "loss" in name and not math.isfinite(value):
                     raise FloatingPointError(
                         f"the training {name.replace('_', ' ')} became {value} in epoch {epoch + 1}: lower the "
-                        f"learning rate (it is {lr_now:g}) or check the inputs for NaN")
-            val = _renamed(_validate(task, model, val_loader, val_ctx, ddp), task) if val_loader is not None else {}
-            values = {**{f"train_{k}": v for k, v in train.items()}, **{f"val_{k}": v for k, v in val.items()}}
-            step_schedulers(schedulers, list(schedulers), per_batch=False,
-                            metric=values.get(history.monitor, values.get("train_loss")))
+                        f"learning rate (it is {lr_now:g}) or check the inputs for NaN"
+                    )
+            val = (
+                _renamed(_validate(task, model, val_loader, val_ctx, ddp), task)
+                if val_loader is not None
+                else {}
+            )
+            values = {
+                **{f"train_{k}": v for k, v in train.items()},
+                **{f"val_{k}": v for k, v in val.items()},
+            }
+            step_schedulers(
+                schedulers,
+                list(schedulers),
+                per_batch=False,
+                metric=values.get(history.monitor, values.get("train_loss")),
+            )
             history.append({**values, "lr": lr_now, "epoch_time": time.perf_counter() - t0})
 
             if early_stopping is not None:
                 if history.monitor not in history:
-                    raise ValueError(f"early_stopping watches monitor={history.monitor!r}, which this run does not "
-                                     f"record; it records {sorted(history.metrics)}")
+                    raise ValueError(
+                        f"early_stopping watches monitor={history.monitor!r}, which this run does not "
+                        f"record; it records {sorted(history.metrics)}"
+                    )
                 if history.best_epoch == epoch:
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 elif history.best_epoch is not None and epoch - history.best_epoch >= early_stopping:

@@ -111,7 +111,9 @@ def batch_size(batch: Any) -> int:
         if isinstance(first, (torch.Tensor, tuple, list)):
             return int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim else len(first)
         return len(batch)  # a list of samples (dicts)
-    raise TypeError(f"cannot tell the size of a batch of type {type(batch).__name__}: override Task.batch_size")
+    raise TypeError(
+        f"cannot tell the size of a batch of type {type(batch).__name__}: override Task.batch_size"
+    )
 
 
 def images_of(batch: Any, where: str) -> torch.Tensor:
@@ -122,8 +124,10 @@ def images_of(batch: Any, where: str) -> torch.Tensor:
         return batch["image"]
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
         return batch[0]
-    raise TypeError(f"{where} must be an image tensor, an (images, labels) pair or a dict with an 'image' "
-                    f"tensor, got {type(batch).__name__}")
+    raise TypeError(
+        f"{where} must be an image tensor, an (images, labels) pair or a dict with an 'image' "
+        f"tensor, got {type(batch).__name__}"
+    )
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
@@ -133,8 +137,9 @@ def full_precision(t: torch.Tensor) -> torch.Tensor:
 
 def _tensors(x: Any, y: Any, where: str) -> None:
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
-        raise TypeError(f"inputs and targets of {where} must be tensors, got {type(x).__name__} and "
-                        f"{type(y).__name__}")
+        raise TypeError(
+            f"inputs and targets of {where} must be tensors, got {type(x).__name__} and {type(y).__name__}"
+        )
 
 
 def is_classification(output: torch.Tensor, target: torch.Tensor) -> bool:
@@ -169,7 +174,9 @@ class Classification(Task):
 
     def __init__(self, loss_fn: Callable = F.cross_entropy) -> None:
         if not callable(loss_fn):
-            raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
+            raise TypeError(
+                f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}"
+            )
         self.loss_fn = loss_fn
 
     def training_step(self, model: nn.Module, batch: Any, ctx: Any) -> dict[str, Any]:
@@ -198,8 +205,13 @@ class Distillation(Classification):
     loss) and ``accuracy``. Chapter 16 uses it to shrink a network.
     """
 
-    def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 0.9,
-                 loss_fn: Callable = F.cross_entropy) -> None:
+    def __init__(
+        self,
+        teacher: nn.Module,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        loss_fn: Callable = F.cross_entropy,
+    ) -> None:
         super().__init__(loss_fn)
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be a torch.nn.Module, got {type(teacher).__name__}")
@@ -240,8 +252,10 @@ class Distillation(Classification):
 def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """``T^2 * KL(softmax(teacher / T) || softmax(student / T))``, averaged over the batch (N, C)."""
     if student.shape != teacher.shape:
-        raise ValueError(f"student and teacher logits must have the same shape, got {tuple(student.shape)} "
-                         f"and {tuple(teacher.shape)}")
+        raise ValueError(
+            f"student and teacher logits must have the same shape, got {tuple(student.shape)} "
+            f"and {tuple(teacher.shape)}"
+        )
     t = temperature
     log_p_student = F.log_softmax(full_precision(student) / t, dim=1)
     log_p_teacher = F.log_softmax(full_precision(teacher) / t, dim=1)

@@ -26,7 +26,9 @@ class _EpochMetric:
     """Collects ``update`` arguments of a validation epoch on the CPU and feeds them, from every process,
     to a fresh metric built by ``factory`` when the epoch ends."""
 
-    def __init__(self, factory: Callable[[], Any] | None, prepare: Callable[..., tuple] | None = None) -> None:
+    def __init__(
+        self, factory: Callable[[], Any] | None, prepare: Callable[..., tuple] | None = None
+    ) -> None:
         self.factory, self.prepare = factory, prepare
         self.records: list[tuple[Any, ...]] = []
 
@@ -66,8 +68,10 @@ def _default_map() -> Any:
     try:
         from utils.metrics.detection import MeanAveragePrecision
     except ImportError as err:
-        raise ImportError(f"Detection measures mAP with utils.metrics.detection.MeanAveragePrecision, which "
-                          f"cannot be imported here ({err}); pass Detection(metric=...) or metric=False") from err
+        raise ImportError(
+            f"Detection measures mAP with utils.metrics.detection.MeanAveragePrecision, which "
+            f"cannot be imported here ({err}); pass Detection(metric=...) or metric=False"
+        ) from err
     return MeanAveragePrecision()
 
 
@@ -93,7 +97,9 @@ class Detection(Task):
 
     def __init__(self, metric: Callable[[], Any] | bool | None = None, *, masks: bool = False) -> None:
         if metric is not None and metric is not False and not callable(metric):
-            raise TypeError(f"metric must be a function returning a fresh metric object, got {type(metric).__name__}")
+            raise TypeError(
+                f"metric must be a function returning a fresh metric object, got {type(metric).__name__}"
+            )
         self.metric = _EpochMetric(None if metric is False else (metric or _default_map))
         self.masks = masks
 
@@ -102,8 +108,10 @@ class Detection(Task):
         if isinstance(batch, Mapping):
             missing = {"image", "boxes", "labels"} - set(batch)
             if missing:
-                raise TypeError(f"each batch of {where} is a dict without {sorted(missing)}; detection needs "
-                                f"image, boxes and labels (utils.data.collate_scenes gives them)")
+                raise TypeError(
+                    f"each batch of {where} is a dict without {sorted(missing)}; detection needs "
+                    f"image, boxes and labels (utils.data.collate_scenes gives them)"
+                )
             images = list(batch["image"])
             targets = [{"boxes": b, "labels": lab} for b, lab in zip(batch["boxes"], batch["labels"])]
             if self.masks:
@@ -113,7 +121,9 @@ class Detection(Task):
             images, targets = unpack_batch(batch, f"each batch of {where}")
             images, targets = list(images), list(targets)
         if len(images) != len(targets) or not all(isinstance(t, Mapping) and "boxes" in t for t in targets):
-            raise TypeError(f"each batch of {where} must hold one target dict with 'boxes' and 'labels' per image")
+            raise TypeError(
+                f"each batch of {where} must hold one target dict with 'boxes' and 'labels' per image"
+            )
         return images, targets
 
     def training_step(self, model: nn.Module, batch: Any, ctx: Any) -> dict[str, Any]:
@@ -121,8 +131,10 @@ class Detection(Task):
         with ctx.autocast():
             losses = model(images, targets)
         if not isinstance(losses, Mapping) or not losses:
-            raise TypeError(f"in train mode a detector must return a dict of losses, model(images, targets) -> "
-                            f"dict[str, Tensor] (torchvision's convention); got {type(losses).__name__}")
+            raise TypeError(
+                f"in train mode a detector must return a dict of losses, model(images, targets) -> "
+                f"dict[str, Tensor] (torchvision's convention); got {type(losses).__name__}"
+            )
         return {"loss": sum(losses.values()), **{k: v.detach() for k, v in losses.items()}}
 
     def validation_epoch_start(self) -> None:
@@ -132,11 +144,18 @@ class Detection(Task):
         images, targets = self.split(batch, ctx.where)
         with ctx.autocast():
             preds = model(images)
-        if not isinstance(preds, Sequence) or len(preds) != len(images) or \
-                not all(isinstance(p, Mapping) and {"boxes", "scores", "labels"} <= set(p) for p in preds):
-            raise TypeError("in eval mode a detector must return one dict with boxes, scores and labels per image "
-                            "(torchvision's convention)")
-        preds = [{"boxes": p["boxes"].float(), "scores": p["scores"].float(), "labels": p["labels"]} for p in preds]
+        if (
+            not isinstance(preds, Sequence)
+            or len(preds) != len(images)
+            or not all(isinstance(p, Mapping) and {"boxes", "scores", "labels"} <= set(p) for p in preds)
+        ):
+            raise TypeError(
+                "in eval mode a detector must return one dict with boxes, scores and labels per image "
+                "(torchvision's convention)"
+            )
+        preds = [
+            {"boxes": p["boxes"].float(), "scores": p["scores"].float(), "labels": p["labels"]} for p in preds
+        ]
         keep = ("boxes", "labels", "iscrowd", "area")
         self.metric.update(preds, [{k: t[k] for k in keep if k in t} for t in targets])
         return {}
@@ -153,16 +172,24 @@ def _default_segmentation_metric(num_classes: int, ignore_index: int | None) -> 
         try:
             from utils.metrics.segmentation import SegmentationMetrics
         except ImportError as err:
-            raise ImportError(f"Segmentation measures mIoU with utils.metrics.segmentation.SegmentationMetrics, "
-                              f"which cannot be imported here ({err}); pass Segmentation(metric=...) or "
-                              f"metric=False") from err
+            raise ImportError(
+                f"Segmentation measures mIoU with utils.metrics.segmentation.SegmentationMetrics, "
+                f"which cannot be imported here ({err}); pass Segmentation(metric=...) or "
+                f"metric=False"
+            ) from err
         return SegmentationMetrics(num_classes, ignore_index=ignore_index)
 
     return build
 
 
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_index: int | None = None,
-              weight: torch.Tensor | None = None, smooth: float = 1.0) -> torch.Tensor:
+def dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    ignore_index: int | None = None,
+    weight: torch.Tensor | None = None,
+    smooth: float = 1.0,
+) -> torch.Tensor:
     r"""Soft Dice loss ``1 - mean_c (2 |P_c T_c| + s) / (|P_c| + |T_c| + s)`` over a batch. Chapter 12 derives it.
 
     ``logits`` (B, C, H, W), ``target`` (B, H, W) int64 class indices; ``P_c`` are the softmax
@@ -198,21 +225,36 @@ class Segmentation(Task):
 
     LOSSES = ("ce", "dice", "ce+dice")
 
-    def __init__(self, num_classes: int, ignore_index: int | None = None, loss: str = "ce",
-                 class_weights: Sequence[float] | torch.Tensor | None = None, *,
-                 metric: Callable[[], Any] | bool | None = None, aux_weight: float = 0.5) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int | None = None,
+        loss: str = "ce",
+        class_weights: Sequence[float] | torch.Tensor | None = None,
+        *,
+        metric: Callable[[], Any] | bool | None = None,
+        aux_weight: float = 0.5,
+    ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
             raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
         if loss not in self.LOSSES:
             raise ValueError(f"loss must be one of {self.LOSSES}, got {loss!r}")
         self.num_classes, self.ignore_index, self.loss = num_classes, ignore_index, loss
-        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.class_weights = (
+            None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        )
         if self.class_weights is not None and self.class_weights.shape != (num_classes,):
-            raise ValueError(f"class_weights must hold one weight per class, shape ({num_classes},), got "
-                             f"{tuple(self.class_weights.shape)}")
+            raise ValueError(
+                f"class_weights must hold one weight per class, shape ({num_classes},), got "
+                f"{tuple(self.class_weights.shape)}"
+            )
         if metric is not None and metric is not False and not callable(metric):
-            raise TypeError(f"metric must be a function returning a fresh metric object, got {type(metric).__name__}")
-        factory = None if metric is False else (metric or _default_segmentation_metric(num_classes, ignore_index))
+            raise TypeError(
+                f"metric must be a function returning a fresh metric object, got {type(metric).__name__}"
+            )
+        factory = (
+            None if metric is False else (metric or _default_segmentation_metric(num_classes, ignore_index))
+        )
         self.metric = _EpochMetric(factory, prepare=lambda pred, target: (pred.long(), target.long()))
         self.aux_weight = aux_weight
 
@@ -224,31 +266,43 @@ class Segmentation(Task):
         else:
             x, y = unpack_batch(batch, f"each batch of {where}", tensors=True)
         if y.ndim != 3 or y.is_floating_point():
-            raise ValueError(f"segmentation masks must be int64 class indices of shape (B, H, W), got dtype "
-                             f"{y.dtype} and shape {tuple(y.shape)}")
+            raise ValueError(
+                f"segmentation masks must be int64 class indices of shape (B, H, W), got dtype "
+                f"{y.dtype} and shape {tuple(y.shape)}"
+            )
         return x, y.long()
 
     def _check_target(self, target: torch.Tensor) -> None:
         labels = target if self.ignore_index is None else target[target != self.ignore_index]
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"mask values must lie in [0, {self.num_classes - 1}]"
-                             + (f" or equal ignore_index={self.ignore_index}" if self.ignore_index is not None else "")
-                             + f", got values from {labels.min().item()} to {labels.max().item()}")
+            raise ValueError(
+                f"mask values must lie in [0, {self.num_classes - 1}]"
+                + (f" or equal ignore_index={self.ignore_index}" if self.ignore_index is not None else "")
+                + f", got values from {labels.min().item()} to {labels.max().item()}"
+            )
 
     def _losses(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         if logits.ndim != 4 or logits.shape[1] != self.num_classes or logits.shape[-2:] != target.shape[-2:]:
-            raise ValueError(f"the model must return logits (B, {self.num_classes}, H, W) matching masks of shape "
-                             f"{tuple(target.shape)}, got {tuple(logits.shape)}")
+            raise ValueError(
+                f"the model must return logits (B, {self.num_classes}, H, W) matching masks of shape "
+                f"{tuple(target.shape)}, got {tuple(logits.shape)}"
+            )
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
         parts = {}
         if "ce" in self.loss:
-            parts["ce"] = F.cross_entropy(full_precision(logits), target, weight=weight,
-                                          ignore_index=-100 if self.ignore_index is None else self.ignore_index)
+            parts["ce"] = F.cross_entropy(
+                full_precision(logits),
+                target,
+                weight=weight,
+                ignore_index=-100 if self.ignore_index is None else self.ignore_index,
+            )
         if "dice" in self.loss:
             parts["dice"] = dice_loss(logits, target, ignore_index=self.ignore_index, weight=weight)
         return parts
 
-    def _step(self, model: nn.Module, batch: Any, ctx: Any) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    def _step(
+        self, model: nn.Module, batch: Any, ctx: Any
+    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
         x, y = self.split(batch, ctx.where)
         self._check_target(y)
         with ctx.autocast():
@@ -269,8 +323,14 @@ class Segmentation(Task):
 
     def validation_step(self, model: nn.Module, batch: Any, ctx: Any) -> dict[str, Any]:
         result, logits, y = self._step(model, batch, ctx)
-        small = torch.int16 if self.num_classes < 2**15 and -(2**15) <= (self.ignore_index or 0) < 2**15 else torch.int64
-        self.metric.update(logits.argmax(dim=1).to(small), y.to(small))  # compact on the CPU until the epoch ends
+        small = (
+            torch.int16
+            if self.num_classes < 2**15 and -(2**15) <= (self.ignore_index or 0) < 2**15
+            else torch.int64
+        )
+        self.metric.update(
+            logits.argmax(dim=1).to(small), y.to(small)
+        )  # compact on the CPU until the epoch ends
         return result
 
     def validation_epoch_end(self) -> dict[str, float]:

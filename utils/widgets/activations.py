@@ -31,7 +31,9 @@ _SAMPLES = 20_000
 def _check(name: str, scale: float, shift: float, n: int) -> None:
     A.get(name)  # a clear error for unknown names
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale must be a positive number (the standard deviation of the pre-activations), got {scale!r}")
+        raise ValueError(
+            f"scale must be a positive number (the standard deviation of the pre-activations), got {scale!r}"
+        )
     if not (isinstance(shift, (int, float)) and math.isfinite(shift)):
         raise ValueError(f"shift must be a finite number (the mean of the pre-activations), got {shift!r}")
     if not (isinstance(n, int) and n >= 2):
@@ -43,7 +45,9 @@ def _samples(scale: float, shift: float, n: int, seed: int) -> torch.Tensor:
     return shift + scale * torch.randn(n, generator=g, dtype=torch.float64)  # (n,)
 
 
-def activation_stats(name: str, scale: float = 1.0, shift: float = 0.0, *, n: int = _SAMPLES, seed: int = 0) -> dict[str, float]:
+def activation_stats(
+    name: str, scale: float = 1.0, shift: float = 0.0, *, n: int = _SAMPLES, seed: int = 0
+) -> dict[str, float]:
     """Statistics of ``f(z)`` and ``f'(z)`` for ``z ~ N(shift, scale**2)`` (chapter 02).
 
     Returns a dict: ``out_mean``, ``out_std`` (of the outputs), ``grad_mean`` (the average local
@@ -64,8 +68,9 @@ def activation_stats(name: str, scale: float = 1.0, shift: float = 0.0, *, n: in
     }
 
 
-def plot_activation_stats(name: str, scale: float = 1.0, shift: float = 0.0, *, n: int = _SAMPLES, seed: int = 0,
-                          axes=None) -> Figure:
+def plot_activation_stats(
+    name: str, scale: float = 1.0, shift: float = 0.0, *, n: int = _SAMPLES, seed: int = 0, axes=None
+) -> Figure:
     """Three panels for ``z ~ N(shift, scale**2)`` (chapter 02): the activation and its derivative
     over the likely range of z (the input density shaded), the histogram of the outputs and the
     histogram of the local gradients. ``axes``: three existing Axes to draw into. Returns the Figure.
@@ -95,11 +100,17 @@ def plot_activation_stats(name: str, scale: float = 1.0, shift: float = 0.0, *, 
     ax_f.legend(fontsize=8, loc="upper left")
 
     ax_y.hist(y.numpy(), bins=60, color="tab:blue", alpha=0.8)
-    ax_y.set(title=f"outputs f(z)\nmean {stats['out_mean']:.2f}, std {stats['out_std']:.2f}", xlabel="f(z)",
-             ylabel="count")
+    ax_y.set(
+        title=f"outputs f(z)\nmean {stats['out_mean']:.2f}, std {stats['out_std']:.2f}",
+        xlabel="f(z)",
+        ylabel="count",
+    )
     ax_d.hist(d.numpy(), bins=60, color="tab:orange", alpha=0.8)
-    ax_d.set(title=f"gradients f'(z): mean {stats['grad_mean']:.3f}\n|f'(z)| < {SMALL_GRADIENT:g} for "
-                   f"{stats['small_grad']:.0%} of the inputs", xlabel="f'(z)")
+    ax_d.set(
+        title=f"gradients f'(z): mean {stats['grad_mean']:.3f}\n|f'(z)| < {SMALL_GRADIENT:g} for "
+        f"{stats['small_grad']:.0%} of the inputs",
+        xlabel="f'(z)",
+    )
     fig.suptitle(f"z ~ N({shift:g}, {scale:g}²)", y=1.02)
     fig.tight_layout()
     return fig
@@ -114,12 +125,28 @@ def activation_explorer(name: str = "sigmoid", scale: float = 1.0, shift: float 
     from IPython.display import display
 
     _check(name, scale, shift, n)
-    choice = widgets.Dropdown(options=[(a.label, key) for key, a in A.ACTIVATIONS.items()], value=name,
-                              description="activation")
-    scale_slider = widgets.FloatLogSlider(value=scale, base=10, min=-1, max=1.5, step=0.05, description="scale",
-                                          readout_format=".2f", continuous_update=False)
-    shift_slider = widgets.FloatSlider(value=shift, min=-4.0, max=4.0, step=0.25, description="shift",
-                                       readout_format=".2f", continuous_update=False)
+    choice = widgets.Dropdown(
+        options=[(a.label, key) for key, a in A.ACTIVATIONS.items()], value=name, description="activation"
+    )
+    scale_slider = widgets.FloatLogSlider(
+        value=scale,
+        base=10,
+        min=-1,
+        max=1.5,
+        step=0.05,
+        description="scale",
+        readout_format=".2f",
+        continuous_update=False,
+    )
+    shift_slider = widgets.FloatSlider(
+        value=shift,
+        min=-4.0,
+        max=4.0,
+        step=0.25,
+        description="shift",
+        readout_format=".2f",
+        continuous_update=False,
+    )
     out = widgets.Output()
 
     def update(change=None) -> None:

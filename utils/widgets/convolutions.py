@@ -42,8 +42,10 @@ def filter_image(image: torch.Tensor, kernel: Any) -> torch.Tensor:
     the border is zero-padded. image: (C, H, W) or (H, W); kernel: (k, k) with k odd -> same shape as image.
     """
     if not isinstance(image, torch.Tensor) or image.ndim not in (2, 3) or not image.is_floating_point():
-        raise ValueError(f"image must be a float tensor of shape (C, H, W) or (H, W), got "
-                         f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
+        raise ValueError(
+            f"image must be a float tensor of shape (C, H, W) or (H, W), got "
+            f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}"
+        )
     k = torch.as_tensor(np.asarray(kernel, dtype=np.float32)).to(image.device, image.dtype)
     if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
         raise ValueError(f"kernel must be a square (k, k) array with k odd, got shape {tuple(k.shape)}")
@@ -92,10 +94,17 @@ def _prepare(photo: str | torch.Tensor, size: int, gray: bool) -> torch.Tensor:
 
     image = utils.data.photo(photo) if isinstance(photo, str) else photo.detach().float().cpu()
     if image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(f"photo must be a name of utils.data.PHOTOS or a (C, H, W) tensor, got shape {tuple(image.shape)}")
+        raise ValueError(
+            f"photo must be a name of utils.data.PHOTOS or a (C, H, W) tensor, got shape {tuple(image.shape)}"
+        )
     if gray:
-        image = (image * torch.tensor([0.299, 0.587, 0.114][: image.shape[0]]).reshape(-1, 1, 1)).sum(0, keepdim=True) \
-            if image.shape[0] == 3 else image
+        image = (
+            (image * torch.tensor([0.299, 0.587, 0.114][: image.shape[0]]).reshape(-1, 1, 1)).sum(
+                0, keepdim=True
+            )
+            if image.shape[0] == 3
+            else image
+        )
     factor = max(image.shape[1:]) / size
     if factor > 1:  # shrink so that every update stays fast
         new = (round(image.shape[1] / factor), round(image.shape[2] / factor))
@@ -103,8 +112,9 @@ def _prepare(photo: str | torch.Tensor, size: int, gray: bool) -> torch.Tensor:
     return image.clamp(0, 1)
 
 
-def kernel_explorer(photo: str | torch.Tensor = "camera", *, preset: str = "sharpen", size: int = 256,
-                    gray: bool = True):
+def kernel_explorer(
+    photo: str | torch.Tensor = "camera", *, preset: str = "sharpen", size: int = 256, gray: bool = True
+):
     """A widget to edit a 3x3 kernel and see the filtered photo next to the original (chapter 06).
 
     ``photo`` is a name of ``utils.data.PHOTOS`` or a (C, H, W) tensor in [0, 1]; it is shrunk to
@@ -120,13 +130,18 @@ def kernel_explorer(photo: str | torch.Tensor = "camera", *, preset: str = "shar
         raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     image = _prepare(photo, size, gray)  # (C, h, w)
     shown = image[0] if image.shape[0] == 1 else image
-    original = widgets.Image(value=_png(to_display(shown)), format="png", layout=widgets.Layout(width="300px"))
+    original = widgets.Image(
+        value=_png(to_display(shown)), format="png", layout=widgets.Layout(width="300px")
+    )
     filtered = widgets.Image(format="png", layout=widgets.Layout(width="300px"))
     boxes = [widgets.FloatText(step=0.1, layout=widgets.Layout(width="72px")) for _ in range(9)]
     grid = widgets.GridBox(boxes, layout=widgets.Layout(grid_template_columns="repeat(3, 76px)"))
     menu = widgets.Dropdown(options=list(PRESETS), value=preset, description="kernel")
-    mode = widgets.Dropdown(options=[(text, key) for key, text in DISPLAY_MODES.items()], value=PRESETS[preset][1],
-                            description="display")
+    mode = widgets.Dropdown(
+        options=[(text, key) for key, text in DISPLAY_MODES.items()],
+        value=PRESETS[preset][1],
+        description="display",
+    )
     info = widgets.HTML()
     state = {"loading": False}
 
@@ -140,9 +155,13 @@ def kernel_explorer(photo: str | torch.Tensor = "camera", *, preset: str = "shar
         out = filter_image(shown, k)
         filtered.value = _png(to_display(out, mode.value))
         total = float(k.sum())
-        meaning = ("keeps the mean brightness" if abs(total - 1) < 1e-6 else
-                   "flat regions become 0: it responds to changes only" if abs(total) < 1e-6 else
-                   f"scales flat regions by {total:.2f}")
+        meaning = (
+            "keeps the mean brightness"
+            if abs(total - 1) < 1e-6
+            else "flat regions become 0: it responds to changes only"
+            if abs(total) < 1e-6
+            else f"scales flat regions by {total:.2f}"
+        )
         info.value = f"kernel sum = {total:.3g} ({meaning}); output range [{float(out.min()):.2f}, {float(out.max()):.2f}]"
 
     def load(change: Any = None) -> None:
@@ -160,9 +179,14 @@ def kernel_explorer(photo: str | torch.Tensor = "camera", *, preset: str = "shar
         box.observe(redraw, names="value")
     load()
 
-    captions = widgets.HBox([widgets.Label("original", layout=widgets.Layout(width="300px")),
-                             widgets.Label("filtered", layout=widgets.Layout(width="300px"))])
-    ui = widgets.VBox([widgets.HBox([widgets.VBox([menu, mode]), grid]), info, captions,
-                       widgets.HBox([original, filtered])])
+    captions = widgets.HBox(
+        [
+            widgets.Label("original", layout=widgets.Layout(width="300px")),
+            widgets.Label("filtered", layout=widgets.Layout(width="300px")),
+        ]
+    )
+    ui = widgets.VBox(
+        [widgets.HBox([widgets.VBox([menu, mode]), grid]), info, captions, widgets.HBox([original, filtered])]
+    )
     ui.kernel_boxes, ui.preset, ui.display_mode, ui.filtered, ui.info = boxes, menu, mode, filtered, info
     return ui

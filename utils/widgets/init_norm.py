@@ -43,9 +43,17 @@ def verdict(stats: dict, activation: str) -> str:
     return "keeps its scale"
 
 
-def activation_figure(activation: str = "relu", gain: float = math.sqrt(2.0), depth: int = 20, *,
-                      batchnorm: bool = False, backward: bool = True, width: int = 256, batch: int = 256,
-                      seed: int = 0) -> Figure:
+def activation_figure(
+    activation: str = "relu",
+    gain: float = math.sqrt(2.0),
+    depth: int = 20,
+    *,
+    batchnorm: bool = False,
+    backward: bool = True,
+    width: int = 256,
+    batch: int = 256,
+    seed: int = 0,
+) -> Figure:
     """Histograms of the activations at three depths and their size per layer, at initialization. Chapter 05.
 
     For ReLU the histograms leave out the exact zeros (about half of the values); the titles give
@@ -54,19 +62,37 @@ def activation_figure(activation: str = "relu", gain: float = math.sqrt(2.0), de
     Returns the Figure (end the call with ``;`` in a notebook).
     """
     shown = sorted({1, max(1, (depth + 1) // 2), depth})
-    stats = deep_forward(depth, width, init=float(gain), activation=activation, batch=batch, batchnorm=batchnorm,
-                         backward=backward, keep=tuple(shown), seed=seed)
+    stats = deep_forward(
+        depth,
+        width,
+        init=float(gain),
+        activation=activation,
+        batch=batch,
+        batchnorm=batchnorm,
+        backward=backward,
+        keep=tuple(shown),
+        seed=seed,
+    )
     fig = plt.figure(figsize=(10, 5.2))
     grid = fig.add_gridspec(2, 3, height_ratios=(1, 1.15), hspace=0.55, wspace=0.3)
     for i, layer in enumerate(shown):
         ax = fig.add_subplot(grid[0, i])
         values = stats["layers"][layer].float()
         finite = values[values.isfinite()]
-        shown_values = finite[finite != 0] if activation == "relu" else finite  # ReLU's exact zeros: in the title
+        shown_values = (
+            finite[finite != 0] if activation == "relu" else finite
+        )  # ReLU's exact zeros: in the title
         if shown_values.numel():
             ax.hist(shown_values.numpy(), bins=60, color=f"C{i}")
         else:
-            ax.text(0.5, 0.5, "all zero" if finite.numel() else "NaN / Inf", ha="center", va="center", transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "all zero" if finite.numel() else "NaN / Inf",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
         zeros = f", {float(stats['dead'][layer - 1]):.0%} zero" if activation == "relu" else ""
         ax.set_title(f"layer {layer}: rms {float(stats['rms'][layer - 1]):.2g}{zeros}", fontsize=10)
         ax.set_yticks([])
@@ -76,15 +102,22 @@ def activation_figure(activation: str = "relu", gain: float = math.sqrt(2.0), de
     rms = stats["rms"].clamp(min=1e-30)  # log axis: show a vanished signal at the bottom
     ax.semilogy(layers, rms.numpy(), marker="o", ms=3, label="activations (rms)")
     if backward:
-        ax.semilogy(layers, stats["grad_std"].clamp(min=1e-30).numpy(), marker="s", ms=3,
-                    label="gradient reaching the layer (std)")
+        ax.semilogy(
+            layers,
+            stats["grad_std"].clamp(min=1e-30).numpy(),
+            marker="s",
+            ms=3,
+            label="gradient reaching the layer (std)",
+        )
     ax.axhline(1.0, color="gray", linestyle=":", linewidth=1)
     ax.set(xlabel="layer", ylabel="size (log scale)", xlim=(0.5, depth + 0.5))
     ax.grid(alpha=0.3, which="major")
     ax.legend(loc="best", fontsize=9)
     norm = ", batch norm" if batchnorm else ""
-    fig.suptitle(f"{activation}, weights N(0, {gain:.3g}² / {width}){norm}: the signal {verdict(stats, activation)}",
-                 fontsize=12)
+    fig.suptitle(
+        f"{activation}, weights N(0, {gain:.3g}² / {width}){norm}: the signal {verdict(stats, activation)}",
+        fontsize=12,
+    )
     return fig
 
 
@@ -98,9 +131,19 @@ def init_explorer(*, width: int = 256, batch: int = 256, seed: int = 0):
     from IPython.display import display
 
     activation = widgets.ToggleButtons(options=["relu", "tanh"], value="relu", description="activation")
-    gain = widgets.FloatLogSlider(value=math.sqrt(2.0), base=10, min=-2, max=1.5, step=0.01, description="gain g",
-                                  readout_format=".3g", continuous_update=False)
-    preset = widgets.Dropdown(options=["(slider)"] + list(PRESETS), value="He (gain sqrt 2)", description="preset")
+    gain = widgets.FloatLogSlider(
+        value=math.sqrt(2.0),
+        base=10,
+        min=-2,
+        max=1.5,
+        step=0.01,
+        description="gain g",
+        readout_format=".3g",
+        continuous_update=False,
+    )
+    preset = widgets.Dropdown(
+        options=["(slider)"] + list(PRESETS), value="He (gain sqrt 2)", description="preset"
+    )
     depth = widgets.IntSlider(value=30, min=1, max=50, description="depth", continuous_update=False)
     batchnorm = widgets.Checkbox(value=False, description="batch normalization")
     out = widgets.Output()
@@ -116,8 +159,15 @@ def init_explorer(*, width: int = 256, batch: int = 256, seed: int = 0):
     def redraw(*_):
         with out:
             out.clear_output(wait=True)
-            fig = activation_figure(activation.value, gain.value, depth.value, batchnorm=batchnorm.value,
-                                    width=width, batch=batch, seed=seed)
+            fig = activation_figure(
+                activation.value,
+                gain.value,
+                depth.value,
+                batchnorm=batchnorm.value,
+                width=width,
+                batch=batch,
+                seed=seed,
+            )
             display(fig)
             plt.close(fig)
         state["redraws"] += 1
@@ -129,7 +179,9 @@ def init_explorer(*, width: int = 256, batch: int = 256, seed: int = 0):
             gain.value = g  # triggers redraw
 
     def on_gain(change):
-        if preset.value != "(slider)" and not math.isclose(change["new"], preset_gain(preset.value) or -1, rel_tol=1e-2):
+        if preset.value != "(slider)" and not math.isclose(
+            change["new"], preset_gain(preset.value) or -1, rel_tol=1e-2
+        ):
             preset.value = "(slider)"
         redraw()
 

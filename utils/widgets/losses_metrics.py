@@ -22,11 +22,17 @@ __all__ = ["threshold_explorer", "threshold_summary"]
 
 def _rates(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, tn: np.ndarray) -> dict[str, np.ndarray]:
     """Precision, recall, F1, false-positive rate and accuracy from counts (0 where undefined)."""
+
     def div(a, b):
         return np.divide(a, b, out=np.zeros(np.shape(a), dtype=np.float64), where=np.asarray(b) > 0)
 
-    return {"precision": div(tp, tp + fp), "recall": div(tp, tp + fn), "f1": div(2 * tp, 2 * tp + fp + fn),
-            "false_positive_rate": div(fp, fp + tn), "accuracy": div(tp + tn, tp + fp + fn + tn)}
+    return {
+        "precision": div(tp, tp + fp),
+        "recall": div(tp, tp + fn),
+        "f1": div(2 * tp, 2 * tp + fp + fn),
+        "false_positive_rate": div(fp, fp + tn),
+        "accuracy": div(tp + tn, tp + fp + fn + tn),
+    }
 
 
 def threshold_summary(scores: Any, target: Any, threshold: float) -> dict[str, Any]:
@@ -42,13 +48,28 @@ def threshold_summary(scores: Any, target: Any, threshold: float) -> dict[str, A
     pos = t == 1
     tp, fp = int((pred & pos).sum()), int((pred & ~pos).sum())
     fn, tn = int((~pred & pos).sum()), int((~pred & ~pos).sum())
-    out: dict[str, Any] = {"confusion": np.array([[tn, fp], [fn, tp]], dtype=np.int64), "tp": tp, "fp": fp, "fn": fn, "tn": tn}
-    out.update({k: float(v) for k, v in _rates(np.array(tp), np.array(fp), np.array(fn), np.array(tn)).items()})
+    out: dict[str, Any] = {
+        "confusion": np.array([[tn, fp], [fn, tp]], dtype=np.int64),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
+    out.update(
+        {k: float(v) for k, v in _rates(np.array(tp), np.array(fp), np.array(fn), np.array(tn)).items()}
+    )
     return out
 
 
-def threshold_explorer(scores: Any, target: Any, *, threshold: float | None = None,
-                       classes: tuple[str, str] = ("negative", "positive"), steps: int = 200, dpi: int = 80):
+def threshold_explorer(
+    scores: Any,
+    target: Any,
+    *,
+    threshold: float | None = None,
+    classes: tuple[str, str] = ("negative", "positive"),
+    steps: int = 200,
+    dpi: int = 80,
+):
     """An ipywidgets box: a threshold slider, the resulting numbers, and a figure that follows it.
 
     ``scores`` (N,) are the classifier's scores of the positive class (probabilities or logits),
@@ -62,7 +83,9 @@ def threshold_explorer(scores: Any, target: Any, *, threshold: float | None = No
 
     s, t = _binary_problem(scores, target)
     if t.sum() == 0 or t.sum() == t.numel():
-        raise ValueError("target must hold both classes (0 and 1) for a threshold to trade one error for the other")
+        raise ValueError(
+            "target must hold both classes (0 and 1) for a threshold to trade one error for the other"
+        )
     if len(classes) != 2:
         raise ValueError(f"classes must name the negative and the positive class, got {classes!r}")
     s_np, pos = s.numpy(), t.numpy() == 1
@@ -83,7 +106,9 @@ def threshold_explorer(scores: Any, target: Any, *, threshold: float | None = No
     ax_hist.hist(s_np[~pos], bins=bins, alpha=0.6, color="tab:blue", label=f"{classes[0]} ({(~pos).sum()})")
     ax_hist.hist(s_np[pos], bins=bins, alpha=0.6, color="tab:orange", label=f"{classes[1]} ({pos.sum()})")
     ax_hist.set_yscale("log")
-    ax_hist.set(xlabel="score", ylabel="samples (log scale)", title="scores; right of the line: predicted positive")
+    ax_hist.set(
+        xlabel="score", ylabel="samples (log scale)", title="scores; right of the line: predicted positive"
+    )
     ax_hist.legend(loc="upper right", fontsize=8)
     hist_line = ax_hist.axvline(lo, color="k", lw=2)
 
@@ -92,9 +117,15 @@ def threshold_explorer(scores: Any, target: Any, *, threshold: float | None = No
     ax_cm.set_yticks([0, 1], [f"true {c}" for c in classes], fontsize=8, rotation=90, va="center")
     ax_cm.set_title("confusion matrix")
     names = [["TN", "FP"], ["FN", "TP"]]
-    cells = [[ax_cm.text(j, i, "", ha="center", va="center", fontsize=11) for j in range(2)] for i in range(2)]
+    cells = [
+        [ax_cm.text(j, i, "", ha="center", va="center", fontsize=11) for j in range(2)] for i in range(2)
+    ]
 
-    lines = (("precision", "precision", "tab:green"), ("recall", "recall", "tab:red"), ("f1", "F1", "tab:purple"))
+    lines = (
+        ("precision", "precision", "tab:green"),
+        ("recall", "recall", "tab:red"),
+        ("f1", "F1", "tab:purple"),
+    )
     for key, label, color in lines:
         ax_curve.plot(grid, curves[key], color=color, label=label)
     curve_line = ax_curve.axvline(lo, color="k", lw=2)
@@ -104,9 +135,16 @@ def threshold_explorer(scores: Any, target: Any, *, threshold: float | None = No
     ax_curve.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
 
-    slider = widgets.FloatSlider(value=float(np.clip((lo + hi) / 2 if threshold is None else threshold, lo, hi)),
-                                 min=lo, max=hi, step=step, description="threshold", readout_format=".2f",
-                                 continuous_update=False, layout=widgets.Layout(width="60%"))
+    slider = widgets.FloatSlider(
+        value=float(np.clip((lo + hi) / 2 if threshold is None else threshold, lo, hi)),
+        min=lo,
+        max=hi,
+        step=step,
+        description="threshold",
+        readout_format=".2f",
+        continuous_update=False,
+        layout=widgets.Layout(width="60%"),
+    )
     summary = widgets.HTML()
     picture = widgets.Image(format="png")
 

@@ -41,8 +41,14 @@ def _optimizer(name: str, lr: float, momentum: float) -> tuple[type, dict[str, A
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
 
 
-def render_trajectory(surface: str = "quadratic", optimizer: str = "SGD (heavy ball)", lr: float = 0.03,
-                      momentum: float = 0.8, steps: int = 100, dpi: int = 80) -> tuple[bytes, str]:
+def render_trajectory(
+    surface: str = "quadratic",
+    optimizer: str = "SGD (heavy ball)",
+    lr: float = 0.03,
+    momentum: float = 0.8,
+    steps: int = 100,
+    dpi: int = 80,
+) -> tuple[bytes, str]:
     """Draw one run (and the same run without momentum) as a PNG; return ``(png_bytes, summary)``.
 
     The summary says where the run ended or at which step it diverged. This is what the widget's
@@ -61,17 +67,24 @@ def render_trajectory(surface: str = "quadratic", optimizer: str = "SGD (heavy b
 
     fig = Figure(figsize=(10, 3.9), dpi=dpi)  # off-screen: no pyplot, nothing shown twice
     ax_path, ax_loss = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.35, 1]})
-    fig.subplots_adjust(left=0.075, right=0.98, bottom=0.13, top=0.92, wspace=0.22)  # fixed: tight_layout is slow
+    fig.subplots_adjust(
+        left=0.075, right=0.98, bottom=0.13, top=0.92, wspace=0.22
+    )  # fixed: tight_layout is slow
     label = f"{optimizer}, momentum {momentum:.2f}" if optimizer != "Adam" else f"Adam, beta1 {momentum:.2f}"
     optim.plot_trajectories(s, {}, ax=ax_path, legend=False)
     b = baseline.numpy()
-    ax_path.plot(b[:, 0], b[:, 1], "--", color="0.45", lw=1.2, label="momentum 0" if optimizer != "Adam" else "beta1 0")
+    ax_path.plot(
+        b[:, 0], b[:, 1], "--", color="0.45", lw=1.2, label="momentum 0" if optimizer != "Adam" else "beta1 0"
+    )
     p = path.numpy()
     ax_path.plot(p[:, 0], p[:, 1], ".-", color="C3", lw=1.5, ms=3, label=label)
     ax_path.legend(fontsize=8, loc="lower right")
     ax_path.set_title(f"{s.name}, lr = {lr:.3g}, {steps} steps", fontsize=10)
 
-    for run, style, name in ((baseline, dict(color="0.45", ls="--"), "momentum 0"), (path, dict(color="C3"), label)):
+    for run, style, name in (
+        (baseline, dict(color="0.45", ls="--"), "momentum 0"),
+        (path, dict(color="C3"), label),
+    ):
         gap = (s(run) - f_min).numpy()  # (T,) height above the minimum
         ax_loss.semilogy(np.arange(len(gap)), np.maximum(gap, 1e-16), label=name, **style)
     ax_loss.set(xlabel="step", ylabel="f - f_min (log scale)", xlim=(0, steps), title="loss along the path")
@@ -85,14 +98,21 @@ def render_trajectory(surface: str = "quadratic", optimizer: str = "SGD (heavy b
     if len(path) < steps + 1:
         summary = f"diverged after {len(path) - 1} steps: lower the learning rate (or the momentum)"
     else:
-        summary = (f"after {steps} steps: f - f_min = {float(s(path[-1])) - f_min:.3g} "
-                   f"(without momentum: {float(s(baseline[-1])) - f_min:.3g}"
-                   f"{', diverged' if len(baseline) < steps + 1 else ''})")
+        summary = (
+            f"after {steps} steps: f - f_min = {float(s(path[-1])) - f_min:.3g} "
+            f"(without momentum: {float(s(baseline[-1])) - f_min:.3g}"
+            f"{', diverged' if len(baseline) < steps + 1 else ''})"
+        )
     return buffer.getvalue(), summary
 
 
-def trajectory_explorer(surface: str = "quadratic", optimizer: str = "SGD (heavy ball)", lr: float | None = None,
-                        momentum: float = 0.8, steps: int = 100) -> widgets.VBox:
+def trajectory_explorer(
+    surface: str = "quadratic",
+    optimizer: str = "SGD (heavy ball)",
+    lr: float | None = None,
+    momentum: float = 0.8,
+    steps: int = 100,
+) -> widgets.VBox:
     """The widget of chapter 04: sliders for the learning rate (log scale), the momentum and the number
     of steps, menus for the surface and the optimizer; the picture updates on every change.
 
@@ -102,21 +122,47 @@ def trajectory_explorer(surface: str = "quadratic", optimizer: str = "SGD (heavy
     lr = DEFAULT_LR.get(surface, 0.03) if lr is None else lr
     style = {"description_width": "80px"}
     controls = {
-        "surface": widgets.Dropdown(options=list(optim.SURFACES), value=surface, description="surface", style=style),
-        "optimizer": widgets.Dropdown(options=list(OPTIMIZERS), value=optimizer, description="optimizer", style=style),
-        "lr": widgets.FloatLogSlider(value=lr, base=10, min=-4, max=0, step=0.05, description="learning rate",
-                                     readout_format=".2g", continuous_update=False, style=style),
-        "momentum": widgets.FloatSlider(value=momentum, min=0.0, max=0.99, step=0.01, description="momentum",
-                                        continuous_update=False, style=style),
-        "steps": widgets.IntSlider(value=steps, min=10, max=500, step=10, description="steps",
-                                   continuous_update=False, style=style),
+        "surface": widgets.Dropdown(
+            options=list(optim.SURFACES), value=surface, description="surface", style=style
+        ),
+        "optimizer": widgets.Dropdown(
+            options=list(OPTIMIZERS), value=optimizer, description="optimizer", style=style
+        ),
+        "lr": widgets.FloatLogSlider(
+            value=lr,
+            base=10,
+            min=-4,
+            max=0,
+            step=0.05,
+            description="learning rate",
+            readout_format=".2g",
+            continuous_update=False,
+            style=style,
+        ),
+        "momentum": widgets.FloatSlider(
+            value=momentum,
+            min=0.0,
+            max=0.99,
+            step=0.01,
+            description="momentum",
+            continuous_update=False,
+            style=style,
+        ),
+        "steps": widgets.IntSlider(
+            value=steps, min=10, max=500, step=10, description="steps", continuous_update=False, style=style
+        ),
     }
     image = widgets.Image(format="png", layout=widgets.Layout(width="800px"))
     summary = widgets.Label()
 
     def update(_change: Any = None) -> None:
-        png, text = render_trajectory(controls["surface"].value, controls["optimizer"].value, controls["lr"].value,
-                                      controls["momentum"].value, controls["steps"].value)
+        png, text = render_trajectory(
+            controls["surface"].value,
+            controls["optimizer"].value,
+            controls["lr"].value,
+            controls["momentum"].value,
+            controls["steps"].value,
+        )
         image.value = png
         summary.value = text
 
@@ -130,12 +176,13 @@ def trajectory_explorer(surface: str = "quadratic", optimizer: str = "SGD (heavy
     for control in controls.values():
         control.observe(update, "value")
     update()
-    box = widgets.VBox([
-        widgets.HBox([controls["surface"], controls["optimizer"]]),
-        widgets.HBox([controls["lr"], controls["momentum"], controls["steps"]]),
-        image,
-        summary,
-    ])
+    box = widgets.VBox(
+        [
+            widgets.HBox([controls["surface"], controls["optimizer"]]),
+            widgets.HBox([controls["lr"], controls["momentum"], controls["steps"]]),
+            image,
+            summary,
+        ]
+    )
     box.controls, box.image, box.summary = controls, image, summary
     return box
-

@@ -19,8 +19,15 @@ from utils import interpret
 __all__ = ["explorer_figure", "interpretation_explorer"]
 
 
-def explorer_figure(model: nn.Module, target_layer: nn.Module, image: torch.Tensor, label: int, classes: Sequence[str],
-                    class_idx: int | None = None, eps: float = 0.1):
+def explorer_figure(
+    model: nn.Module,
+    target_layer: nn.Module,
+    image: torch.Tensor,
+    label: int,
+    classes: Sequence[str],
+    class_idx: int | None = None,
+    eps: float = 0.1,
+):
     """The figure the explorer shows for one image (C, H, W) in [0, 1]: returns the matplotlib Figure.
 
     Four panels: the image with its label and the top-3 probabilities; Grad-CAM and saliency of
@@ -46,15 +53,23 @@ def explorer_figure(model: nn.Module, target_layer: nn.Module, image: torch.Tens
     fig, axes = plt.subplots(1, 4, figsize=(10, 2.9))
     top = probs.topk(min(3, len(classes)))
     axes[0].imshow(show, cmap=cmap, vmin=0, vmax=1)
-    axes[0].set_title(f"label: {classes[label]}\n" + "\n".join(
-        f"{classes[int(i)]} {p:.0%}" for p, i in zip(top.values.tolist(), top.indices.tolist())), fontsize=8)
+    axes[0].set_title(
+        f"label: {classes[label]}\n"
+        + "\n".join(f"{classes[int(i)]} {p:.0%}" for p, i in zip(top.values.tolist(), top.indices.tolist())),
+        fontsize=8,
+    )
     axes[1].imshow(show, cmap=cmap, vmin=0, vmax=1)
     axes[1].imshow(cam.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=1)
     axes[1].set_title(f"Grad-CAM: {classes[k]}", fontsize=9)
     axes[2].imshow(sal.numpy(), cmap="hot")
     axes[2].set_title(f"saliency: {classes[k]}", fontsize=9)
     shown_adv = x_adv[0].detach().cpu()
-    axes[3].imshow((shown_adv[0] if shown_adv.shape[0] == 1 else shown_adv.permute(1, 2, 0)).numpy(), cmap=cmap, vmin=0, vmax=1)
+    axes[3].imshow(
+        (shown_adv[0] if shown_adv.shape[0] == 1 else shown_adv.permute(1, 2, 0)).numpy(),
+        cmap=cmap,
+        vmin=0,
+        vmax=1,
+    )
     axes[3].set_title(f"FGSM eps={eps:.2f}\n-> {classes[adv]} {probs_adv[adv]:.0%}", fontsize=9)
     for ax in axes:
         ax.set_xticks([])
@@ -63,8 +78,15 @@ def explorer_figure(model: nn.Module, target_layer: nn.Module, image: torch.Tens
     return fig
 
 
-def interpretation_explorer(model: nn.Module, target_layer: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                            classes: Sequence[str], *, max_eps: float = 0.3):
+def interpretation_explorer(
+    model: nn.Module,
+    target_layer: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    classes: Sequence[str],
+    *,
+    max_eps: float = 0.3,
+):
     """An ipywidgets box: an image slider, a class menu ("predicted" or a class) and an ``eps`` slider.
 
     ``model`` takes images in [0, 1] (normalization inside the model) and is put in eval mode;
@@ -72,25 +94,44 @@ def interpretation_explorer(model: nn.Module, target_layer: nn.Module, images: t
     (N, C, H, W) in [0, 1] and ``labels`` (N,). Chapter 08 shows it under its trained CNN.
     """
     import ipywidgets as widgets
-    from IPython.display import clear_output, display
+    from IPython.display import clear_output
 
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
-        raise ValueError(f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images).__name__)}")
+        raise ValueError(
+            f"images must be a (N, C, H, W) tensor, got {getattr(images, 'shape', type(images).__name__)}"
+        )
     if len(labels) != len(images):
         raise ValueError(f"labels must have one entry per image ({len(images)}), got {len(labels)}")
     model.eval()
-    index = widgets.IntSlider(value=0, min=0, max=len(images) - 1, description="image", continuous_update=False)
-    klass = widgets.Dropdown(options=[("predicted", -1)] + [(c, i) for i, c in enumerate(classes)], value=-1,
-                             description="class")
-    eps = widgets.FloatSlider(value=0.1, min=0.0, max=float(max_eps), step=0.01, description="FGSM eps",
-                              continuous_update=False, readout_format=".2f")
+    index = widgets.IntSlider(
+        value=0, min=0, max=len(images) - 1, description="image", continuous_update=False
+    )
+    klass = widgets.Dropdown(
+        options=[("predicted", -1)] + [(c, i) for i, c in enumerate(classes)], value=-1, description="class"
+    )
+    eps = widgets.FloatSlider(
+        value=0.1,
+        min=0.0,
+        max=float(max_eps),
+        step=0.01,
+        description="FGSM eps",
+        continuous_update=False,
+        readout_format=".2f",
+    )
     out = widgets.Output()
 
     def update(_=None):
         with out:
             clear_output(wait=True)
-            fig = explorer_figure(model, target_layer, images[index.value], int(labels[index.value]), classes,
-                                  None if klass.value < 0 else klass.value, eps.value)
+            fig = explorer_figure(
+                model,
+                target_layer,
+                images[index.value],
+                int(labels[index.value]),
+                classes,
+                None if klass.value < 0 else klass.value,
+                eps.value,
+            )
             plt.show()
             plt.close(fig)
 

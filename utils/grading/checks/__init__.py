@@ -11,6 +11,7 @@ A module ``utils/grading/checks/<topic>.py`` defines
 Tests and experiments can add a set with :func:`register` (and take it away with :func:`unregister`).
 Chapter 01 (``backprop.py``) is the first example.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -39,15 +40,19 @@ class QuestionSet:
 
     def __post_init__(self) -> None:
         if not ASSIGNMENT_ID.match(self.assignment):
-            raise ValueError("assignment id must look like '01_backprop' (NN_ then lowercase letters, "
-                             f"digits, _), got {self.assignment!r}")
+            raise ValueError(
+                "assignment id must look like '01_backprop' (NN_ then lowercase letters, "
+                f"digits, _), got {self.assignment!r}"
+            )
         if not self.questions:
             raise ValueError(f"assignment {self.assignment}: no questions")
         seen: set[str] = set()
         for q in self.questions:
             if not isinstance(q, KINDS):
-                raise TypeError(f"assignment {self.assignment}: QUESTIONS must hold Question, MakeItWork or "
-                                f"Review objects, got {type(q).__name__}")
+                raise TypeError(
+                    f"assignment {self.assignment}: QUESTIONS must hold Question, MakeItWork or "
+                    f"Review objects, got {type(q).__name__}"
+                )
             if q.id in seen:
                 raise ValueError(f"assignment {self.assignment}: question id {q.id!r} appears twice")
             seen.add(q.id)
@@ -115,8 +120,9 @@ def get_assignment(assignment: str) -> QuestionSet:
     return sets[assignment]
 
 
-def register(assignment: str, questions: list[Question], title: str | None = None, *,
-             replace: bool = False) -> QuestionSet:
+def register(
+    assignment: str, questions: list[Question], title: str | None = None, *, replace: bool = False
+) -> QuestionSet:
     """Register a question set by hand (the modules of this package register themselves)."""
     _load_modules()
     if assignment in _REGISTRY and not replace:

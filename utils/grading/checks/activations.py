@@ -26,6 +26,7 @@ Forbidden while the answers run (:mod:`utils.grading.forbid`): the ready-made ac
 question reproduces (in their ``torch.*``, ``F.*`` and ``Tensor`` forms), autograd for the
 derivatives, and the course's own modules (``utils.scratch.activations``, ...).
 """
+
 from __future__ import annotations
 
 import torch
@@ -66,9 +67,20 @@ def _elementwise_cases(g, inputs, reference, names, tol, hints) -> list[Case]:
     for label, x, extra in inputs:
         y, d = _value_and_grad(lambda t: reference(t, *extra.values()), x)
         args = {"x": x, **extra}
-        forward.append(Case(f"{fn_name}, {label}", fn_name, args, y, **tol[x.dtype], hint=hints[0], unchanged=("x",)))
-        backward.append(Case(f"{grad_name}, {label}", grad_name, dict(args), d, **tol[x.dtype], hint=hints[1],
-                             unchanged=("x",)))
+        forward.append(
+            Case(f"{fn_name}, {label}", fn_name, args, y, **tol[x.dtype], hint=hints[0], unchanged=("x",))
+        )
+        backward.append(
+            Case(
+                f"{grad_name}, {label}",
+                grad_name,
+                dict(args),
+                d,
+                **tol[x.dtype],
+                hint=hints[1],
+                unchanged=("x",),
+            )
+        )
     return forward + backward
 
 
@@ -93,7 +105,9 @@ def sigmoid_cases(g: torch.Generator) -> list[Case]:
         "sigmoid'(x) = sigmoid(x) * (1 - sigmoid(x)): reuse your stable sigmoid; exp(-x) / (1 + exp(-x))**2 is "
         "inf / inf = NaN for x = -1e4",
     )
-    return _elementwise_cases(g, inputs, lambda t: torch.sigmoid(t), ("sigmoid", "sigmoid_grad"), SIGMOID_TOL, hints)
+    return _elementwise_cases(
+        g, inputs, lambda t: torch.sigmoid(t), ("sigmoid", "sigmoid_grad"), SIGMOID_TOL, hints
+    )
 
 
 # --------------------------------------------------------------------------- q2 GELU
@@ -136,7 +150,11 @@ def leaky_cases(g: torch.Generator) -> list[Case]:
         ("alpha = 0.01, x with exact zeros, shape (5, 4)", _with_zeros(g, 5, 4), {"alpha": 0.01}),
         ("alpha = 0.2, 1-D with zeros, float64", _with_zeros(g, 12, dtype=F64), {"alpha": 0.2}),
         ("alpha = 0 (plain ReLU), with zeros", _with_zeros(g, 3, 7), {"alpha": 0.0}),
-        ("alpha = 0.5, 3-D (2, 3, 4) with zeros, float64", _with_zeros(g, 2, 3, 4, dtype=F64), {"alpha": 0.5}),
+        (
+            "alpha = 0.5, 3-D (2, 3, 4) with zeros, float64",
+            _with_zeros(g, 2, 3, 4, dtype=F64),
+            {"alpha": 0.5},
+        ),
         ("alpha = 0.1, |x| up to 1e4", _extremes(g, F32), {"alpha": 0.1}),
     ]
     hints = (
@@ -146,8 +164,14 @@ def leaky_cases(g: torch.Generator) -> list[Case]:
         "tensor with the dtype of x: torch.where with two Python numbers gives float32, so build the values "
         "with torch.ones_like(x) and torch.full_like(x, alpha)",
     )
-    return _elementwise_cases(g, inputs, lambda t, alpha: F.leaky_relu(t, alpha), ("leaky_relu", "leaky_relu_grad"),
-                              LEAKY_TOL, hints)
+    return _elementwise_cases(
+        g,
+        inputs,
+        lambda t, alpha: F.leaky_relu(t, alpha),
+        ("leaky_relu", "leaky_relu_grad"),
+        LEAKY_TOL,
+        hints,
+    )
 
 
 # --------------------------------------------------------------------------- q4 log-softmax
@@ -171,27 +195,68 @@ def log_softmax_cases(g: torch.Generator) -> list[Case]:
     ]
     cases = []
     for label, z, dim in inputs:
-        cases.append(Case(
-            label, "log_softmax", {"z": z, "dim": dim}, torch.log_softmax(z, dim), **LOG_SOFTMAX_TOL[z.dtype],
-            hint="subtract the maximum along dim first (m = z.amax(dim=dim, keepdim=True)), then "
-                 "log_softmax = (z - m) - log(sum(exp(z - m), dim, keepdim=True)); reduce along the dim you are "
-                 "given, not always the last one, and keep the dtype of z",
-            unchanged=("z",)))
+        cases.append(
+            Case(
+                label,
+                "log_softmax",
+                {"z": z, "dim": dim},
+                torch.log_softmax(z, dim),
+                **LOG_SOFTMAX_TOL[z.dtype],
+                hint="subtract the maximum along dim first (m = z.amax(dim=dim, keepdim=True)), then "
+                "log_softmax = (z - m) - log(sum(exp(z - m), dim, keepdim=True)); reduce along the dim you are "
+                "given, not always the last one, and keep the dtype of z",
+                unchanged=("z",),
+            )
+        )
     return cases
 
 
 WHY = "chapter 02's exercise asks for the activations written with basic tensor operations"
 
 QUESTIONS = [
-    Question("q1", "Stable sigmoid and its derivative", ("sigmoid", "sigmoid_grad"), sigmoid_cases,
-             forbid=("torch.sigmoid", "torch.special.expit", "torch.nn.functional.logsigmoid", *AUTOGRAD,
-                     *COURSE), why=WHY),
-    Question("q2", "Exact GELU and its derivative", ("gelu", "gelu_grad"), gelu_cases,
-             forbid=("torch.nn.functional.gelu", *AUTOGRAD, *COURSE), why=WHY),
-    Question("q3", "Leaky ReLU and its derivative", ("leaky_relu", "leaky_relu_grad"), leaky_cases,
-             forbid=("torch.nn.functional.leaky_relu", "torch._C._nn.leaky_relu", "torch.nn.functional.rrelu",
-                     *AUTOGRAD, *COURSE), why=WHY),
-    Question("q4", "Stable log-softmax along any dimension", ("log_softmax",), log_softmax_cases,
-             forbid=("torch.log_softmax", "torch.special.log_softmax", "torch.logsumexp",
-                     "torch.special.logsumexp", "torch.softmax", *COURSE), why=WHY),
+    Question(
+        "q1",
+        "Stable sigmoid and its derivative",
+        ("sigmoid", "sigmoid_grad"),
+        sigmoid_cases,
+        forbid=("torch.sigmoid", "torch.special.expit", "torch.nn.functional.logsigmoid", *AUTOGRAD, *COURSE),
+        why=WHY,
+    ),
+    Question(
+        "q2",
+        "Exact GELU and its derivative",
+        ("gelu", "gelu_grad"),
+        gelu_cases,
+        forbid=("torch.nn.functional.gelu", *AUTOGRAD, *COURSE),
+        why=WHY,
+    ),
+    Question(
+        "q3",
+        "Leaky ReLU and its derivative",
+        ("leaky_relu", "leaky_relu_grad"),
+        leaky_cases,
+        forbid=(
+            "torch.nn.functional.leaky_relu",
+            "torch._C._nn.leaky_relu",
+            "torch.nn.functional.rrelu",
+            *AUTOGRAD,
+            *COURSE,
+        ),
+        why=WHY,
+    ),
+    Question(
+        "q4",
+        "Stable log-softmax along any dimension",
+        ("log_softmax",),
+        log_softmax_cases,
+        forbid=(
+            "torch.log_softmax",
+            "torch.special.log_softmax",
+            "torch.logsumexp",
+            "torch.special.logsumexp",
+            "torch.softmax",
+            *COURSE,
+        ),
+        why=WHY,
+    ),
 ]

@@ -28,6 +28,7 @@ reference modules.
   column) order), attribute ``num_patches``, output (N, num_patches, dim) in row-major patch order,
   ``ValueError`` when ``img_size`` is not a multiple of ``patch``. Tolerance ``1e-5 + 1e-5 * |expected|``.
 """
+
 from __future__ import annotations
 
 import math
@@ -66,33 +67,45 @@ def _n_params(module: nn.Module) -> int:
 
 # --------------------------------------------------------------------------- q1 BasicBlock
 
+
 def _reference_block(in_ch: int, out_ch: int, stride: int) -> nn.Module:
     from torchvision.models.resnet import BasicBlock
 
     downsample = None
     if stride != 1 or in_ch != out_ch:
-        downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+        downsample = nn.Sequential(
+            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+        )
     return BasicBlock(in_ch, out_ch, stride, downsample=downsample)
 
 
 # shapes travel as zero tensors of that shape, so that a mismatch reads "wrong shape: expected (...), got (...)"
 SHAPE = Code("lambda Block, in_ch, out_ch, stride, x: torch.zeros(Block(in_ch, out_ch, stride)(x).shape)")
 # parameter shapes come back raw; _count adds them up here
-COUNT = Code("lambda Block, in_ch, out_ch, stride: "
-             "[list(p.shape) for p in Block(in_ch, out_ch, stride).parameters()]")
+COUNT = Code(
+    "lambda Block, in_ch, out_ch, stride: [list(p.shape) for p in Block(in_ch, out_ch, stride).parameters()]"
+)
 
 
 def _count(shapes: list[list[int]]) -> int:
     return int(sum(math.prod(shape) for shape in shapes))
-# build, load the reference state dict strictly, switch to eval (or train) mode, run
-RUN_EVAL = Code("lambda Block, in_ch, out_ch, stride, state, x: (lambda m: (m.load_state_dict(state, strict=True), "
-                "m.eval(), m(x).detach())[-1])(Block(in_ch, out_ch, stride))")
-RUN_TRAIN = Code("lambda Block, in_ch, out_ch, stride, state, x: (lambda m: (m.load_state_dict(state, strict=True), "
-                 "m.train(), m(x).detach())[-1])(Block(in_ch, out_ch, stride))")
 
-BLOCK_HINT = ("conv1 = Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=False), bn1, ReLU, conv2 = Conv2d(out_ch, out_ch, 3, "
-              "padding=1, bias=False), bn2; add the shortcut, then ReLU. The shortcut is x itself when the shapes agree, else "
-              "downsample = nn.Sequential(Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), BatchNorm2d(out_ch))")
+
+# build, load the reference state dict strictly, switch to eval (or train) mode, run
+RUN_EVAL = Code(
+    "lambda Block, in_ch, out_ch, stride, state, x: (lambda m: (m.load_state_dict(state, strict=True), "
+    "m.eval(), m(x).detach())[-1])(Block(in_ch, out_ch, stride))"
+)
+RUN_TRAIN = Code(
+    "lambda Block, in_ch, out_ch, stride, state, x: (lambda m: (m.load_state_dict(state, strict=True), "
+    "m.train(), m(x).detach())[-1])(Block(in_ch, out_ch, stride))"
+)
+
+BLOCK_HINT = (
+    "conv1 = Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=False), bn1, ReLU, conv2 = Conv2d(out_ch, out_ch, 3, "
+    "padding=1, bias=False), bn2; add the shortcut, then ReLU. The shortcut is x itself when the shapes agree, else "
+    "downsample = nn.Sequential(Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), BatchNorm2d(out_ch))"
+)
 
 
 def block_cases(g: torch.Generator) -> list[Case]:
@@ -104,16 +117,34 @@ def block_cases(g: torch.Generator) -> list[Case]:
     ]:
         x = torch.randn(2, in_ch, size, size, generator=g)
         out = (size - 1) // stride + 1
-        cases.append(Case(f"output shape, {label}", "BasicBlock", {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "x": x},
-                          torch.zeros(2, out_ch, out, out), harness=SHAPE,
-                          hint="conv1 carries the stride and padding=1, conv2 has stride 1 and padding=1; the shortcut must "
-                               "produce the same shape as the branch (a 1x1 convolution with the same stride)"))
-    for in_ch, out_ch, stride, label in [(16, 16, 1, "16 -> 16, stride 1 (no projection)"), (16, 32, 2, "16 -> 32, stride 2"),
-                                         (8, 24, 1, "8 -> 24, stride 1 (projection for the channels)")]:
-        cases.append(Case(f"parameter count, {label}", "BasicBlock", {"in_ch": in_ch, "out_ch": out_ch, "stride": stride},
-                          _n_params(_reference_block(in_ch, out_ch, stride)), harness=COUNT, measure=_count,
-                          hint="3x3 convolutions without bias (the batch norm has its own shift); a projection shortcut only "
-                               "when stride != 1 or in_ch != out_ch, and then a 1x1 convolution without bias plus a BatchNorm2d"))
+        cases.append(
+            Case(
+                f"output shape, {label}",
+                "BasicBlock",
+                {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "x": x},
+                torch.zeros(2, out_ch, out, out),
+                harness=SHAPE,
+                hint="conv1 carries the stride and padding=1, conv2 has stride 1 and padding=1; the shortcut must "
+                "produce the same shape as the branch (a 1x1 convolution with the same stride)",
+            )
+        )
+    for in_ch, out_ch, stride, label in [
+        (16, 16, 1, "16 -> 16, stride 1 (no projection)"),
+        (16, 32, 2, "16 -> 32, stride 2"),
+        (8, 24, 1, "8 -> 24, stride 1 (projection for the channels)"),
+    ]:
+        cases.append(
+            Case(
+                f"parameter count, {label}",
+                "BasicBlock",
+                {"in_ch": in_ch, "out_ch": out_ch, "stride": stride},
+                _n_params(_reference_block(in_ch, out_ch, stride)),
+                harness=COUNT,
+                measure=_count,
+                hint="3x3 convolutions without bias (the batch norm has its own shift); a projection shortcut only "
+                "when stride != 1 or in_ch != out_ch, and then a 1x1 convolution without bias plus a BatchNorm2d",
+            )
+        )
     for in_ch, out_ch, stride, train, label in [
         (8, 8, 1, False, "identity shortcut, eval mode"),
         (8, 16, 2, False, "projection, 8 -> 16, stride 2, eval mode"),
@@ -128,26 +159,40 @@ def block_cases(g: torch.Generator) -> list[Case]:
         with torch.no_grad():
             expected = ref(x)
         state = {k: v.clone() for k, v in ref.state_dict().items()}
-        cases.append(Case(f"torchvision's weights, {label}", "BasicBlock",
-                          {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "state": state, "x": x}, expected,
-                          atol=1e-4, rtol=1e-4, harness=RUN_TRAIN if train else RUN_EVAL, unchanged=("x",),
-                          hint="use exactly the names conv1, bn1, conv2, bn2 and downsample.0 / downsample.1 (no extra "
-                               "parameters); out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)): the ReLU comes "
-                               "after the addition. " + BLOCK_HINT))
+        cases.append(
+            Case(
+                f"torchvision's weights, {label}",
+                "BasicBlock",
+                {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "state": state, "x": x},
+                expected,
+                atol=1e-4,
+                rtol=1e-4,
+                harness=RUN_TRAIN if train else RUN_EVAL,
+                unchanged=("x",),
+                hint="use exactly the names conv1, bn1, conv2, bn2 and downsample.0 / downsample.1 (no extra "
+                "parameters); out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)): the ReLU comes "
+                "after the addition. " + BLOCK_HINT,
+            )
+        )
     return cases
 
 
 # --------------------------------------------------------------------------- q2 SqueezeExcitation
 
-SE_COUNT = Code("lambda SE, channels, reduction: "
-                "[list(p.shape) for p in SE(channels, reduction).parameters()]")
-SE_RUN = Code("lambda SE, channels, reduction, w1, b1, w2, b2, x: (lambda m: ([p.data.copy_(v.reshape(p.shape)) for p, v in "
-              "((m.fc1.weight, w1), (m.fc1.bias, b1), (m.fc2.weight, w2), (m.fc2.bias, b2))], m.eval(), m(x).detach())[-1])"
-              "(SE(channels, reduction))")
+SE_COUNT = Code(
+    "lambda SE, channels, reduction: [list(p.shape) for p in SE(channels, reduction).parameters()]"
+)
+SE_RUN = Code(
+    "lambda SE, channels, reduction, w1, b1, w2, b2, x: (lambda m: ([p.data.copy_(v.reshape(p.shape)) for p, v in "
+    "((m.fc1.weight, w1), (m.fc1.bias, b1), (m.fc2.weight, w2), (m.fc2.bias, b2))], m.eval(), m(x).detach())[-1])"
+    "(SE(channels, reduction))"
+)
 
-SE_HINT = ("squeeze: the mean over H and W, (N, C); excitation: fc1 (C -> C // reduction), ReLU, fc2 (back to C), sigmoid; "
-           "then multiply x by these weights, one per sample and channel: s.view(N, C, 1, 1); return a new tensor "
-           "(x * s, not x.mul_(s))")
+SE_HINT = (
+    "squeeze: the mean over H and W, (N, C); excitation: fc1 (C -> C // reduction), ReLU, fc2 (back to C), sigmoid; "
+    "then multiply x by these weights, one per sample and channel: s.view(N, C, 1, 1); return a new tensor "
+    "(x * s, not x.mul_(s))"
+)
 
 
 def se_cases(g: torch.Generator) -> list[Case]:
@@ -156,10 +201,17 @@ def se_cases(g: torch.Generator) -> list[Case]:
     cases = []
     for channels, reduction in [(32, 16), (24, 4), (64, 8)]:
         expected = channels * (channels // reduction) * 2 + channels // reduction + channels
-        cases.append(Case(f"parameter count, channels={channels}, reduction={reduction}", "SqueezeExcitation",
-                          {"channels": channels, "reduction": reduction}, expected, harness=SE_COUNT,
-                          measure=_count,
-                          hint="two layers with biases: fc1 maps channels -> channels // reduction, fc2 maps back"))
+        cases.append(
+            Case(
+                f"parameter count, channels={channels}, reduction={reduction}",
+                "SqueezeExcitation",
+                {"channels": channels, "reduction": reduction},
+                expected,
+                harness=SE_COUNT,
+                measure=_count,
+                hint="two layers with biases: fc1 maps channels -> channels // reduction, fc2 maps back",
+            )
+        )
     for n, channels, reduction, h, w, label in [
         (2, 16, 4, 5, 5, "16 channels, reduction 4"),
         (1, 32, 16, 7, 3, "a single image of 7x3, 32 channels, reduction 16"),
@@ -172,29 +224,56 @@ def se_cases(g: torch.Generator) -> list[Case]:
         x = torch.randn(n, channels, h, w, generator=g) + 0.5
         with torch.no_grad():
             expected = ref(x)
-        args = {"channels": channels, "reduction": reduction, "w1": ref.fc1.weight.detach().reshape(sq, channels).clone(),
-                "b1": ref.fc1.bias.detach().clone(), "w2": ref.fc2.weight.detach().reshape(channels, sq).clone(),
-                "b2": ref.fc2.bias.detach().clone(), "x": x}
-        cases.append(Case(f"outputs with given weights, {label}", "SqueezeExcitation", args, expected, atol=1e-5, rtol=1e-5,
-                          harness=SE_RUN, unchanged=("x",), hint=SE_HINT))
+        args = {
+            "channels": channels,
+            "reduction": reduction,
+            "w1": ref.fc1.weight.detach().reshape(sq, channels).clone(),
+            "b1": ref.fc1.bias.detach().clone(),
+            "w2": ref.fc2.weight.detach().reshape(channels, sq).clone(),
+            "b2": ref.fc2.bias.detach().clone(),
+            "x": x,
+        }
+        cases.append(
+            Case(
+                f"outputs with given weights, {label}",
+                "SqueezeExcitation",
+                args,
+                expected,
+                atol=1e-5,
+                rtol=1e-5,
+                harness=SE_RUN,
+                unchanged=("x",),
+                hint=SE_HINT,
+            )
+        )
     return cases
 
 
 # --------------------------------------------------------------------------- q3 counting parameters
 
 MODELS = [  # (label, source of an expression that builds the model, with {a}, {b}, {c} random sizes)
-    ("Conv2d + BatchNorm2d + Linear (batch-norm buffers are not parameters)",
-     "nn.Sequential(nn.Conv2d(3, {a}, 3), nn.BatchNorm2d({a}), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({a}, {b}))"),
-    ("layers without bias and a depthwise convolution",
-     "nn.Sequential(nn.Conv2d({a}, {a}, 3, groups={a}, bias=False), nn.Conv2d({a}, {b}, 1, bias=False), nn.Linear({b}, {c}, bias=False))"),
-    ("a frozen layer (requires_grad=False still counts)",
-     "(lambda m: (m[0].requires_grad_(False), m)[1])(nn.Sequential(nn.Linear({a}, {b}), nn.ReLU(), nn.Linear({b}, {c})))"),
-    ("a layer used twice (shared weights count once)",
-     "(lambda lin: nn.Sequential(lin, nn.Tanh(), lin, nn.Linear({a}, {c})))(nn.Linear({a}, {a}))"),
+    (
+        "Conv2d + BatchNorm2d + Linear (batch-norm buffers are not parameters)",
+        "nn.Sequential(nn.Conv2d(3, {a}, 3), nn.BatchNorm2d({a}), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({a}, {b}))",
+    ),
+    (
+        "layers without bias and a depthwise convolution",
+        "nn.Sequential(nn.Conv2d({a}, {a}, 3, groups={a}, bias=False), nn.Conv2d({a}, {b}, 1, bias=False), nn.Linear({b}, {c}, bias=False))",
+    ),
+    (
+        "a frozen layer (requires_grad=False still counts)",
+        "(lambda m: (m[0].requires_grad_(False), m)[1])(nn.Sequential(nn.Linear({a}, {b}), nn.ReLU(), nn.Linear({b}, {c})))",
+    ),
+    (
+        "a layer used twice (shared weights count once)",
+        "(lambda lin: nn.Sequential(lin, nn.Tanh(), lin, nn.Linear({a}, {c})))(nn.Linear({a}, {a}))",
+    ),
     ("no parameters at all", "nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())"),
-    ("nested modules: a ResNet-style block inside a Sequential",
-     "nn.Sequential(nn.Conv2d(1, {a}, 3), nn.Sequential(nn.Sequential(nn.Conv2d({a}, {a}, 3), nn.BatchNorm2d({a})), "
-     "nn.Conv2d({a}, {b}, 1)), nn.LayerNorm({b}))"),
+    (
+        "nested modules: a ResNet-style block inside a Sequential",
+        "nn.Sequential(nn.Conv2d(1, {a}, 3), nn.Sequential(nn.Sequential(nn.Conv2d({a}, {a}, 3), nn.BatchNorm2d({a})), "
+        "nn.Conv2d({a}, {b}, 1)), nn.LayerNorm({b}))",
+    ),
 ]
 
 
@@ -204,47 +283,91 @@ def count_cases(g: torch.Generator) -> list[Case]:
         a, b, c = (int(v) for v in torch.randint(2, 40, (3,), generator=g))
         source = template.format(a=a, b=b, c=c)
         model = Code(f"lambda: {source}")()
-        cases.append(Case(f"count_parameters, {label}", "count_parameters", {}, _n_params(model),
-                          harness=Code(f"lambda count_parameters: count_parameters({source})"),
-                          hint="sum p.numel() over model.parameters(), which visits nested modules and yields a shared "
-                               "parameter once; count frozen parameters too, and not the buffers (running statistics)"))
-    for in_ch, out_ch, k, bias in [(3, 64, 7, False), (64, 64, 3, True), (1, 6, 5, True), (256, 512, 1, False),
-                                   (int(torch.randint(1, 300, (1,), generator=g)), int(torch.randint(1, 300, (1,), generator=g)),
-                                    int(torch.randint(1, 8, (1,), generator=g)), True)]:
+        cases.append(
+            Case(
+                f"count_parameters, {label}",
+                "count_parameters",
+                {},
+                _n_params(model),
+                harness=Code(f"lambda count_parameters: count_parameters({source})"),
+                hint="sum p.numel() over model.parameters(), which visits nested modules and yields a shared "
+                "parameter once; count frozen parameters too, and not the buffers (running statistics)",
+            )
+        )
+    for in_ch, out_ch, k, bias in [
+        (3, 64, 7, False),
+        (64, 64, 3, True),
+        (1, 6, 5, True),
+        (256, 512, 1, False),
+        (
+            int(torch.randint(1, 300, (1,), generator=g)),
+            int(torch.randint(1, 300, (1,), generator=g)),
+            int(torch.randint(1, 8, (1,), generator=g)),
+            True,
+        ),
+    ]:
         conv = nn.Conv2d(in_ch, out_ch, k, bias=bias)
-        cases.append(Case(f"conv_params({in_ch}, {out_ch}, {k}, bias={bias})", "conv_params",
-                          {"in_ch": in_ch, "out_ch": out_ch, "k": k, "bias": bias}, _n_params(conv),
-                          hint="out_ch kernels of shape (in_ch, k, k), plus one bias per output channel when bias=True; "
-                               "return an int"))
+        cases.append(
+            Case(
+                f"conv_params({in_ch}, {out_ch}, {k}, bias={bias})",
+                "conv_params",
+                {"in_ch": in_ch, "out_ch": out_ch, "k": k, "bias": bias},
+                _n_params(conv),
+                hint="out_ch kernels of shape (in_ch, k, k), plus one bias per output channel when bias=True; "
+                "return an int",
+            )
+        )
     return cases
 
 
 # --------------------------------------------------------------------------- q4 PatchEmbedding
 
-PE_SHAPE = Code("lambda PE, img_size, patch, in_ch, dim, x: torch.zeros(PE(img_size, patch, in_ch, dim)(x).shape)")
+PE_SHAPE = Code(
+    "lambda PE, img_size, patch, in_ch, dim, x: torch.zeros(PE(img_size, patch, in_ch, dim)(x).shape)"
+)
 PE_COUNT = Code("lambda PE, img_size, patch, in_ch, dim: PE(img_size, patch, in_ch, dim).num_patches")
-PE_RUN = Code("lambda PE, img_size, patch, in_ch, dim, w, b, x: (lambda m: (m.proj.weight.data.copy_(w.reshape(m.proj.weight.shape)), "
-              "m.proj.bias.data.copy_(b), m(x).detach())[-1])(PE(img_size, patch, in_ch, dim))")
+PE_RUN = Code(
+    "lambda PE, img_size, patch, in_ch, dim, w, b, x: (lambda m: (m.proj.weight.data.copy_(w.reshape(m.proj.weight.shape)), "
+    "m.proj.bias.data.copy_(b), m(x).detach())[-1])(PE(img_size, patch, in_ch, dim))"
+)
 # True when the constructor raises ValueError for an image size that is not a multiple of the patch size
-PE_RAISES = Code("lambda PE, img_size, patch, in_ch, dim: (lambda ns: (exec('def attempt(PE, *args):\\n    try:\\n        "
-                 "PE(*args)\\n    except ValueError:\\n        return True\\n    return False', ns), "
-                 "ns['attempt'](PE, img_size, patch, in_ch, dim))[1])({})")
+PE_RAISES = Code(
+    "lambda PE, img_size, patch, in_ch, dim: (lambda ns: (exec('def attempt(PE, *args):\\n    try:\\n        "
+    "PE(*args)\\n    except ValueError:\\n        return True\\n    return False', ns), "
+    "ns['attempt'](PE, img_size, patch, in_ch, dim))[1])({})"
+)
 
-PE_HINT = ("proj = nn.Conv2d(in_ch, dim, kernel_size=patch, stride=patch) gives (N, dim, H/p, W/p); flatten the grid and "
-           "move dim last: x.flatten(2).transpose(1, 2) -> (N, num_patches, dim), patches in row-major order")
+PE_HINT = (
+    "proj = nn.Conv2d(in_ch, dim, kernel_size=patch, stride=patch) gives (N, dim, H/p, W/p); flatten the grid and "
+    "move dim last: x.flatten(2).transpose(1, 2) -> (N, num_patches, dim), patches in row-major order"
+)
 
 
 def patch_cases(g: torch.Generator) -> list[Case]:
     cases = []
     for img, p, c, d in [(32, 8, 3, 16), (28, 4, 1, 32)]:
         x = torch.randn(2, c, img, img, generator=g)
-        cases.append(Case(f"output shape, {img} px, patch {p}, {c} channel(s), dim {d}", "PatchEmbedding",
-                          {"img_size": img, "patch": p, "in_ch": c, "dim": d, "x": x}, torch.zeros(2, (img // p) ** 2, d),
-                          harness=PE_SHAPE, hint=PE_HINT))
+        cases.append(
+            Case(
+                f"output shape, {img} px, patch {p}, {c} channel(s), dim {d}",
+                "PatchEmbedding",
+                {"img_size": img, "patch": p, "in_ch": c, "dim": d, "x": x},
+                torch.zeros(2, (img // p) ** 2, d),
+                harness=PE_SHAPE,
+                hint=PE_HINT,
+            )
+        )
     for img, p in [(224, 16), (28, 7)]:
-        cases.append(Case(f"num_patches for {img} px and patch {p}", "PatchEmbedding",
-                          {"img_size": img, "patch": p, "in_ch": 3, "dim": 8}, (img // p) ** 2, harness=PE_COUNT,
-                          hint="num_patches = (img_size // patch) ** 2, set in __init__"))
+        cases.append(
+            Case(
+                f"num_patches for {img} px and patch {p}",
+                "PatchEmbedding",
+                {"img_size": img, "patch": p, "in_ch": 3, "dim": 8},
+                (img // p) ** 2,
+                harness=PE_COUNT,
+                hint="num_patches = (img_size // patch) ** 2, set in __init__",
+            )
+        )
     for n, img, p, c, d, label in [
         (2, 16, 4, 3, 12, "16 px RGB, patch 4"),
         (1, 28, 4, 1, 32, "one 28 px grey image, patch 4"),
@@ -255,26 +378,65 @@ def patch_cases(g: torch.Generator) -> list[Case]:
         b = torch.randn(d, generator=g) * 0.1
         x = torch.randn(n, c, img, img, generator=g)
         expected = F.conv2d(x, w, b, stride=p).flatten(2).transpose(1, 2)  # (N, P, dim)
-        cases.append(Case(f"outputs with given weights, {label}", "PatchEmbedding",
-                          {"img_size": img, "patch": p, "in_ch": c, "dim": d, "w": w, "b": b, "x": x}, expected,
-                          atol=1e-5, rtol=1e-5, harness=PE_RUN, unchanged=("x",),
-                          hint=PE_HINT + "; with nn.Linear, flatten each patch in (channel, row, column) order"))
-    cases.append(Case("img_size 30 with patch 4 raises ValueError", "PatchEmbedding",
-                      {"img_size": 30, "patch": 4, "in_ch": 3, "dim": 8}, True, harness=PE_RAISES,
-                      hint="check img_size % patch in __init__ and raise ValueError with a message naming both numbers"))
+        cases.append(
+            Case(
+                f"outputs with given weights, {label}",
+                "PatchEmbedding",
+                {"img_size": img, "patch": p, "in_ch": c, "dim": d, "w": w, "b": b, "x": x},
+                expected,
+                atol=1e-5,
+                rtol=1e-5,
+                harness=PE_RUN,
+                unchanged=("x",),
+                hint=PE_HINT + "; with nn.Linear, flatten each patch in (channel, row, column) order",
+            )
+        )
+    cases.append(
+        Case(
+            "img_size 30 with patch 4 raises ValueError",
+            "PatchEmbedding",
+            {"img_size": 30, "patch": 4, "in_ch": 3, "dim": 8},
+            True,
+            harness=PE_RAISES,
+            hint="check img_size % patch in __init__ and raise ValueError with a message naming both numbers",
+        )
+    )
     return cases
 
 
 WHY = "chapter 07's exercise asks you to build the blocks, not to take the finished ones"
 
 QUESTIONS = [
-    Question("q1", "ResNet basic block (with projection shortcut)", ("BasicBlock",), block_cases,
-             forbid=("torchvision.models.resnet", "utils.models", *COURSE), why=WHY),
-    Question("q2", "Squeeze-and-excitation", ("SqueezeExcitation",), se_cases,
-             forbid=("torchvision.ops.SqueezeExcitation", "utils.models", *COURSE), why=WHY),
-    Question("q3", "Counting parameters", ("count_parameters", "conv_params"), count_cases,
-             forbid=("utils.flops", "utils.models", *COURSE),
-             why="q3 asks for the counts worked out yourself"),
-    Question("q4", "ViT patch embedding", ("PatchEmbedding",), patch_cases,
-             forbid=("torchvision.models.vision_transformer", "utils.models", *COURSE), why=WHY),
+    Question(
+        "q1",
+        "ResNet basic block (with projection shortcut)",
+        ("BasicBlock",),
+        block_cases,
+        forbid=("torchvision.models.resnet", "utils.models", *COURSE),
+        why=WHY,
+    ),
+    Question(
+        "q2",
+        "Squeeze-and-excitation",
+        ("SqueezeExcitation",),
+        se_cases,
+        forbid=("torchvision.ops.SqueezeExcitation", "utils.models", *COURSE),
+        why=WHY,
+    ),
+    Question(
+        "q3",
+        "Counting parameters",
+        ("count_parameters", "conv_params"),
+        count_cases,
+        forbid=("utils.flops", "utils.models", *COURSE),
+        why="q3 asks for the counts worked out yourself",
+    ),
+    Question(
+        "q4",
+        "ViT patch embedding",
+        ("PatchEmbedding",),
+        patch_cases,
+        forbid=("torchvision.models.vision_transformer", "utils.models", *COURSE),
+        why=WHY,
+    ),
 ]

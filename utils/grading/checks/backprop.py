@@ -20,6 +20,7 @@ Forbidden while the answers run (:mod:`utils.grading.forbid`): autograd, the fun
 ``torch.nn.functional`` each question reproduces (and their ``torch.*`` and ``Tensor`` forms), the
 course's own modules (``utils.scratch``, ...).
 """
+
 from __future__ import annotations
 
 import torch
@@ -54,22 +55,43 @@ def linear_cases(g: torch.Generator) -> list[Case]:
     """Forward cases first (a wrong forward pass is the first thing to fix), then backward."""
     forward, backward = [], []
     for n, d, m, dtype, label in LINEAR_SHAPES:
-        x, w, b, dout = _randn(g, n, d, dtype=dtype), _randn(g, d, m, dtype=dtype), _randn(g, m, dtype=dtype), _randn(g, n, m, dtype=dtype)
+        x, w, b, dout = (
+            _randn(g, n, d, dtype=dtype),
+            _randn(g, d, m, dtype=dtype),
+            _randn(g, m, dtype=dtype),
+            _randn(g, n, m, dtype=dtype),
+        )
         xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
         out = F.linear(xr, wr.T, br)  # (N, M)
         out.backward(dout)
-        forward.append(Case(
-            f"forward, {label}", "linear_forward", {"x": x, "W": w, "b": b}, out.detach(), **TOL[dtype],
-            hint="out = x @ W + b: (N, D) @ (D, M) gives (N, M), and b (M,) broadcasts over the N rows; keep the dtype of the inputs",
-            unchanged=("x", "W", "b")))
-        backward.append(Case(
-            f"backward, {label}", "linear_backward", {"dout": dout, "x": x, "W": w}, (xr.grad, wr.grad, br.grad), **TOL[dtype],
-            hint="dx = dout @ W.T (N, D), dW = x.T @ dout (D, M), db = dout.sum(dim=0) (M,); the shapes of x, W and b hold also when N == 1",
-            unchanged=("dout", "x", "W"), outputs=("dx", "dW", "db")))
+        forward.append(
+            Case(
+                f"forward, {label}",
+                "linear_forward",
+                {"x": x, "W": w, "b": b},
+                out.detach(),
+                **TOL[dtype],
+                hint="out = x @ W + b: (N, D) @ (D, M) gives (N, M), and b (M,) broadcasts over the N rows; keep the dtype of the inputs",
+                unchanged=("x", "W", "b"),
+            )
+        )
+        backward.append(
+            Case(
+                f"backward, {label}",
+                "linear_backward",
+                {"dout": dout, "x": x, "W": w},
+                (xr.grad, wr.grad, br.grad),
+                **TOL[dtype],
+                hint="dx = dout @ W.T (N, D), dW = x.T @ dout (D, M), db = dout.sum(dim=0) (M,); the shapes of x, W and b hold also when N == 1",
+                unchanged=("dout", "x", "W"),
+                outputs=("dx", "dW", "db"),
+            )
+        )
     return forward + backward
 
 
 # --------------------------------------------------------------------------- q2 ReLU
+
 
 def _with_zeros(g: torch.Generator, *shape: int, dtype: torch.dtype) -> torch.Tensor:
     x = _randn(g, *shape, dtype=dtype)
@@ -91,20 +113,33 @@ def relu_cases(g: torch.Generator) -> list[Case]:
         out = torch.relu(xr)
         dout = _randn(g, *x.shape, dtype=x.dtype)
         out.backward(dout)
-        forward.append(Case(
-            f"forward, {label}", "relu_forward", {"x": x}, out.detach(),
-            hint="max(x, 0) elementwise with the shape and dtype of x, e.g. x.clamp(min=0); "
-                 "do not change x in place (no x.clamp_(...) or x[x < 0] = 0 on x itself)",
-            unchanged=("x",)))
-        backward.append(Case(
-            f"backward, {label}", "relu_backward", {"dout": dout, "x": x}, xr.grad,
-            hint="dx = dout where x > 0 and 0 elsewhere; at x == 0 the gradient is 0 (the convention of torch.relu), "
-                 "so use x > 0, not x >= 0; do not change dout in place",
-            unchanged=("dout", "x")))
+        forward.append(
+            Case(
+                f"forward, {label}",
+                "relu_forward",
+                {"x": x},
+                out.detach(),
+                hint="max(x, 0) elementwise with the shape and dtype of x, e.g. x.clamp(min=0); "
+                "do not change x in place (no x.clamp_(...) or x[x < 0] = 0 on x itself)",
+                unchanged=("x",),
+            )
+        )
+        backward.append(
+            Case(
+                f"backward, {label}",
+                "relu_backward",
+                {"dout": dout, "x": x},
+                xr.grad,
+                hint="dx = dout where x > 0 and 0 elsewhere; at x == 0 the gradient is 0 (the convention of torch.relu), "
+                "so use x > 0, not x >= 0; do not change dout in place",
+                unchanged=("dout", "x"),
+            )
+        )
     return forward + backward
 
 
 # --------------------------------------------------------------------------- q3 softmax cross-entropy
+
 
 def softmax_ce_cases(g: torch.Generator) -> list[Case]:
     def logits_and_labels(n: int, c: int, dtype: torch.dtype, scale: float = 1.0, shift: float = 0.0):
@@ -114,7 +149,11 @@ def softmax_ce_cases(g: torch.Generator) -> list[Case]:
         ("N=5, C=4", *logits_and_labels(5, 4, F32)),
         ("N=1 (a single example), C=3", *logits_and_labels(1, 3, F32)),
         ("C=2, float64", *logits_and_labels(7, 2, F64)),
-        ("all logits equal (the loss is log C)", torch.full((4, 5), 2.5), torch.randint(0, 5, (4,), generator=g)),
+        (
+            "all logits equal (the loss is log C)",
+            torch.full((4, 5), 2.5),
+            torch.randint(0, 5, (4,), generator=g),
+        ),
         ("logits in the thousands (randn * 1000)", *logits_and_labels(6, 5, F32, scale=1000.0)),
         ("logits around +3000 (randn + 3000)", *logits_and_labels(6, 4, F32, shift=3000.0)),
         ("logits around -3000 (randn - 3000), float64", *logits_and_labels(5, 3, F64, shift=-3000.0)),
@@ -129,12 +168,20 @@ def softmax_ce_cases(g: torch.Generator) -> list[Case]:
         lr = logits.clone().requires_grad_()
         loss = F.cross_entropy(lr, y)  # mean over the batch, 0-dim
         loss.backward()
-        cases.append(Case(
-            label, "softmax_cross_entropy", {"logits": logits, "y": y}, (loss.detach(), lr.grad), **tol,
-            hint="subtract each row's max before exp (log-sum-exp trick) so large logits stay finite; "
-                 "loss = mean over the batch of -log softmax[y], a 0-dim tensor (not .item()); "
-                 "dlogits = (softmax(logits) - one_hot(y)) / N",
-            unchanged=("logits", "y"), outputs=("loss", "dlogits")))
+        cases.append(
+            Case(
+                label,
+                "softmax_cross_entropy",
+                {"logits": logits, "y": y},
+                (loss.detach(), lr.grad),
+                **tol,
+                hint="subtract each row's max before exp (log-sum-exp trick) so large logits stay finite; "
+                "loss = mean over the batch of -log softmax[y], a 0-dim tensor (not .item()); "
+                "dlogits = (softmax(logits) - one_hot(y)) / N",
+                unchanged=("logits", "y"),
+                outputs=("loss", "dlogits"),
+            )
+        )
     return cases
 
 
@@ -145,7 +192,11 @@ NUMGRAD_FUNCTIONS = [  # (label, source, shape of x)
     ("logsumexp of all entries, 2-D x (3, 4)", "lambda x: torch.logsumexp(x.reshape(-1), dim=0)", (3, 4)),
     ("tanh(x @ x.T).sum(), 2-D x (3, 3)", "lambda x: torch.tanh(x @ x.T).sum()", (3, 3)),
     ("a single value: exp(2x), x of shape (1,)", "lambda x: torch.exp(2 * x).sum()", (1,)),
-    ("(row sums)^2 plus product of cosines, 3-D x (2, 2, 3)", "lambda x: (x.sum(dim=-1) ** 2).sum() + torch.cos(x).prod()", (2, 2, 3)),
+    (
+        "(row sums)^2 plus product of cosines, 3-D x (2, 2, 3)",
+        "lambda x: (x.sum(dim=-1) ** 2).sum() + torch.cos(x).prod()",
+        (2, 2, 3),
+    ),
 ]
 
 
@@ -156,27 +207,64 @@ def numgrad_cases(g: torch.Generator) -> list[Case]:
         x = _randn(g, *shape, dtype=F64)
         xr = x.clone().requires_grad_()
         f.build()(xr).backward()
-        cases.append(Case(
-            f"{label}; f = {source}", "numerical_gradient", {"f": f, "x": x}, xr.grad, atol=1e-8, rtol=1e-6,
-            hint="for every entry i: grad[i] = (f(x + h e_i) - f(x - h e_i)) / (2 h) (central, not one-sided), "
-                 "looping over x.numel() entries of a flat view so any shape works; put x[i] back afterwards "
-                 "(save the old value) or work on a copy, so x is unchanged; return float64 with the shape of x",
-            unchanged=("x",)))
+        cases.append(
+            Case(
+                f"{label}; f = {source}",
+                "numerical_gradient",
+                {"f": f, "x": x},
+                xr.grad,
+                atol=1e-8,
+                rtol=1e-6,
+                hint="for every entry i: grad[i] = (f(x + h e_i) - f(x - h e_i)) / (2 h) (central, not one-sided), "
+                "looping over x.numel() entries of a flat view so any shape works; put x[i] back afterwards "
+                "(save the old value) or work on a copy, so x is unchanged; return float64 with the shape of x",
+                unchanged=("x",),
+            )
+        )
     return cases
 
 
 WHY = "chapter 01's exercise asks for the gradients computed by hand, without autograd or torch.nn.functional"
 
 QUESTIONS = [
-    Question("q1", "Linear layer: forward and backward", ("linear_forward", "linear_backward"), linear_cases,
-             forbid=("torch.nn.functional.linear", "torch.nn.Linear", *AUTOGRAD, *COURSE), why=WHY),
-    Question("q2", "ReLU: forward and backward", ("relu_forward", "relu_backward"), relu_cases,
-             forbid=("torch.nn.functional.relu", "torch.nn.functional.threshold", *AUTOGRAD, *COURSE),
-             why=WHY),
-    Question("q3", "Softmax cross-entropy: loss and gradient", ("softmax_cross_entropy",), softmax_ce_cases,
-             forbid=("torch.nn.functional.cross_entropy", "torch.nn.functional.nll_loss",
-                     "torch.nn.functional.log_softmax", "torch.nn.functional.softmax", "torch.logsumexp",
-                     *AUTOGRAD, *COURSE), why=WHY),
-    Question("q4", "Numerical gradient (central differences)", ("numerical_gradient",), numgrad_cases,
-             forbid=(*AUTOGRAD, *COURSE), why="q4 asks for the gradient from function values alone"),
+    Question(
+        "q1",
+        "Linear layer: forward and backward",
+        ("linear_forward", "linear_backward"),
+        linear_cases,
+        forbid=("torch.nn.functional.linear", "torch.nn.Linear", *AUTOGRAD, *COURSE),
+        why=WHY,
+    ),
+    Question(
+        "q2",
+        "ReLU: forward and backward",
+        ("relu_forward", "relu_backward"),
+        relu_cases,
+        forbid=("torch.nn.functional.relu", "torch.nn.functional.threshold", *AUTOGRAD, *COURSE),
+        why=WHY,
+    ),
+    Question(
+        "q3",
+        "Softmax cross-entropy: loss and gradient",
+        ("softmax_cross_entropy",),
+        softmax_ce_cases,
+        forbid=(
+            "torch.nn.functional.cross_entropy",
+            "torch.nn.functional.nll_loss",
+            "torch.nn.functional.log_softmax",
+            "torch.nn.functional.softmax",
+            "torch.logsumexp",
+            *AUTOGRAD,
+            *COURSE,
+        ),
+        why=WHY,
+    ),
+    Question(
+        "q4",
+        "Numerical gradient (central differences)",
+        ("numerical_gradient",),
+        numgrad_cases,
+        forbid=(*AUTOGRAD, *COURSE),
+        why="q4 asks for the gradient from function values alone",
+    ),
 ]

@@ -28,6 +28,7 @@ Forbidden while the answers run (:mod:`utils.grading.forbid`): the convolutions 
 ``torch.nn.functional`` and ``torch.nn`` (``F.conv2d``, ``F.unfold`` and ``x.unfold``, ``F.max_pool2d``),
 autograd (q2's backward, q4), ``utils.receptive_field`` (q3, q4) and the course's own modules.
 """
+
 from __future__ import annotations
 
 import torch
@@ -69,14 +70,19 @@ def conv_cases(g: torch.Generator) -> list[Case]:
         weight = _randn(g, c_out, c_in, kh, kw, dtype=dtype)
         bias = _randn(g, c_out, dtype=dtype) if has_bias else None
         expected = F.conv2d(x, weight, bias, stride=stride, padding=padding)
-        cases.append(Case(
-            f"{label}: x {tuple(x.shape)}, w {tuple(weight.shape)}, stride={stride}, padding={padding}, {str(dtype)[6:]}",
-            "conv2d_forward", {"x": x, "w": weight, "b": bias, "stride": stride, "padding": padding},
-            expected, **TOL[dtype],
-            hint="pad x with zeros first (padding rows/columns on every side); the output size is "
-                 "(H + 2p - kh) // s + 1; out[n, o, i, j] = sum over c, u, v of w[o, c, u, v] * x_pad[n, c, i*s + u, j*s + v], "
-                 "plus b[o] when b is not None; no kernel flip (PyTorch computes a cross-correlation); keep the dtype of x",
-            unchanged=("x", "w", "b")))
+        cases.append(
+            Case(
+                f"{label}: x {tuple(x.shape)}, w {tuple(weight.shape)}, stride={stride}, padding={padding}, {str(dtype)[6:]}",
+                "conv2d_forward",
+                {"x": x, "w": weight, "b": bias, "stride": stride, "padding": padding},
+                expected,
+                **TOL[dtype],
+                hint="pad x with zeros first (padding rows/columns on every side); the output size is "
+                "(H + 2p - kh) // s + 1; out[n, o, i, j] = sum over c, u, v of w[o, c, u, v] * x_pad[n, c, i*s + u, j*s + v], "
+                "plus b[o] when b is not None; no kernel flip (PyTorch computes a cross-correlation); keep the dtype of x",
+                unchanged=("x", "w", "b"),
+            )
+        )
     return cases
 
 
@@ -110,20 +116,32 @@ def pool_cases(g: torch.Generator) -> list[Case]:
         dout = _randn(g, *out.shape, dtype=dtype)
         out.backward(dout)
         name = f"{label}: x {tuple(shape)}, {str(dtype)[6:]}"
-        forward.append(Case(
-            f"forward, {name}", "maxpool2d_forward", {"x": x, "k": k, "stride": stride}, out.detach(),
-            hint="output size (H - k) // stride + 1; each output is the max of its k x k window "
-                 "x[n, c, i*stride : i*stride + k, j*stride : j*stride + k]; start from the window's values "
-                 "(not from 0, the inputs can all be negative); keep the dtype of x",
-            unchanged=("x",)))
-        backward.append(Case(
-            f"backward, {name}", "maxpool2d_backward", {"dout": dout, "x": x, "k": k, "stride": stride}, xr.grad,
-            **POOL_TOL[dtype],
-            hint="dx has the shape of x and is 0 except at the position of each window's maximum, which receives that "
-                 "output's dout; when windows overlap, ADD (+=) the gradients of every window a pixel wins; when several "
-                 "values tie, only the FIRST maximum in row-major order gets the gradient (argmax of the flattened window), "
-                 "as in PyTorch",
-            unchanged=("dout", "x")))
+        forward.append(
+            Case(
+                f"forward, {name}",
+                "maxpool2d_forward",
+                {"x": x, "k": k, "stride": stride},
+                out.detach(),
+                hint="output size (H - k) // stride + 1; each output is the max of its k x k window "
+                "x[n, c, i*stride : i*stride + k, j*stride : j*stride + k]; start from the window's values "
+                "(not from 0, the inputs can all be negative); keep the dtype of x",
+                unchanged=("x",),
+            )
+        )
+        backward.append(
+            Case(
+                f"backward, {name}",
+                "maxpool2d_backward",
+                {"dout": dout, "x": x, "k": k, "stride": stride},
+                xr.grad,
+                **POOL_TOL[dtype],
+                hint="dx has the shape of x and is 0 except at the position of each window's maximum, which receives that "
+                "output's dout; when windows overlap, ADD (+=) the gradients of every window a pixel wins; when several "
+                "values tie, only the FIRST maximum in row-major order gets the gradient (argmax of the flattened window), "
+                "as in PyTorch",
+                unchanged=("dout", "x"),
+            )
+        )
     return forward + backward
 
 
@@ -162,12 +180,16 @@ def size_cases(g: torch.Generator) -> list[Case]:
         configs.append((f"random configuration {i + 1}", n, k, stride, padding, dilation))
     cases = []
     for label, n, k, stride, padding, dilation in configs:
-        cases.append(Case(
-            f"{label}: n={n}, k={k}, stride={stride}, padding={padding}, dilation={dilation}", "conv_output_size",
-            {"n": n, "k": k, "stride": stride, "padding": padding, "dilation": dilation},
-            _conv1d_length(n, k, stride, padding, dilation),
-            hint="a dilated kernel spans d (k - 1) + 1 pixels; it fits into the padded input n + 2p at "
-                 "floor((n + 2p - d (k - 1) - 1) / s) + 1 positions; use integer division // and return an int"))
+        cases.append(
+            Case(
+                f"{label}: n={n}, k={k}, stride={stride}, padding={padding}, dilation={dilation}",
+                "conv_output_size",
+                {"n": n, "k": k, "stride": stride, "padding": padding, "dilation": dilation},
+                _conv1d_length(n, k, stride, padding, dilation),
+                hint="a dilated kernel spans d (k - 1) + 1 pixels; it fits into the padded input n + 2p at "
+                "floor((n + 2p - d (k - 1) - 1) / s) + 1 positions; use integer division // and return an int",
+            )
+        )
     return cases
 
 
@@ -212,33 +234,77 @@ def rf_cases(g: torch.Generator) -> list[Case]:
     stacks = list(RF_STACKS)
     for i in range(3):  # random stacks of 2 to 5 layers
         n_layers = int(torch.randint(2, 6, (1,), generator=g))
-        layers = [(int(torch.randint(1, 6, (1,), generator=g)), int(torch.randint(1, 3, (1,), generator=g)),
-                   int(torch.randint(1, 4, (1,), generator=g))) for _ in range(n_layers)]
+        layers = [
+            (
+                int(torch.randint(1, 6, (1,), generator=g)),
+                int(torch.randint(1, 3, (1,), generator=g)),
+                int(torch.randint(1, 4, (1,), generator=g)),
+            )
+            for _ in range(n_layers)
+        ]
         stacks.append((f"random stack {i + 1}", layers))
     cases = []
     for label, layers in stacks:
-        cases.append(Case(
-            f"{label}: layers={layers}", "receptive_field", {"layers": list(layers)}, _empirical_rf(layers),
-            hint="start with r = 1 and jump j = 1 (the input pixels); for each (k, s, d): r += d (k - 1) j, then j *= s "
-                 "(the jump is the product of the strides BEFORE the layer, so update r before j); return an int",
-            unchanged=("layers",)))
+        cases.append(
+            Case(
+                f"{label}: layers={layers}",
+                "receptive_field",
+                {"layers": list(layers)},
+                _empirical_rf(layers),
+                hint="start with r = 1 and jump j = 1 (the input pixels); for each (k, s, d): r += d (k - 1) j, then j *= s "
+                "(the jump is the product of the strides BEFORE the layer, so update r before j); return an int",
+                unchanged=("layers",),
+            )
+        )
     return cases
 
 
-CONV = ("torch.nn.functional.conv2d", "torch.nn.functional.conv1d", "torch.nn.functional.unfold",
-        "torch.convolution", "torch.nn.Conv2d")
+CONV = (
+    "torch.nn.functional.conv2d",
+    "torch.nn.functional.conv1d",
+    "torch.nn.functional.unfold",
+    "torch.convolution",
+    "torch.nn.Conv2d",
+)
 WHY = "chapter 06's exercise asks for the operations written with indexing, slicing and matrix products"
 
 QUESTIONS = [
-    Question("q1", "2-D convolution forward (matches F.conv2d)", ("conv2d_forward",), conv_cases,
-             forbid=(*CONV, *COURSE), why=WHY),
-    Question("q2", "Max pooling: forward and backward", ("maxpool2d_forward", "maxpool2d_backward"),
-             pool_cases, forbid=("torch.nn.functional.max_pool2d", "torch.nn.MaxPool2d",
-                                 "torch.nn.functional.unfold", *AUTOGRAD, *COURSE), why=WHY),
-    Question("q3", "Output size of a convolution", ("conv_output_size",), size_cases,
-             forbid=(*CONV, "utils.receptive_field", *COURSE),
-             why="q3 asks for the formula, not a convolution run"),
-    Question("q4", "Receptive field of a stack of layers", ("receptive_field",), rf_cases,
-             forbid=(*CONV, *AUTOGRAD, "utils.receptive_field", *COURSE),
-             why="q4 asks for the recurrence, not a measurement"),
+    Question(
+        "q1",
+        "2-D convolution forward (matches F.conv2d)",
+        ("conv2d_forward",),
+        conv_cases,
+        forbid=(*CONV, *COURSE),
+        why=WHY,
+    ),
+    Question(
+        "q2",
+        "Max pooling: forward and backward",
+        ("maxpool2d_forward", "maxpool2d_backward"),
+        pool_cases,
+        forbid=(
+            "torch.nn.functional.max_pool2d",
+            "torch.nn.MaxPool2d",
+            "torch.nn.functional.unfold",
+            *AUTOGRAD,
+            *COURSE,
+        ),
+        why=WHY,
+    ),
+    Question(
+        "q3",
+        "Output size of a convolution",
+        ("conv_output_size",),
+        size_cases,
+        forbid=(*CONV, "utils.receptive_field", *COURSE),
+        why="q3 asks for the formula, not a convolution run",
+    ),
+    Question(
+        "q4",
+        "Receptive field of a stack of layers",
+        ("receptive_field",),
+        rf_cases,
+        forbid=(*CONV, *AUTOGRAD, "utils.receptive_field", *COURSE),
+        why="q4 asks for the recurrence, not a measurement",
+    ),
 ]

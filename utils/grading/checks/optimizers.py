@@ -32,6 +32,7 @@ functional forms and its schedulers) and the course's own modules (``utils.optim
   eta_min=min_lr)], milestones=[W])`` (plain ``CosineAnnealingLR`` when W = 0), random lengths and
   rates; tolerance ``1e-12 + 1e-9 * |expected|``.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,12 +64,16 @@ _ZEROS = "[torch.zeros_like(p) for p in params]"
 def _loop(call: str, states: tuple[str, ...]) -> Code:
     """A harness running ``call`` once per step; ``call`` sees ``ps``, ``gs``, ``k`` and the zero-initialised
     state lists named in ``states``. It returns (trajectory, gradients as given, gradients after the call)."""
-    step = (f"(lambda gs: (lambda given: ({call}, ({_FLAT.format('ps')}, given, {_FLAT.format('gs')}))[1])"
-            f"({_FLAT.format('gs')}))({_GRADS})")
+    step = (
+        f"(lambda gs: (lambda given: ({call}, ({_FLAT.format('ps')}, given, {_FLAT.format('gs')}))[1])"
+        f"({_FLAT.format('gs')}))({_GRADS})"
+    )
     stack = "(lambda rows: tuple(torch.stack([r[i] for r in rows]) for i in range(3)))"
-    return Code(f"lambda fn, params, targets, scales, noise, *hyper: (lambda ps, {', '.join(states)}: "
-                f"{stack}([{step} for k in range(noise[0].shape[0])]))("
-                f"[p.clone() for p in params], {', '.join([_ZEROS] * len(states))})")
+    return Code(
+        f"lambda fn, params, targets, scales, noise, *hyper: (lambda ps, {', '.join(states)}: "
+        f"{stack}([{step} for k in range(noise[0].shape[0])]))("
+        f"[p.clone() for p in params], {', '.join([_ZEROS] * len(states))})"
+    )
 
 
 SGD_HARNESS = _loop("fn(ps, gs, vs, *hyper)", ("vs",))
@@ -86,31 +91,46 @@ def _untouched(records: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tupl
 SCHEDULE_HARNESS = Code(
     "lambda fn, total_steps, warmup_steps, base_lr, min_lr, extra: torch.tensor("
     "[float(fn(k, total_steps, warmup_steps, base_lr, min_lr)) for k in range(total_steps + 1 + extra)], "
-    "dtype=torch.float64)")
+    "dtype=torch.float64)"
+)
 
-IN_PLACE = ("Update the tensors of the lists in place (p.add_(...), p.sub_(...), p.mul_(...), v.mul_(...).add_(...), "
-            "v.copy_(...) or p -= ...) and return nothing: `p = p - lr * g` only rebinds a local name, so the caller's "
-            "tensors never change and the trajectory stays at its start; leave the gradients as they are "
-            "(no g.mul_ or g.add_ on them: the caller may use them again)")
+IN_PLACE = (
+    "Update the tensors of the lists in place (p.add_(...), p.sub_(...), p.mul_(...), v.mul_(...).add_(...), "
+    "v.copy_(...) or p -= ...) and return nothing: `p = p - lr * g` only rebinds a local name, so the caller's "
+    "tensors never change and the trajectory stays at its start; leave the gradients as they are "
+    "(no g.mul_ or g.add_ on them: the caller may use them again)"
+)
 
 
-def problem(g: torch.Generator, shapes: list[tuple[int, ...]], dtype: torch.dtype, *, grad_scale: float = 1.0,
-            noise_scale: float = 0.3, steps: int = STEPS) -> dict[str, list[torch.Tensor]]:
+def problem(
+    g: torch.Generator,
+    shapes: list[tuple[int, ...]],
+    dtype: torch.dtype,
+    *,
+    grad_scale: float = 1.0,
+    noise_scale: float = 0.3,
+    steps: int = STEPS,
+) -> dict[str, list[torch.Tensor]]:
     """A random problem: start ``params``, ``targets`` c, curvatures ``scales`` s in [0.1, 10] and a noise
     sequence ``noise`` (one (steps, *shape) tensor per parameter); gradients are multiplied by ``grad_scale``."""
+
     def randn(shape):
         return torch.randn(tuple(shape), generator=g, dtype=dtype)
 
     params = [randn(s) for s in shapes]
     targets = [randn(s) for s in shapes]
-    scales = [grad_scale * torch.exp(torch.rand(tuple(s), generator=g, dtype=dtype) * math.log(100.0) - math.log(10.0))
-              for s in shapes]  # curvatures log-uniform in [0.1, 10]
+    scales = [
+        grad_scale
+        * torch.exp(torch.rand(tuple(s), generator=g, dtype=dtype) * math.log(100.0) - math.log(10.0))
+        for s in shapes
+    ]  # curvatures log-uniform in [0.1, 10]
     noise = [grad_scale * noise_scale * randn((steps, *s)) for s in shapes]
     return {"params": params, "targets": targets, "scales": scales, "noise": noise}
 
 
-def torch_trajectory(make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
-                     data: dict[str, list[torch.Tensor]]) -> torch.Tensor:
+def torch_trajectory(
+    make_optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer], data: dict[str, list[torch.Tensor]]
+) -> torch.Tensor:
     """The reference: the same loop with a torch.optim optimizer; the flattened parameters after each step."""
     ps = [p.clone() for p in data["params"]]
     opt = make_optimizer(ps)
@@ -139,13 +159,27 @@ def sgd_cases(g: torch.Generator) -> list[Case]:
     cases = []
     for label, shapes, dtype, lr, mu, nesterov in SGD_CASES:
         data = problem(g, shapes, dtype)
-        expected = torch_trajectory(lambda ps: torch.optim.SGD(ps, lr=lr, momentum=mu, nesterov=nesterov), data)
-        hint = (f"v = momentum * v + g (v starts at zero, so after the first step v = g), then "
-                f"p -= lr * (g + momentum * v) with Nesterov, p -= lr * v without; with momentum = 0 it is "
-                f"p -= lr * g. {IN_PLACE}")
-        cases.append(Case(f"{label}, {STEPS} steps", "sgd_momentum_step",
-                          {**data, "lr": lr, "momentum": mu, "nesterov": nesterov}, (expected, True),
-                          **TOL[dtype], hint=hint, outputs=OUTPUTS, harness=SGD_HARNESS, measure=_untouched))
+        expected = torch_trajectory(
+            lambda ps: torch.optim.SGD(ps, lr=lr, momentum=mu, nesterov=nesterov), data
+        )
+        hint = (
+            f"v = momentum * v + g (v starts at zero, so after the first step v = g), then "
+            f"p -= lr * (g + momentum * v) with Nesterov, p -= lr * v without; with momentum = 0 it is "
+            f"p -= lr * g. {IN_PLACE}"
+        )
+        cases.append(
+            Case(
+                f"{label}, {STEPS} steps",
+                "sgd_momentum_step",
+                {**data, "lr": lr, "momentum": mu, "nesterov": nesterov},
+                (expected, True),
+                **TOL[dtype],
+                hint=hint,
+                outputs=OUTPUTS,
+                harness=SGD_HARNESS,
+                measure=_untouched,
+            )
+        )
     return cases
 
 
@@ -153,15 +187,25 @@ def sgd_cases(g: torch.Generator) -> list[Case]:
 
 ADAM_CASES = [  # (label, shapes, dtype, lr, betas, eps, grad_scale)
     ("default betas (0.9, 0.999), lr 0.01", [(5,), (3, 4)], F32, 0.01, (0.9, 0.999), 1e-8, 1.0),
-    ("tiny gradients (about 1e-4): eps goes outside the square root", [(6,), (2, 2)], F32, 0.01, (0.9, 0.999), 1e-8, 1e-4),
+    (
+        "tiny gradients (about 1e-4): eps goes outside the square root",
+        [(6,), (2, 2)],
+        F32,
+        0.01,
+        (0.9, 0.999),
+        1e-8,
+        1e-4,
+    ),
     ("large eps = 0.1, float64", [(4, 3)], F64, 0.05, (0.9, 0.999), 0.1, 1.0),
     ("betas (0.5, 0.9), float64, with a 0-dim parameter", [(), (7,)], F64, 0.02, (0.5, 0.9), 1e-8, 1.0),
     ("betas (0.95, 0.9999), lr 0.003", [(3, 5)], F32, 0.003, (0.95, 0.9999), 1e-8, 1.0),
 ]
 
-ADAM_HINT = ("m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, m_hat = m / (1 - b1**t), v_hat = v / (1 - b2**t) "
-             "with t starting at 1, and p -= lr * m_hat / (sqrt(v_hat) + eps): eps added after the square root "
-             "of the bias-corrected v. ")
+ADAM_HINT = (
+    "m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, m_hat = m / (1 - b1**t), v_hat = v / (1 - b2**t) "
+    "with t starting at 1, and p -= lr * m_hat / (sqrt(v_hat) + eps): eps added after the square root "
+    "of the bias-corrected v. "
+)
 
 
 def adam_cases(g: torch.Generator) -> list[Case]:
@@ -169,9 +213,19 @@ def adam_cases(g: torch.Generator) -> list[Case]:
     for label, shapes, dtype, lr, betas, eps, scale in ADAM_CASES:
         data = problem(g, shapes, dtype, grad_scale=scale)
         expected = torch_trajectory(lambda ps: torch.optim.Adam(ps, lr=lr, betas=betas, eps=eps), data)
-        cases.append(Case(f"{label}, {STEPS} steps", "adam_step", {**data, "lr": lr, "betas": betas, "eps": eps},
-                          (expected, True), **TOL[dtype], hint=ADAM_HINT + IN_PLACE, outputs=OUTPUTS,
-                          harness=ADAM_HARNESS, measure=_untouched))
+        cases.append(
+            Case(
+                f"{label}, {STEPS} steps",
+                "adam_step",
+                {**data, "lr": lr, "betas": betas, "eps": eps},
+                (expected, True),
+                **TOL[dtype],
+                hint=ADAM_HINT + IN_PLACE,
+                outputs=OUTPUTS,
+                harness=ADAM_HARNESS,
+                measure=_untouched,
+            )
+        )
     return cases
 
 
@@ -181,7 +235,15 @@ ADAMW_CASES = [  # (label, shapes, dtype, lr, betas, eps, weight_decay)
     ("weight_decay = 0 (the same as Adam)", [(5,), (2, 3)], F32, 0.01, (0.9, 0.999), 1e-8, 0.0),
     ("weight_decay 0.1", [(4, 4)], F32, 0.01, (0.9, 0.999), 1e-8, 0.1),
     ("strong decay: lr 0.05, weight_decay 0.5, float64", [(6,), (3,)], F64, 0.05, (0.9, 0.999), 1e-8, 0.5),
-    ("weight_decay 0.01, betas (0.8, 0.99), float64, with a 0-dim parameter", [(), (2, 5)], F64, 0.02, (0.8, 0.99), 1e-6, 0.01),
+    (
+        "weight_decay 0.01, betas (0.8, 0.99), float64, with a 0-dim parameter",
+        [(), (2, 5)],
+        F64,
+        0.02,
+        (0.8, 0.99),
+        1e-6,
+        0.01,
+    ),
 ]
 
 
@@ -190,14 +252,26 @@ def adamw_cases(g: torch.Generator) -> list[Case]:
     for label, shapes, dtype, lr, betas, eps, wd in ADAMW_CASES:
         data = problem(g, shapes, dtype)
         expected = torch_trajectory(
-            lambda ps: torch.optim.AdamW(ps, lr=lr, betas=betas, eps=eps, weight_decay=wd), data)
-        hint = ("first shrink the weights, p *= (1 - lr * weight_decay), then take the Adam step of q2 with the "
-                "unchanged gradient; do not add weight_decay * p to the gradient (that is Adam's L2 penalty, "
-                "which the division by sqrt(v_hat) rescales). " + IN_PLACE)
-        cases.append(Case(f"{label}, {STEPS} steps", "adamw_step",
-                          {**data, "lr": lr, "betas": betas, "eps": eps, "weight_decay": wd},
-                          (expected, True), **TOL[dtype], hint=hint, outputs=OUTPUTS, harness=ADAMW_HARNESS,
-                          measure=_untouched))
+            lambda ps: torch.optim.AdamW(ps, lr=lr, betas=betas, eps=eps, weight_decay=wd), data
+        )
+        hint = (
+            "first shrink the weights, p *= (1 - lr * weight_decay), then take the Adam step of q2 with the "
+            "unchanged gradient; do not add weight_decay * p to the gradient (that is Adam's L2 penalty, "
+            "which the division by sqrt(v_hat) rescales). " + IN_PLACE
+        )
+        cases.append(
+            Case(
+                f"{label}, {STEPS} steps",
+                "adamw_step",
+                {**data, "lr": lr, "betas": betas, "eps": eps, "weight_decay": wd},
+                (expected, True),
+                **TOL[dtype],
+                hint=hint,
+                outputs=OUTPUTS,
+                harness=ADAMW_HARNESS,
+                measure=_untouched,
+            )
+        )
     return cases
 
 
@@ -211,8 +285,9 @@ def torch_warmup_cosine(total_steps: int, warmup_steps: int, base_lr: float, min
     if warmup_steps == 0:
         sched = cosine
     else:
-        linear = lr_scheduler.LinearLR(opt, start_factor=1 / (warmup_steps + 1), end_factor=1.0,
-                                       total_iters=warmup_steps)
+        linear = lr_scheduler.LinearLR(
+            opt, start_factor=1 / (warmup_steps + 1), end_factor=1.0, total_iters=warmup_steps
+        )
         sched = lr_scheduler.SequentialLR(opt, [linear, cosine], milestones=[warmup_steps])
     lrs = []
     with warnings.catch_warnings():
@@ -237,28 +312,67 @@ def schedule_cases(g: torch.Generator) -> list[Case]:
     settings = []  # (label, total_steps, warmup_steps, base_lr, min_lr, extra steps past the end)
     total, warmup = _randint(g, 80, 150), _randint(g, 5, 20)
     settings.append(("warmup then cosine", total, warmup, _log_uniform(g, 1e-3, 1.0), None, 0))
-    settings.append(("no warmup (warmup_steps = 0): a plain cosine", _randint(g, 50, 90), 0,
-                     _log_uniform(g, 1e-3, 1.0), None, 0))
+    settings.append(
+        (
+            "no warmup (warmup_steps = 0): a plain cosine",
+            _randint(g, 50, 90),
+            0,
+            _log_uniform(g, 1e-3, 1.0),
+            None,
+            0,
+        )
+    )
     settings.append(("a single warmup step", _randint(g, 50, 90), 1, _log_uniform(g, 1e-3, 1.0), None, 0))
-    settings.append(("min_lr = 0", _randint(g, 60, 100), _randint(g, 10, 30), _log_uniform(g, 1e-3, 1.0), 0.0, 0))
+    settings.append(
+        ("min_lr = 0", _randint(g, 60, 100), _randint(g, 10, 30), _log_uniform(g, 1e-3, 1.0), 0.0, 0)
+    )
     total = _randint(g, 50, 80)
-    settings.append(("warmup for all but the last step", total, total - 1, _log_uniform(g, 1e-3, 1.0), None, 0))
-    settings.append(("steps past total_steps stay at min_lr", _randint(g, 50, 80), _randint(g, 5, 15),
-                     _log_uniform(g, 1e-4, 1e-2), None, 5))
+    settings.append(
+        ("warmup for all but the last step", total, total - 1, _log_uniform(g, 1e-3, 1.0), None, 0)
+    )
+    settings.append(
+        (
+            "steps past total_steps stay at min_lr",
+            _randint(g, 50, 80),
+            _randint(g, 5, 15),
+            _log_uniform(g, 1e-4, 1e-2),
+            None,
+            5,
+        )
+    )
     cases = []
     for label, total, warmup, base, min_lr, extra in settings:
         if min_lr is None:
             min_lr = base * _log_uniform(g, 1e-3, 0.2)
-        expected = torch.tensor(torch_warmup_cosine(total, warmup, base, min_lr) + [min_lr] * extra, dtype=F64)
-        hint = ("for step < warmup_steps: base_lr * (step + 1) / (warmup_steps + 1) (so step 0 does not get 0 and the "
-                "line reaches base_lr exactly at step == warmup_steps); then min_lr + (base_lr - min_lr) * "
-                "(1 + cos(pi * p)) / 2 with p = (step - warmup_steps) / (total_steps - warmup_steps); "
-                "for step >= total_steps: min_lr; return a Python float")
-        cases.append(Case(f"{label}: total_steps={total}, warmup_steps={warmup}, base_lr={base:.3g}, "
-                          f"min_lr={min_lr:.3g}, steps 0..{total + extra}", "warmup_cosine_lr",
-                          {"total_steps": total, "warmup_steps": warmup, "base_lr": base, "min_lr": min_lr,
-                           "extra": extra}, expected, atol=1e-12, rtol=1e-9, hint=hint, outputs=("learning rates",),
-                          harness=SCHEDULE_HARNESS))
+        expected = torch.tensor(
+            torch_warmup_cosine(total, warmup, base, min_lr) + [min_lr] * extra, dtype=F64
+        )
+        hint = (
+            "for step < warmup_steps: base_lr * (step + 1) / (warmup_steps + 1) (so step 0 does not get 0 and the "
+            "line reaches base_lr exactly at step == warmup_steps); then min_lr + (base_lr - min_lr) * "
+            "(1 + cos(pi * p)) / 2 with p = (step - warmup_steps) / (total_steps - warmup_steps); "
+            "for step >= total_steps: min_lr; return a Python float"
+        )
+        cases.append(
+            Case(
+                f"{label}: total_steps={total}, warmup_steps={warmup}, base_lr={base:.3g}, "
+                f"min_lr={min_lr:.3g}, steps 0..{total + extra}",
+                "warmup_cosine_lr",
+                {
+                    "total_steps": total,
+                    "warmup_steps": warmup,
+                    "base_lr": base,
+                    "min_lr": min_lr,
+                    "extra": extra,
+                },
+                expected,
+                atol=1e-12,
+                rtol=1e-9,
+                hint=hint,
+                outputs=("learning rates",),
+                harness=SCHEDULE_HARNESS,
+            )
+        )
     return cases
 
 
@@ -266,10 +380,12 @@ FORBID = ("torch.optim", "utils.optim", *COURSE)
 WHY = "chapter 04's exercise asks for the update rules written with tensor operations, without torch.optim"
 
 QUESTIONS = [
-    Question("q1", "SGD with momentum and Nesterov", ("sgd_momentum_step",), sgd_cases, forbid=FORBID,
-             why=WHY),
+    Question(
+        "q1", "SGD with momentum and Nesterov", ("sgd_momentum_step",), sgd_cases, forbid=FORBID, why=WHY
+    ),
     Question("q2", "Adam with bias correction", ("adam_step",), adam_cases, forbid=FORBID, why=WHY),
     Question("q3", "AdamW: decoupled weight decay", ("adamw_step",), adamw_cases, forbid=FORBID, why=WHY),
-    Question("q4", "Linear warmup + cosine schedule", ("warmup_cosine_lr",), schedule_cases, forbid=FORBID,
-             why=WHY),
+    Question(
+        "q4", "Linear warmup + cosine schedule", ("warmup_cosine_lr",), schedule_cases, forbid=FORBID, why=WHY
+    ),
 ]
