@@ -72,8 +72,8 @@ def _rand(g: torch.Generator, *shape: int, dtype: torch.dtype = F32) -> torch.Te
 # Fill a NaN tensor (or Parameter) of `shape` `draws` times and return the pooled raw values (flat); the
 # statistics of them are computed here (_std, _largest, _kurtosis), never in the learner's process.
 _FILL = (
-    "lambda fn, shape, a, mode, draws: torch.cat([(lambda w: (fn(w, a, mode), w.detach().reshape(-1).clone())[1])"
-    "({make}(torch.full(shape, float('nan')))) for _ in range(draws)])"
+    "lambda fn, shape, a, mode, draws: torch.cat([(lambda w: (fn(w, a, mode), "
+    "w.detach().reshape(-1).clone())[1])({make}(torch.full(shape, float('nan')))) for _ in range(draws)])"
 )
 FILL = Code(_FILL.format(make=""))
 FILL_PARAM = Code(_FILL.format(make="nn.Parameter"))
@@ -145,8 +145,8 @@ def kaiming_cases(g: torch.Generator) -> list[Case]:
             dict(args),
             torch.tensor(bound, dtype=F64),
             rtol=1e-3,
-            hint="draw from the uniform distribution U(-bound, bound) (weight.uniform_), not from a normal one "
-            "(which has no bound); " + KAIMING_HINT,
+            hint="draw from the uniform distribution U(-bound, bound) (weight.uniform_), not from a normal "
+            "one (which has no bound); " + KAIMING_HINT,
             harness=FILL,
             measure=_largest,
         ),
@@ -210,9 +210,10 @@ GN_FORWARD = [  # (shape, groups, dtype, eps, scale, offset, label, tolerance)
 ]
 
 GN_FORWARD_HINT = (
-    "reshape x to (N, G, C/G * H * W), take the mean and the *biased* variance over the last dimension (of "
-    "x - mean, not E[x^2] - E[x]^2), standardize with 1 / sqrt(var + eps), reshape back to (N, C, H, W), then "
-    "out = gamma * x_hat + beta with gamma and beta reshaped to (1, C, 1, 1): one pair per channel, not per group"
+    "reshape x to (N, G, C/G * H * W), take the mean and the *biased* variance over the last dimension (of x "
+    "- mean, not E[x^2] - E[x]^2), standardize with 1 / sqrt(var + eps), reshape back to (N, C, H, W), then "
+    "out = gamma * x_hat + beta with gamma and beta reshaped to (1, C, 1, 1): one pair per channel, not per "
+    "group"
 )
 
 
@@ -246,10 +247,11 @@ GN_BACKWARD = [  # (shape, groups, dtype, label)
 ]
 GN_BACKWARD_TOL = {F32: {"atol": 1e-5, "rtol": 1e-4}, F64: TOL[F64]}
 GN_BACKWARD_HINT = (
-    "dbeta and dgamma are per channel: sums over (N, H, W) of dout and of dout * x_hat; for dx, every x_hat of a "
-    "group depends on every x of that group through its mean and variance, as in the chapter's batch norm, "
-    "but here gamma changes from channel to channel inside a group: carry g = gamma * dout (the gradient "
-    "reaching x_hat) through the group's mean and variance, with sums over each sample's group, not over the batch"
+    "dbeta and dgamma are per channel: sums over (N, H, W) of dout and of dout * x_hat; for dx, every x_hat "
+    "of a group depends on every x of that group through its mean and variance, as in the chapter's batch "
+    "norm, but here gamma changes from channel to channel inside a group: carry g = gamma * dout (the "
+    "gradient reaching x_hat) through the group's mean and variance, with sums over each sample's group, not "
+    "over the batch"
 )
 
 
@@ -288,9 +290,9 @@ def gn_backward_cases(g: torch.Generator) -> list[Case]:
 
 FOLD_HINT = (
     "in evaluation mode batch norm is a fixed affine map per channel, y = gamma (z - running_mean) / "
-    "sqrt(running_var + eps) + beta, and z = conv(x, w) + b is linear in w and b: scale each output channel's "
-    "weights (dimension 0 of w) by gamma / sqrt(running_var + eps), and fold the mean and the shift into the "
-    "bias (b = 0 when the layer has none); return new tensors"
+    "sqrt(running_var + eps) + beta, and z = conv(x, w) + b is linear in w and b: scale each output "
+    "channel's weights (dimension 0 of w) by gamma / sqrt(running_var + eps), and fold the mean and the "
+    "shift into the bias (b = 0 when the layer has none); return new tensors"
 )
 
 
@@ -335,7 +337,8 @@ def fold_cases(g: torch.Generator) -> list[Case]:
                 expected,
                 **TOL[dtype],
                 hint=FOLD_HINT,
-                unchanged=("w", "gamma", "beta", "running_mean", "running_var") + (("b",) if has_bias else ()),
+                unchanged=("w", "gamma", "beta", "running_mean", "running_var")
+                + (("b",) if has_bias else ()),
                 outputs=("w", "b"),
             )
         )
@@ -438,8 +441,8 @@ REVIEW = [
         atol=0.005,
         rtol=0.0,
         points=0.5,
-        explain="Each step multiplies the weight by (1 - lr * lambda) = 1 - 0.1 * 5e-4 = 0.99995; after 10,000 "
-        "steps 0.99995^10000 = exp(-0.5) = 0.607 (adding up 10,000 decrements of 5e-5 instead gives "
+        explain="Each step multiplies the weight by (1 - lr * lambda) = 1 - 0.1 * 5e-4 = 0.99995; after "
+        "10,000 steps 0.99995^10000 = exp(-0.5) = 0.607 (adding up 10,000 decrements of 5e-5 instead gives "
         "0.5: the decay shrinks a smaller weight by less).",
     ),
     Review(
