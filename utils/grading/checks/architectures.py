@@ -79,7 +79,8 @@ def _reference_block(in_ch: int, out_ch: int, stride: int) -> nn.Module:
     return BasicBlock(in_ch, out_ch, stride, downsample=downsample)
 
 
-# shapes travel as zero tensors of that shape, so that a mismatch reads "wrong shape: expected (...), got (...)"
+# shapes travel as zero tensors of that shape, so that a mismatch reads
+# "wrong shape: expected (...), got (...)"
 SHAPE = Code("lambda Block, in_ch, out_ch, stride, x: torch.zeros(Block(in_ch, out_ch, stride)(x).shape)")
 # parameter shapes come back raw; _count adds them up here
 COUNT = Code(
@@ -102,9 +103,10 @@ RUN_TRAIN = Code(
 )
 
 BLOCK_HINT = (
-    "conv1 = Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=False), bn1, ReLU, conv2 = Conv2d(out_ch, out_ch, 3, "
-    "padding=1, bias=False), bn2; add the shortcut, then ReLU. The shortcut is x itself when the shapes agree, else "
-    "downsample = nn.Sequential(Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), BatchNorm2d(out_ch))"
+    "conv1 = Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=False), bn1, ReLU, conv2 = Conv2d(out_ch, "
+    "out_ch, 3, padding=1, bias=False), bn2; add the shortcut, then ReLU. The shortcut is x itself when the "
+    "shapes agree, else downsample = nn.Sequential(Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), "
+    "BatchNorm2d(out_ch))"
 )
 
 
@@ -124,8 +126,8 @@ def block_cases(g: torch.Generator) -> list[Case]:
                 {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "x": x},
                 torch.zeros(2, out_ch, out, out),
                 harness=SHAPE,
-                hint="conv1 carries the stride and padding=1, conv2 has stride 1 and padding=1; the shortcut must "
-                "produce the same shape as the branch (a 1x1 convolution with the same stride)",
+                hint="conv1 carries the stride and padding=1, conv2 has stride 1 and padding=1; the shortcut "
+                "must produce the same shape as the branch (a 1x1 convolution with the same stride)",
             )
         )
     for in_ch, out_ch, stride, label in [
@@ -141,8 +143,9 @@ def block_cases(g: torch.Generator) -> list[Case]:
                 _n_params(_reference_block(in_ch, out_ch, stride)),
                 harness=COUNT,
                 measure=_count,
-                hint="3x3 convolutions without bias (the batch norm has its own shift); a projection shortcut only "
-                "when stride != 1 or in_ch != out_ch, and then a 1x1 convolution without bias plus a BatchNorm2d",
+                hint="3x3 convolutions without bias (the batch norm has its own shift); a projection "
+                "shortcut only when stride != 1 or in_ch != out_ch, and then a 1x1 convolution without bias "
+                "plus a BatchNorm2d",
             )
         )
     for in_ch, out_ch, stride, train, label in [
@@ -183,15 +186,15 @@ SE_COUNT = Code(
     "lambda SE, channels, reduction: [list(p.shape) for p in SE(channels, reduction).parameters()]"
 )
 SE_RUN = Code(
-    "lambda SE, channels, reduction, w1, b1, w2, b2, x: (lambda m: ([p.data.copy_(v.reshape(p.shape)) for p, v in "
-    "((m.fc1.weight, w1), (m.fc1.bias, b1), (m.fc2.weight, w2), (m.fc2.bias, b2))], m.eval(), m(x).detach())[-1])"
-    "(SE(channels, reduction))"
+    "lambda SE, channels, reduction, w1, b1, w2, b2, x: (lambda m: ([p.data.copy_(v.reshape(p.shape)) for p, "
+    "v in ((m.fc1.weight, w1), (m.fc1.bias, b1), (m.fc2.weight, w2), (m.fc2.bias, b2))], m.eval(), "
+    "m(x).detach())[-1])(SE(channels, reduction))"
 )
 
 SE_HINT = (
-    "squeeze: the mean over H and W, (N, C); excitation: fc1 (C -> C // reduction), ReLU, fc2 (back to C), sigmoid; "
-    "then multiply x by these weights, one per sample and channel: s.view(N, C, 1, 1); return a new tensor "
-    "(x * s, not x.mul_(s))"
+    "squeeze: the mean over H and W, (N, C); excitation: fc1 (C -> C // reduction), ReLU, fc2 (back to C), "
+    "sigmoid; then multiply x by these weights, one per sample and channel: s.view(N, C, 1, 1); return a new "
+    "tensor (x * s, not x.mul_(s))"
 )
 
 
@@ -254,15 +257,18 @@ def se_cases(g: torch.Generator) -> list[Case]:
 MODELS = [  # (label, source of an expression that builds the model, with {a}, {b}, {c} random sizes)
     (
         "Conv2d + BatchNorm2d + Linear (batch-norm buffers are not parameters)",
-        "nn.Sequential(nn.Conv2d(3, {a}, 3), nn.BatchNorm2d({a}), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({a}, {b}))",
+        "nn.Sequential(nn.Conv2d(3, {a}, 3), nn.BatchNorm2d({a}), nn.ReLU(), nn.AdaptiveAvgPool2d(1), "
+        "nn.Flatten(), nn.Linear({a}, {b}))",
     ),
     (
         "layers without bias and a depthwise convolution",
-        "nn.Sequential(nn.Conv2d({a}, {a}, 3, groups={a}, bias=False), nn.Conv2d({a}, {b}, 1, bias=False), nn.Linear({b}, {c}, bias=False))",
+        "nn.Sequential(nn.Conv2d({a}, {a}, 3, groups={a}, bias=False), nn.Conv2d({a}, {b}, 1, bias=False), "
+        "nn.Linear({b}, {c}, bias=False))",
     ),
     (
         "a frozen layer (requires_grad=False still counts)",
-        "(lambda m: (m[0].requires_grad_(False), m)[1])(nn.Sequential(nn.Linear({a}, {b}), nn.ReLU(), nn.Linear({b}, {c})))",
+        "(lambda m: (m[0].requires_grad_(False), m)[1])(nn.Sequential(nn.Linear({a}, {b}), nn.ReLU(), "
+        "nn.Linear({b}, {c})))",
     ),
     (
         "a layer used twice (shared weights count once)",
@@ -271,8 +277,8 @@ MODELS = [  # (label, source of an expression that builds the model, with {a}, {
     ("no parameters at all", "nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())"),
     (
         "nested modules: a ResNet-style block inside a Sequential",
-        "nn.Sequential(nn.Conv2d(1, {a}, 3), nn.Sequential(nn.Sequential(nn.Conv2d({a}, {a}, 3), nn.BatchNorm2d({a})), "
-        "nn.Conv2d({a}, {b}, 1)), nn.LayerNorm({b}))",
+        "nn.Sequential(nn.Conv2d(1, {a}, 3), nn.Sequential(nn.Sequential(nn.Conv2d({a}, {a}, 3), "
+        "nn.BatchNorm2d({a})), nn.Conv2d({a}, {b}, 1)), nn.LayerNorm({b}))",
     ),
 ]
 
@@ -313,8 +319,8 @@ def count_cases(g: torch.Generator) -> list[Case]:
                 "conv_params",
                 {"in_ch": in_ch, "out_ch": out_ch, "k": k, "bias": bias},
                 _n_params(conv),
-                hint="out_ch kernels of shape (in_ch, k, k), plus one bias per output channel when bias=True; "
-                "return an int",
+                hint="out_ch kernels of shape (in_ch, k, k), plus one bias per output channel when "
+                "bias=True; return an int",
             )
         )
     return cases
@@ -327,8 +333,9 @@ PE_SHAPE = Code(
 )
 PE_COUNT = Code("lambda PE, img_size, patch, in_ch, dim: PE(img_size, patch, in_ch, dim).num_patches")
 PE_RUN = Code(
-    "lambda PE, img_size, patch, in_ch, dim, w, b, x: (lambda m: (m.proj.weight.data.copy_(w.reshape(m.proj.weight.shape)), "
-    "m.proj.bias.data.copy_(b), m(x).detach())[-1])(PE(img_size, patch, in_ch, dim))"
+    "lambda PE, img_size, patch, in_ch, dim, w, b, x: (lambda m: "
+    "(m.proj.weight.data.copy_(w.reshape(m.proj.weight.shape)), m.proj.bias.data.copy_(b), "
+    "m(x).detach())[-1])(PE(img_size, patch, in_ch, dim))"
 )
 # True when the constructor raises ValueError for an image size that is not a multiple of the patch size
 PE_RAISES = Code(
@@ -338,8 +345,9 @@ PE_RAISES = Code(
 )
 
 PE_HINT = (
-    "proj = nn.Conv2d(in_ch, dim, kernel_size=patch, stride=patch) gives (N, dim, H/p, W/p); flatten the grid and "
-    "move dim last: x.flatten(2).transpose(1, 2) -> (N, num_patches, dim), patches in row-major order"
+    "proj = nn.Conv2d(in_ch, dim, kernel_size=patch, stride=patch) gives (N, dim, H/p, W/p); flatten the "
+    "grid and move dim last: x.flatten(2).transpose(1, 2) -> (N, num_patches, dim), patches in row-major "
+    "order"
 )
 
 
