@@ -36,7 +36,7 @@ temperature within ``1e-4 * T``.
 Forbidden while the answers run (:mod:`utils.grading.forbid`): the reference each question
 reproduces (``F.binary_cross_entropy_with_logits`` and the softplus / log-sigmoid building blocks in
 q1, ``F.cross_entropy`` in q2, scikit-learn in q3, SciPy in q4) and the course's own modules
-(``utils.metrics``, ``utils.scratch``, ...).
+(``utils.metrics``, ``utils.scratch``, the references of this module, ...).
 """
 
 from __future__ import annotations
@@ -439,6 +439,7 @@ QUESTIONS = [
             "torch.nn.functional.nll_loss",
             "torch.nn.CrossEntropyLoss",
             "torchvision.ops.sigmoid_focal_loss",
+            "utils.grading.checks",  # softmax_focal_reference
             *COURSE,
         ),
         why="q2 asks for the focal loss written with tensor operations",
@@ -456,7 +457,7 @@ QUESTIONS = [
         "The optimal temperature",
         ("optimal_temperature",),
         temperature_cases,
-        forbid=("scipy", *COURSE),
+        forbid=("scipy", "utils.grading.checks", *COURSE),  # optimal_temperature_reference
         why="q4 asks for the minimum found yourself",
     ),
     MakeItWork(
