@@ -30,11 +30,21 @@ def site(tmp_path_factory) -> Path:
         built = Path(os.environ["COURSE_SITE_BUILD"]).resolve()
         assert (built / "html" / "index.html").exists(), f"COURSE_SITE_BUILD={built} holds no built site"
         return built
+    from filelock import FileLock
+
     from utils import book
 
-    out = tmp_path_factory.mktemp("site")
-    code = book.build(path_output=out, profile="book")
-    assert code == 0, "the strict book build failed (see the warnings and errors above)"
+    # Under pytest-xdist every worker has its own session: the first one to get here builds the site
+    # in the folder the workers share, the others wait for it and check the same build.
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    out, result = shared / "site", shared / "site.result"
+    with FileLock(str(shared / "site.lock")):
+        if not result.exists():
+            out.mkdir(exist_ok=True)
+            result.write_text(str(book.build(path_output=out, profile="book")))
+    assert result.read_text() == "0", "the strict book build failed (see the warnings and errors above)"
     return out / "_build"
 
 
