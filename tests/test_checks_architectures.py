@@ -1,83 +1,33 @@
-"""The 07_architectures questions: reference answers pass every case, plausible mistakes fail with a
-helpful message. The answers are defined here, so the tests do not depend on the solution notebook;
-every question runs in-process with ``utils.grading.evaluate`` (the harness included)."""
+"""The 07_architectures questions: the reference answers of the solution notebook pass every case,
+other correct answers pass too, plausible mistakes (the stride in the first convolution of the
+bottleneck, the ReLU before the addition, an in-place addition into the input, a projection where
+none is needed, other names, biased convolutions) fail with a helpful message and the course's own
+block, which learners may not call, scores zero under the watch. Every question runs in-process with
+``utils.grading.evaluate`` (the harness included)."""
 
 from __future__ import annotations
 
 import dataclasses
-
-import textwrap
 import time
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from conftest import solution_namespace
 from utils.grading import evaluate, get_assignment
 
-QSET = get_assignment("07_architectures")
-
-REFERENCE = """
-class BasicBlock(nn.Module):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.downsample = None
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
-            )
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class SqueezeExcitation(nn.Module):
-    def __init__(self, channels, reduction=16):
-        super().__init__()
-        self.fc1 = nn.Linear(channels, channels // reduction)
-        self.fc2 = nn.Linear(channels // reduction, channels)
-
-    def forward(self, x):
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
-        return x * s[:, :, None, None]
-
-
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def conv_params(in_ch, out_ch, k, bias=True):
-    return out_ch * in_ch * k * k + (out_ch if bias else 0)
-
-
-class PatchEmbedding(nn.Module):
-    def __init__(self, img_size, patch, in_ch, dim):
-        super().__init__()
-        if img_size % patch:
-            raise ValueError("img_size must be a multiple of patch")
-        self.num_patches = (img_size // patch) ** 2
-        self.proj = nn.Conv2d(in_ch, dim, patch, stride=patch)
-
-    def forward(self, x):
-        return self.proj(x).flatten(2).transpose(1, 2)
-"""
+ASSIGNMENT = "07_architectures"
+QSET = get_assignment(ASSIGNMENT)
 
 # Other correct answers: different but valid layer types (the checks must accept them).
 ALTERNATIVES = {
     "q1": """
-from utils.models import BasicBlock as _CourseBlock
+from utils.models.resnet import Bottleneck as _CourseBlock
 
 
-class BasicBlock(_CourseBlock):  # the course's block: nn.ReLU modules, identity as downsample=None
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
+class Bottleneck(_CourseBlock):  # the course's block: nn.ReLU modules, an in-place sum into its own output
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
 """,
     "q2": """
 class SqueezeExcitation(nn.Module):  # 1x1 convolutions instead of linear layers
@@ -108,10 +58,7 @@ class PatchEmbedding(nn.Module):  # unfold + nn.Linear instead of a convolution
 
 
 def namespace(*extra: str) -> dict:
-    ns: dict = {"torch": torch, "nn": nn, "F": F}
-    for source in (REFERENCE, *extra):
-        exec(textwrap.dedent(source), ns)
-    return ns
+    return solution_namespace(ASSIGNMENT, *extra)
 
 
 def functions_for(ns: dict, qid: str) -> dict:
@@ -119,7 +66,8 @@ def functions_for(ns: dict, qid: str) -> dict:
 
 
 def test_question_set():
-    assert QSET.ids == ["q1", "q2", "q3", "q4"] and QSET.max_score == 4
+    assert QSET.ids == ["q1", "q2", "q3", "q4"] and QSET.max_score == 5
+    assert QSET.question("q1").points == 2 and QSET.question("q1").functions == ("Bottleneck",)
     for q in QSET.questions:
         assert len(q.cases(0)) >= 5
 
@@ -154,23 +102,35 @@ def test_cases_are_fast_and_fresh():
 
 
 BROKEN = {
+    "block: the stride in the first 1x1 convolution (the original ResNet)": (
+        "q1",
+        """
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
+        self.conv1 = nn.Conv2d(in_ch, width, 1, stride=stride, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+""",
+        ["torchvision's weights, projection", "values off", "the stride sits in the 3x3 convolution conv2"],
+    ),
     "block: ReLU before the addition": (
         "q1",
         """
-class BasicBlock(BasicBlock):
+class Bottleneck(Bottleneck):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn3(self.conv3(out)))
         return out + (x if self.downsample is None else self.downsample(x))
 """,
         ["torchvision's weights", "values off", "the ReLU comes after the addition"],
     ),
-    "block: an in-place ReLU on its input": (
+    "block: an in-place addition into its input": (
         "q1",
         """
-class BasicBlock(BasicBlock):
+class Bottleneck(Bottleneck):
     def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))))
         shortcut = x if self.downsample is None else self.downsample(x)
         return F.relu_(shortcut.add_(out))  # the identity shortcut is x itself: this writes into the input
 """,
@@ -179,26 +139,26 @@ class BasicBlock(BasicBlock):
     "block: always a projection": (
         "q1",
         """
-class BasicBlock(BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
         self.downsample = nn.Sequential(
-            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            nn.Conv2d(in_ch, 4 * width, 1, stride=stride, bias=False), nn.BatchNorm2d(4 * width)
         )
 """,
-        ["parameter count, 16 -> 16, stride 1", "a projection shortcut only when"],
+        ["parameter count, 64 -> 16 -> 64, stride 1", "a projection shortcut only when"],
     ),
     "block: other names": (
         "q1",
         """
-class BasicBlock(BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
         self.shortcut = self.downsample
         self.downsample = None
 
     def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))))
         return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
 """,
         ["raised RuntimeError", "Error(s) in loading state_dict", "downsample.0"],
@@ -206,22 +166,21 @@ class BasicBlock(BasicBlock):
     "block: biased convolutions": (
         "q1",
         """
-class BasicBlock(BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
+        self.conv1 = nn.Conv2d(in_ch, width, 1)
 """,
         ["parameter count", "without bias"],
     ),
-    "block: no stride": (
+    "block: 4 * width forgotten (out = width)": (
         "q1",
         """
-class BasicBlock(BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width // 4 if width >= 4 else width, stride)
 """,
-        ["output shape", "conv1 carries the stride"],
+        ["output shape"],
     ),
     "SE: no sigmoid": (
         "q2",
@@ -336,3 +295,10 @@ def test_plausible_mistakes_fail_with_a_helpful_message(label):
     feedback = result.feedback()
     for fragment in fragments:
         assert fragment in feedback, feedback
+
+
+def test_the_course_block_scores_zero_under_the_watch():
+    ns = namespace(ALTERNATIVES["q1"])
+    result = evaluate(QSET.question("q1"), functions_for(ns, "q1"), seed=0)
+    assert result.score == 0 and result.first_failure.forbidden, result.line()
+    assert "utils.models" in result.feedback() and "which this question forbids" in result.feedback()

@@ -202,13 +202,13 @@ def pad2d(x, pad, mode):
 """,
     ("07_architectures", "q1"): """
 import torchvision
-class BasicBlock(torchvision.models.resnet.BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
+class Bottleneck(torchvision.models.resnet.Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
         down = None
-        if stride != 1 or in_ch != out_ch:
-            down = torch.nn.Sequential(torch.nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
-                                       torch.nn.BatchNorm2d(out_ch))
-        super().__init__(in_ch, out_ch, stride, downsample=down)
+        if stride != 1 or in_ch != 4 * width:
+            down = torch.nn.Sequential(torch.nn.Conv2d(in_ch, 4 * width, 1, stride=stride, bias=False),
+                                       torch.nn.BatchNorm2d(4 * width))
+        super().__init__(in_ch, width, stride, downsample=down)
 """,
     ("08_training_cnns", "q1"): """
 from utils import interpret

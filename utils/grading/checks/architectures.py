@@ -4,19 +4,22 @@ against torchvision.
 The learner's answers to q1, q2 and q4 are classes (``nn.Module`` s): a harness builds them where the
 learner's code runs, loads weights drawn here, runs fresh random inputs and returns what is compared
 (output shapes as zero tensors of that shape, the shapes of the parameters, which are added up here,
-outputs). References come from torchvision and ``torch.nn.functional`` in the grading process. One
-point per question. Forbidden while the answers run (:mod:`utils.grading.forbid`): torchvision's
-finished blocks (``torchvision.models.resnet``, ``torchvision.ops.SqueezeExcitation``,
-``torchvision.models.vision_transformer``), ``utils.models``, ``utils.flops`` (q3) and the course's
-reference modules.
+outputs). References come from torchvision and ``torch.nn.functional`` in the grading process. Two
+points for q1, one for each other question. Forbidden while the answers run
+(:mod:`utils.grading.forbid`): torchvision's finished blocks (``torchvision.models.resnet``,
+``torchvision.ops.SqueezeExcitation``, ``torchvision.models.vision_transformer``), ``utils.models``,
+``utils.flops`` (q3) and the course's reference modules.
 
-* q1 ``BasicBlock(in_ch, out_ch, stride)``: ResNet's basic block with torchvision's parameter names
-  ``conv1``, ``bn1``, ``conv2``, ``bn2`` and, only when ``stride != 1`` or ``in_ch != out_ch``, the
-  projection shortcut ``downsample.0`` (1x1 convolution) / ``downsample.1`` (batch norm). Checked by
-  output shapes, parameter counts (exact), and by loading the ``state_dict`` of a
-  ``torchvision.models.resnet.BasicBlock`` with random weights and batch-norm statistics
+* q1 ``Bottleneck(in_ch, width, stride)`` (2 points; the chapter printed the basic block, not this
+  one): ResNet-50's bottleneck as torchvision builds it (v1.5: the stride in the 3x3 convolution),
+  ``4 * width`` channels out, with torchvision's parameter names ``conv1``, ``bn1``, ``conv2``,
+  ``bn2``, ``conv3``, ``bn3`` and, only when ``stride != 1`` or ``in_ch != 4 * width``, the projection
+  shortcut ``downsample.0`` (1x1 convolution) / ``downsample.1`` (batch norm). Checked by output
+  shapes, parameter counts (exact), and by loading the ``state_dict`` of a
+  ``torchvision.models.resnet.Bottleneck`` with random weights and batch-norm statistics
   (``strict=True``) and comparing outputs in eval and in train mode: ``1e-4 + 1e-4 * |expected|``;
-  the input must be left unchanged (no in-place ReLU on ``x``).
+  the input must be left unchanged (no in-place ReLU on ``x``). A block with the stride in its first
+  1x1 convolution (the original ResNet) has the right shapes and counts and fails on the weights.
 * q2 ``SqueezeExcitation(channels, reduction)``: layers ``fc1`` (``channels -> channels // reduction``)
   and ``fc2`` (back), ``nn.Linear`` or 1x1 ``nn.Conv2d``, with biases; reference
   ``torchvision.ops.SqueezeExcitation`` with the same weights; the input must be left unchanged.
@@ -65,18 +68,19 @@ def _n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-# --------------------------------------------------------------------------- q1 BasicBlock
+# --------------------------------------------------------------------------- q1 Bottleneck
 
 
-def _reference_block(in_ch: int, out_ch: int, stride: int) -> nn.Module:
-    from torchvision.models.resnet import BasicBlock
+def _reference_block(in_ch: int, width: int, stride: int) -> nn.Module:
+    """torchvision's ResNet bottleneck (v1.5: the stride in the 3x3 convolution), 4 * width channels out."""
+    from torchvision.models.resnet import Bottleneck
 
     downsample = None
-    if stride != 1 or in_ch != out_ch:
+    if stride != 1 or in_ch != 4 * width:
         downsample = nn.Sequential(
-            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            nn.Conv2d(in_ch, 4 * width, 1, stride=stride, bias=False), nn.BatchNorm2d(4 * width)
         )
-    return BasicBlock(in_ch, out_ch, stride, downsample=downsample)
+    return Bottleneck(in_ch, width, stride, downsample=downsample)
 
 
 # shapes travel as zero tensors of that shape, so that a mismatch reads
@@ -103,59 +107,60 @@ RUN_TRAIN = Code(
 )
 
 BLOCK_HINT = (
-    "conv1 = Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=False), bn1, ReLU, conv2 = Conv2d(out_ch, "
-    "out_ch, 3, padding=1, bias=False), bn2; add the shortcut, then ReLU. The shortcut is x itself when the "
-    "shapes agree, else downsample = nn.Sequential(Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), "
-    "BatchNorm2d(out_ch))"
+    "conv1 = Conv2d(in_ch, width, 1, bias=False), bn1, ReLU; conv2 = Conv2d(width, width, 3, stride, "
+    "padding=1, bias=False), bn2, ReLU; conv3 = Conv2d(width, 4 * width, 1, bias=False), bn3; add the "
+    "shortcut, then ReLU. The shortcut is x itself when the shapes agree, else downsample = "
+    "nn.Sequential(Conv2d(in_ch, 4 * width, 1, stride=stride, bias=False), BatchNorm2d(4 * width))"
 )
 
 
 def block_cases(g: torch.Generator) -> list[Case]:
     cases = []
-    for in_ch, out_ch, stride, size, label in [
-        (8, 8, 1, 10, "identity shortcut (8 -> 8, stride 1)"),
-        (8, 16, 2, 10, "projection shortcut (8 -> 16, stride 2)"),
-        (4, 8, 2, 7, "odd input size 7 -> 4 (8 channels, stride 2)"),
+    for in_ch, width, stride, size, label in [
+        (32, 8, 1, 10, "identity shortcut (32 -> 8 -> 32, stride 1)"),
+        (16, 8, 2, 10, "projection shortcut (16 -> 8 -> 32, stride 2)"),
+        (8, 4, 2, 7, "odd input size 7 -> 4 (8 -> 4 -> 16, stride 2)"),
     ]:
         x = torch.randn(2, in_ch, size, size, generator=g)
         out = (size - 1) // stride + 1
         cases.append(
             Case(
                 f"output shape, {label}",
-                "BasicBlock",
-                {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "x": x},
-                torch.zeros(2, out_ch, out, out),
+                "Bottleneck",
+                {"in_ch": in_ch, "out_ch": width, "stride": stride, "x": x},
+                torch.zeros(2, 4 * width, out, out),
                 harness=SHAPE,
-                hint="conv1 carries the stride and padding=1, conv2 has stride 1 and padding=1; the shortcut "
-                "must produce the same shape as the branch (a 1x1 convolution with the same stride)",
+                hint="the block outputs 4 * width channels; the 3x3 convolution carries the stride and "
+                "padding=1; the shortcut must produce the same shape (a 1x1 convolution with the same "
+                "stride)",
             )
         )
-    for in_ch, out_ch, stride, label in [
-        (16, 16, 1, "16 -> 16, stride 1 (no projection)"),
-        (16, 32, 2, "16 -> 32, stride 2"),
-        (8, 24, 1, "8 -> 24, stride 1 (projection for the channels)"),
+    for in_ch, width, stride, label in [
+        (64, 16, 1, "64 -> 16 -> 64, stride 1 (no projection)"),
+        (64, 32, 2, "64 -> 32 -> 128, stride 2"),
+        (16, 16, 1, "16 -> 16 -> 64, stride 1 (projection for the channels)"),
     ]:
         cases.append(
             Case(
                 f"parameter count, {label}",
-                "BasicBlock",
-                {"in_ch": in_ch, "out_ch": out_ch, "stride": stride},
-                _n_params(_reference_block(in_ch, out_ch, stride)),
+                "Bottleneck",
+                {"in_ch": in_ch, "out_ch": width, "stride": stride},
+                _n_params(_reference_block(in_ch, width, stride)),
                 harness=COUNT,
                 measure=_count,
-                hint="3x3 convolutions without bias (the batch norm has its own shift); a projection "
-                "shortcut only when stride != 1 or in_ch != out_ch, and then a 1x1 convolution without bias "
-                "plus a BatchNorm2d",
+                hint="three convolutions without bias (each batch norm has its own shift); a projection "
+                "shortcut only when stride != 1 or in_ch != 4 * width, and then a 1x1 convolution without "
+                "bias plus a BatchNorm2d",
             )
         )
-    for in_ch, out_ch, stride, train, label in [
-        (8, 8, 1, False, "identity shortcut, eval mode"),
-        (8, 16, 2, False, "projection, 8 -> 16, stride 2, eval mode"),
-        (12, 12, 2, False, "same channels but stride 2 (projection), eval mode"),
-        (6, 10, 1, False, "more channels at stride 1 (projection), eval mode"),
-        (8, 16, 2, True, "projection, train mode (batch statistics)"),
+    for in_ch, width, stride, train, label in [
+        (32, 8, 1, False, "identity shortcut, eval mode"),
+        (16, 8, 2, False, "projection, 16 -> 32, stride 2, eval mode"),
+        (32, 8, 2, False, "same channels but stride 2 (projection), eval mode"),
+        (12, 8, 1, False, "more channels at stride 1 (projection), eval mode"),
+        (16, 8, 2, True, "projection, train mode (batch statistics)"),
     ]:
-        ref = _reference_block(in_ch, out_ch, stride)
+        ref = _reference_block(in_ch, width, stride)
         _randomize(ref, g)
         x = torch.randn(4, in_ch, 8, 8, generator=g)
         ref.train(train)
@@ -165,16 +170,17 @@ def block_cases(g: torch.Generator) -> list[Case]:
         cases.append(
             Case(
                 f"torchvision's weights, {label}",
-                "BasicBlock",
-                {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "state": state, "x": x},
+                "Bottleneck",
+                {"in_ch": in_ch, "out_ch": width, "stride": stride, "state": state, "x": x},
                 expected,
                 atol=1e-4,
                 rtol=1e-4,
                 harness=RUN_TRAIN if train else RUN_EVAL,
                 unchanged=("x",),
-                hint="use exactly the names conv1, bn1, conv2, bn2 and downsample.0 / downsample.1 (no extra "
-                "parameters); out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)): the ReLU comes "
-                "after the addition. " + BLOCK_HINT,
+                hint="use exactly the names conv1, bn1, conv2, bn2, conv3, bn3 and downsample.0 / "
+                "downsample.1 "
+                "(no extra parameters); the stride sits in the 3x3 convolution conv2 (torchvision's v1.5), "
+                "not in conv1; the ReLU comes after the addition. " + BLOCK_HINT,
             )
         )
     return cases
@@ -417,9 +423,10 @@ WHY = "chapter 07's exercise asks you to build the blocks, not to take the finis
 QUESTIONS = [
     Question(
         "q1",
-        "ResNet basic block (with projection shortcut)",
-        ("BasicBlock",),
+        "ResNet bottleneck block (torchvision's weights)",
+        ("Bottleneck",),
         block_cases,
+        points=2,
         forbid=("torchvision.models.resnet", "utils.models", *COURSE),
         why=WHY,
     ),
