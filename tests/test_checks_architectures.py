@@ -8,16 +8,21 @@ block, which learners may not call, scores zero under the watch. Every question 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
+import nbformat
 import pytest
 import torch
+from torch import nn
 
-from conftest import solution_namespace
-from utils.grading import evaluate, get_assignment
+from conftest import ROOT, solution_namespace
+from utils.grading import Question, Review, evaluate, get_assignment
 
 ASSIGNMENT = "07_architectures"
 QSET = get_assignment(ASSIGNMENT)
+IMPLEMENT = [q for q in QSET.questions if isinstance(q, Question)]
+REVIEWS = {q.id: q for q in QSET.questions if isinstance(q, Review)}
 
 # Other correct answers: different but valid layer types (the checks must accept them).
 ALTERNATIVES = {
@@ -66,16 +71,16 @@ def functions_for(ns: dict, qid: str) -> dict:
 
 
 def test_question_set():
-    assert QSET.ids == ["q1", "q2", "q3", "q4"] and QSET.max_score == 5
+    assert QSET.ids == ["q1", "q2", "q3", "q4", "r1", "r2", "r3", "r4", "r5"] and QSET.max_score == 7.5
     assert QSET.question("q1").points == 2 and QSET.question("q1").functions == ("Bottleneck",)
-    for q in QSET.questions:
+    for q in IMPLEMENT:
         assert len(q.cases(0)) >= 5
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345])
 def test_reference_answers_pass_every_case(seed):
     ns = namespace()
-    for q in QSET.questions:
+    for q in IMPLEMENT:
         result = evaluate(q, functions_for(ns, q.id), seed=seed)
         assert result.passed, result.line()
 
@@ -92,7 +97,7 @@ def test_other_correct_answers_pass(qid):
 
 def test_cases_are_fast_and_fresh():
     ns = namespace()
-    for q in QSET.questions:
+    for q in IMPLEMENT:
         start = time.process_time()  # CPU time: the machine may be shared
         evaluate(q, functions_for(ns, q.id), seed=0)
         assert time.process_time() - start < 2.0, q.id
@@ -302,3 +307,49 @@ def test_the_course_block_scores_zero_under_the_watch():
     result = evaluate(QSET.question("q1"), functions_for(ns, "q1"), seed=0)
     assert result.score == 0 and result.first_failure.forbidden, result.line()
     assert "utils.models" in result.feedback() and "which this question forbids" in result.feedback()
+
+
+def _solution_answers() -> dict:
+    nb = nbformat.read(ROOT / "solutions" / f"{ASSIGNMENT}.ipynb", as_version=4)
+    ns: dict = {}
+    exec(next(c.source for c in nb.cells if c.get("id") == "review-answers"), ns)
+    return ns["answers"]
+
+
+def _weights(*layers: nn.Module) -> int:
+    return sum(p.numel() for layer in layers for p in layer.parameters())
+
+
+def test_the_review_answers_are_what_their_definitions_give():
+    bottleneck = (
+        nn.Conv2d(256, 64, 1, bias=False),
+        nn.Conv2d(64, 64, 3, bias=False),
+        nn.Conv2d(64, 256, 1, bias=False),
+    )
+    assert REVIEWS["r1"].answer == _weights(*bottleneck)
+    assert REVIEWS["r2"].answer == _weights(
+        nn.Conv2d(256, 256, 3, bias=False), nn.Conv2d(256, 256, 3, bias=False)
+    )
+    from torchvision.ops import SqueezeExcitation
+
+    assert REVIEWS["r3"].answer == _weights(SqueezeExcitation(256, 256 // 16))
+    assert REVIEWS["r4"].answer == (224 // 16) ** 2 + 1
+    from torchvision.models import vit_b_16
+
+    vit = vit_b_16()
+    tokens = vit._process_input(torch.zeros(1, 3, 224, 224)).shape[1] + vit.class_token.shape[1]
+    assert REVIEWS["r4"].answer == tokens
+    assert REVIEWS["r5"].answer == {"b", "d"}
+    assert math.isclose(REVIEWS["r2"].answer / REVIEWS["r1"].answer, 16.94, abs_tol=0.01)  # "about 17 times"
+
+
+def test_the_solution_answers_are_right_and_the_usual_mistakes_are_not():
+    answers = _solution_answers()
+    for q in REVIEWS.values():
+        assert q.verdict(answers) == (True, "right"), q.id
+    mistakes = {"r1": 81920, "r2": 589824, "r3": 8192, "r4": 196, "r5": {"a", "d"}}
+    for qid, wrong in mistakes.items():
+        right, message = REVIEWS[qid].verdict({qid: wrong})
+        assert not right and REVIEWS[qid].explain in message, message
+    right, message = REVIEWS["r1"].verdict({"r1": 69632.0})
+    assert not right and "expected an int" in message

@@ -30,6 +30,9 @@ points for q1, one for each other question. Forbidden while the answers run
   stride = patch, or ``nn.Linear(in_ch * patch * patch, dim)`` on patches flattened in (channel, row,
   column) order), attribute ``num_patches``, output (N, num_patches, dim) in row-major patch order,
   ``ValueError`` when ``img_size`` is not a multiple of ``patch``. Tolerance ``1e-5 + 1e-5 * |expected|``.
+* r1-r5 (review, half a point each): the weights of a 256-64-64-256 bottleneck (69,632) and of two
+  3x3 convolutions at 256 channels, the parameters of squeeze-and-excitation, the tokens of
+  ViT-B/16, and why a deeper plain network trains worse.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from torch import nn
 
 from ..core import Case, Code, Question
 from ..forbid import COURSE
+from ..review import Review
 
 ASSIGNMENT = "07_architectures"
 TITLE = "CNN architectures: the signature blocks"
@@ -418,6 +422,55 @@ def patch_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
+# --------------------------------------------------------------------------- review questions
+
+REVIEW = [
+    Review(
+        "r1",
+        "Weights of a 256-64-64-256 bottleneck",
+        69632,
+        points=0.5,
+        explain="1x1 from 256 to 64: 256 * 64 = 16,384; 3x3 from 64 to 64: 64 * 64 * 9 = 36,864; 1x1 from 64 "
+        "to 256: 64 * 256 = 16,384; in all 69,632 (the convolutions have no bias; the batch norms add 2 * "
+        "(64 + 64 + 256) = 768 parameters, not asked for). Counting the 3x3 convolution at 256 channels, or "
+        "the 1x1 ones as 3x3, gives far more.",
+    ),
+    Review(
+        "r2",
+        "Weights of two 3x3 convolutions from 256 to 256 channels",
+        1179648,
+        points=0.5,
+        explain="Each has 256 * 256 * 9 = 589,824 weights, two of them 1,179,648: about 17 times the "
+        "bottleneck of r1, which is why ResNet-50 uses bottlenecks where ResNet-34 uses basic blocks.",
+    ),
+    Review(
+        "r3",
+        "Parameters of squeeze-and-excitation on 256 channels, reduction 16",
+        8464,
+        points=0.5,
+        explain="fc1 maps 256 to 256 // 16 = 16: 256 * 16 weights + 16 biases = 4,112; fc2 maps 16 back to "
+        "256: 16 * 256 + 256 = 4,352; in all 8,464, a few per cent of the block it rescales.",
+    ),
+    Review(
+        "r4",
+        "Tokens of ViT-B/16 on a 224x224 image, class token included",
+        197,
+        points=0.5,
+        explain="224 / 16 = 14 patches per side, 14 * 14 = 196 patches, plus the class token: 197 tokens "
+        "(each of dimension 768).",
+    ),
+    Review(
+        "r5",
+        "A 56-layer plain CNN trains to a higher training error than a 20-layer one: which two are right?",
+        {"b", "d"},
+        points=0.5,
+        explain="(a) is wrong: overfitting raises the *validation* error, not the training error. (c) is "
+        "wrong: that is the degradation the experiment shows. (b) the deeper plain network is harder "
+        "to optimize, and (d) a residual block starts near the identity (its branch near zero), so a "
+        "deeper ResNet can do at least as well as a shallower one.",
+    ),
+]
+
 WHY = "chapter 07's exercise asks you to build the blocks, not to take the finished ones"
 
 QUESTIONS = [
@@ -454,4 +507,5 @@ QUESTIONS = [
         forbid=("torchvision.models.vision_transformer", "utils.models", *COURSE),
         why=WHY,
     ),
+    *REVIEW,
 ]
