@@ -120,12 +120,22 @@ def draw_detections(
         colour = OUTCOME_COLOURS["true positive" if tp else "false positive"]
         _rect(ax, boxes[i].tolist(), colour, linewidth=2 if tp else 1.5, linestyle="-" if tp else "--")
         name = classes[int(labels[i])] if classes is not None else str(int(labels[i]))
-        ax.text(float(boxes[i, 0]) - 0.5, float(boxes[i, 1]) - 0.5, f"{name} {float(scores[i]):.2f}",
-                fontsize=6, color="white", va="bottom", bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.5,
-                                                              "linewidth": 0})
+        ax.text(
+            float(boxes[i, 0]) - 0.5,
+            float(boxes[i, 1]) - 0.5,
+            f"{name} {float(scores[i]):.2f}",
+            fontsize=6,
+            color="white",
+            va="bottom",
+            bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.5, "linewidth": 0},
+        )
     n_tp = len(found)
-    ax.set_title(title or f"{n_tp} true, {len(boxes) - n_tp} false positives, {len(gt) - n_tp} missed "
-                 f"(IoU ≥ {iou_threshold:g})", fontsize=9)
+    ax.set_title(
+        title
+        or f"{n_tp} true, {len(boxes) - n_tp} false positives, {len(gt) - n_tp} missed "
+        f"(IoU ≥ {iou_threshold:g})",
+        fontsize=9,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     return fig
@@ -152,8 +162,9 @@ def draw_anchor_labels(
     anchors = torch.as_tensor(anchors).detach().cpu().double()
     labels = torch.as_tensor(labels).detach().cpu().long()
     if anchors.shape != (len(labels), 4):
-        raise ValueError(f"anchors (A, 4) and labels (A,) must agree, got {tuple(anchors.shape)} and "
-                         f"{tuple(labels.shape)}")
+        raise ValueError(
+            f"anchors (A, 4) and labels (A,) must agree, got {tuple(anchors.shape)} and {tuple(labels.shape)}"
+        )
     img = _image(image)
     h, w = img.shape[:2]
     fig, ax = _figure_for(ax, (5, 5 * h / w))
@@ -168,8 +179,12 @@ def draw_anchor_labels(
         _rect(ax, box, "white", linewidth=2)
     ax.set_xlim(-0.5, w - 0.5)
     ax.set_ylim(h - 0.5, -0.5)
-    ax.set_title(title or f"{int((labels > 0).sum())} positive, {int((labels == -1).sum())} ignored, "
-                 f"{int((labels == 0).sum())} negative anchors", fontsize=9)
+    ax.set_title(
+        title
+        or f"{int((labels > 0).sum())} positive, {int((labels == -1).sum())} ignored, "
+        f"{int((labels == 0).sum())} negative anchors",
+        fontsize=9,
+    )
     ax.set_xticks([])
     ax.set_yticks([])
     return fig
@@ -229,9 +244,11 @@ def plot_ap_methods(recall: Any, precision: Any, values: Mapping[str, float] | N
 
     for ax, (key, name, points) in zip(
         axes,
-        [("11point", "VOC 2007: 11 points", np.linspace(0, 1, 11)),
-         ("all_points", "VOC 2010+: area under the envelope", None),
-         ("101point", "COCO: 101 points", np.linspace(0, 1, 101))],
+        [
+            ("11point", "VOC 2007: 11 points", np.linspace(0, 1, 11)),
+            ("all_points", "VOC 2010+: area under the envelope", None),
+            ("101point", "COCO: 101 points", np.linspace(0, 1, 101)),
+        ],
     ):
         ax.plot(r, p, marker=".", color="0.5", linewidth=1, label="precision at each detection")
         if points is None:
@@ -240,8 +257,14 @@ def plot_ap_methods(recall: Any, precision: Any, values: Mapping[str, float] | N
             ax.fill_between(xs, ys, step="pre", alpha=0.3, color=colours[1], label="area counted")
         else:
             heights = [envelope_at(t) for t in points]
-            ax.bar(points, heights, width=0.6 / len(points) if len(points) > 20 else 0.04, alpha=0.6,
-                   color=colours[0 if len(points) == 11 else 2], label="envelope at the recall points")
+            ax.bar(
+                points,
+                heights,
+                width=0.6 / len(points) if len(points) > 20 else 0.04,
+                alpha=0.6,
+                color=colours[0 if len(points) == 11 else 2],
+                label="envelope at the recall points",
+            )
         title = name + (f"\nAP = {values[key]:.4f}" if key in values else "")
         ax.set(title=title, xlabel="recall", xlim=(-0.03, 1.03), ylim=(0, 1.05))
         ax.title.set_fontsize(9)

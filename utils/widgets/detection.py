@@ -69,7 +69,12 @@ def nms_summary(
     else:
         kept = {"boxes": boxes, "scores": scores, "labels": labels}
     metrics = coco_map([kept], [{"boxes": target["boxes"], "labels": target["labels"]}])
-    return {"detections": kept, "kept": len(kept["boxes"]), "map_50": metrics["map_50"], "map": metrics["map"]}
+    return {
+        "detections": kept,
+        "kept": len(kept["boxes"]),
+        "map_50": metrics["map_50"],
+        "map": metrics["map"],
+    }
 
 
 def _png(fig) -> bytes:
@@ -100,25 +105,45 @@ def nms_explorer(
 
     from utils.viz_detection import draw_detections
 
-    method = widgets.ToggleButtons(options=[("greedy NMS", "greedy"), ("soft-NMS", "soft"), ("none", "none")],
-                                   value="greedy", description="method")
-    iou = widgets.FloatSlider(value=iou_threshold, min=0.05, max=1.0, step=0.05, description="NMS IoU",
-                              continuous_update=False, readout_format=".2f")
-    score = widgets.FloatSlider(value=score_threshold, min=0.0, max=0.95, step=0.05, description="min score",
-                                continuous_update=False, readout_format=".2f")
+    method = widgets.ToggleButtons(
+        options=[("greedy NMS", "greedy"), ("soft-NMS", "soft"), ("none", "none")],
+        value="greedy",
+        description="method",
+    )
+    iou = widgets.FloatSlider(
+        value=iou_threshold,
+        min=0.05,
+        max=1.0,
+        step=0.05,
+        description="NMS IoU",
+        continuous_update=False,
+        readout_format=".2f",
+    )
+    score = widgets.FloatSlider(
+        value=score_threshold,
+        min=0.0,
+        max=0.95,
+        step=0.05,
+        description="min score",
+        continuous_update=False,
+        readout_format=".2f",
+    )
     summary = widgets.HTML()
     picture = widgets.Image(format="png")
 
     def update(change: Any = None) -> None:
-        result = nms_summary(raw, target, method=method.value, iou_threshold=iou.value,
-                             score_threshold=score.value)
+        result = nms_summary(
+            raw, target, method=method.value, iou_threshold=iou.value, score_threshold=score.value
+        )
         fig, ax = plt.subplots(figsize=(5.5, 5.5), dpi=dpi)
         draw_detections(image, result["detections"], target, classes=classes, ax=ax)
         fig.tight_layout()
         picture.value = _png(fig)
         plt.close(fig)
-        summary.value = (f"<b>{result['kept']}</b> of {len(raw['boxes'])} detections kept &nbsp;|&nbsp; this "
-                         f"image: AP50 {result['map_50']:.3f}, AP@[.5:.95] {result['map']:.3f}")
+        summary.value = (
+            f"<b>{result['kept']}</b> of {len(raw['boxes'])} detections kept &nbsp;|&nbsp; this "
+            f"image: AP50 {result['map_50']:.3f}, AP@[.5:.95] {result['map']:.3f}"
+        )
 
     for control in (method, iou, score):
         control.observe(update, names="value")
@@ -150,14 +175,18 @@ def iou_explorer(dpi: int = 80):
     from matplotlib.patches import Rectangle
 
     a = (30.0, 30.0, 70.0, 70.0)
-    dx = widgets.FloatSlider(value=20.0, min=-60.0, max=60.0, step=2.0, description="B: x shift",
-                             continuous_update=False)
-    dy = widgets.FloatSlider(value=0.0, min=-60.0, max=60.0, step=2.0, description="B: y shift",
-                             continuous_update=False)
-    w = widgets.FloatSlider(value=40.0, min=4.0, max=90.0, step=2.0, description="B: width",
-                            continuous_update=False)
-    h = widgets.FloatSlider(value=40.0, min=4.0, max=90.0, step=2.0, description="B: height",
-                            continuous_update=False)
+    dx = widgets.FloatSlider(
+        value=20.0, min=-60.0, max=60.0, step=2.0, description="B: x shift", continuous_update=False
+    )
+    dy = widgets.FloatSlider(
+        value=0.0, min=-60.0, max=60.0, step=2.0, description="B: y shift", continuous_update=False
+    )
+    w = widgets.FloatSlider(
+        value=40.0, min=4.0, max=90.0, step=2.0, description="B: width", continuous_update=False
+    )
+    h = widgets.FloatSlider(
+        value=40.0, min=4.0, max=90.0, step=2.0, description="B: height", continuous_update=False
+    )
     summary = widgets.HTML()
     picture = widgets.Image(format="png")
 
@@ -167,11 +196,29 @@ def iou_explorer(dpi: int = 80):
         values = iou_summary(a, b)
         fig, ax = plt.subplots(figsize=(3.6, 3.6), dpi=dpi)
         for box, colour, name in ((a, "tab:blue", "A"), (b, "tab:orange", "B")):
-            ax.add_patch(Rectangle(box[:2], box[2] - box[0], box[3] - box[1], fill=False, edgecolor=colour,
-                                   linewidth=2, label=name))
+            ax.add_patch(
+                Rectangle(
+                    box[:2],
+                    box[2] - box[0],
+                    box[3] - box[1],
+                    fill=False,
+                    edgecolor=colour,
+                    linewidth=2,
+                    label=name,
+                )
+            )
         enclosing = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-        ax.add_patch(Rectangle(enclosing[:2], enclosing[2] - enclosing[0], enclosing[3] - enclosing[1],
-                               fill=False, edgecolor="0.6", linestyle=":", label="enclosing box C"))
+        ax.add_patch(
+            Rectangle(
+                enclosing[:2],
+                enclosing[2] - enclosing[0],
+                enclosing[3] - enclosing[1],
+                fill=False,
+                edgecolor="0.6",
+                linestyle=":",
+                label="enclosing box C",
+            )
+        )
         ax.set(xlim=(-20, 120), ylim=(120, -20), aspect="equal", xticks=[], yticks=[])
         ax.legend(fontsize=7, loc="lower right")
         fig.tight_layout()
