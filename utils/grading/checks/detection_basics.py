@@ -23,9 +23,9 @@ the grading process. One point per implement question. Tolerances: float32 ``1e-
   without detections or without objects, IoU thresholds 0.5 and 0.75.
 * q5 (make it work, 2 points) ``postprocess(raw)``: the raw output of a dense detector on crowded scenes
   (duplicates, confused classes, low-scoring false positives) turned into the final detections; scored
-  by F1 at IoU 0.5 on 200 scenes from a secret seed, which the exercise never sees: 2 points from 0.74,
-  1 from 0.68 (class-aware NMS at 0.5 with a score threshold of 0.5 gives about 0.70, tuned
-  thresholds about 0.76); 30 s for all images.
+  by F1 at IoU 0.5 on 200 scenes from a secret seed, which the exercise never sees: 2 points from 0.73,
+  1 from 0.67 (class-aware NMS at 0.5 with a score threshold of 0.5 gives 0.68 to 0.70, thresholds
+  tuned on the validation scenes 0.75 to 0.78); 30 s for all images.
 * r1-r6 (review, half a point each): anchor counts of a feature pyramid, IoU and GIoU of given boxes,
   AP of a ranked list by hand, a decoded box coordinate, and a multiple-choice question on NMS.
 
@@ -341,7 +341,8 @@ def random_detections(
     g: torch.Generator, images: int, jitter: float = 0.1, size: float = 100.0
 ) -> tuple[list[dict], list[dict]]:
     """One class: ground truth of 0-5 boxes per image, and detections (found objects, duplicates and
-    false positives, distinct scores, at most 40 per image). Image 0 has no detection, image 1 no object."""
+    false positives, distinct scores, at most 40 per image). Image 0 has no detection, image 1 no object;
+    the number of objects is odd and not a multiple of 5."""
     detections, targets = [], []
     for i in range(images):
         m = 0 if i == 1 else int(torch.randint(1, 6, (1,), generator=g))
@@ -354,6 +355,11 @@ def random_detections(
         boxes = torch.cat([found, fp]) if i != 0 else torch.zeros(0, 4, dtype=F64)
         targets.append({"boxes": gt.float()})
         detections.append({"boxes": boxes.float(), "scores": torch.zeros(len(boxes))})
+    # Recall is TP / (number of objects): with a number of objects prime to 10 it never lands exactly on
+    # one of COCO's recall points k / 100, where np.linspace and torch.linspace differ in the last bit.
+    while math.gcd(sum(len(t["boxes"]) for t in targets), 10) != 1:
+        fullest = max(range(images), key=lambda k: len(targets[k]["boxes"]))
+        targets[fullest]["boxes"] = targets[fullest]["boxes"][:-1]
     n = sum(len(d["boxes"]) for d in detections)
     scores = (torch.randperm(n, generator=g).float() + 1) / (n + 1)  # distinct: no ties to break
     start = 0
@@ -581,7 +587,7 @@ QUESTIONS = [
         "Make it work: post-process a dense detector",
         _held_out,
         metric=f1_at_50,
-        steps=((0.74, 2), (0.68, 1)),
+        steps=((0.73, 2), (0.67, 1)),
         function="postprocess",
         budget=30,
         batch_size=50,
