@@ -407,7 +407,7 @@ RAW_DETECTOR = {  # the settings of the dense detector whose raw output q5 post-
     "wrong_label": 0.15,
 }
 CROWDED = {"size": 128, "min_objects": 6, "max_objects": 12, "scale": (0.3, 0.6), "min_visible": 0.25}
-N_PREVIEW, N_HELD_OUT = 60, 200
+N_PREVIEW, N_HELD_OUT = 40, 200
 
 
 def crowded_scenes(n: int, seed: int) -> list[dict]:
@@ -443,7 +443,7 @@ def _validation() -> tuple[list[dict], list[dict]]:
 
 
 def validation_detections() -> tuple[list[dict], list[dict]]:
-    """The data of q5 the exercise may use: raw detections and ground truth of 60 validation scenes
+    """The data of q5 the exercise may use: raw detections and ground truth of 40 validation scenes
     (drawn once per process; each call returns fresh copies)."""
     raw, targets = _validation()
     return [{k: v.clone() for k, v in d.items()} for d in raw], [
