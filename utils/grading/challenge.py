@@ -13,7 +13,8 @@ interrupted and the question scores 0. Points come in steps: ``steps=((0.80, 2),
 What ``predict`` returns, by metric: ``"accuracy"`` and ``"macro_f1"`` labels (N,) or class scores
 (N, C) (argmax taken); ``"miou"`` label maps (N, H, W) or scores (N, C, H, W); ``"map"`` /
 ``"map_50"`` one dict per image with ``boxes`` (K, 4) xyxy, ``scores`` (K,) and ``labels`` (K,)
-(COCO mAP from :mod:`utils.metrics.detection`). A callable ``metric(preds, targets) -> float`` works too.
+(COCO mAP from :mod:`utils.metrics.detection`). A callable ``metric(preds, targets) -> float`` works too
+(``preds``: the list of per-batch outputs); a ``ValueError`` it raises is reported as the reason for 0 points.
 
 For instructors::
 
@@ -203,8 +204,11 @@ def score_predictions(q: MakeItWork, outputs: list[Any], batches: list[Any], tar
     sizes = [len(b) for b in batches]
     if len(outputs) != len(sizes):
         return f"expected outputs for {len(sizes)} batches, got {len(outputs)}"
-    if callable(q.metric):
-        return float(q.metric(outputs, targets))
+    if callable(q.metric):  # a ValueError of the metric says what is wrong with the predictions
+        try:
+            return float(q.metric(outputs, targets))
+        except ValueError as err:
+            return str(err)
     if q.metric in ("map", "map_50"):
         preds = _detections(outputs, sizes)
         if isinstance(preds, str):
