@@ -292,3 +292,40 @@ def test_fit_trains_a_vae_and_an_autoencoder_with_reconstruction():
     before = F.mse_loss(ae(x), x).item()
     fit(ae, batches, None, task=Reconstruction("mse"), epochs=5, lr=1e-2, progress=False, device="cpu")
     assert F.mse_loss(ae(x), x).item() < before
+
+
+# ----------------------------------------------------------------------------- the chapter's widget
+
+
+def test_latent_widget_draws_each_decoder_at_the_chosen_point():
+    import matplotlib.pyplot as plt
+
+    from utils.widgets.autoencoders import latent_figure
+
+    torch.manual_seed(0)
+    ae, vae = MLPAutoencoder((1, 8, 8), 2, (8,)), VAE((1, 8, 8), 2, (8,))
+    codes = {"AE": torch.randn(20, 2), "VAE": torch.randn(20, 2)}
+    labels = torch.randint(0, 3, (20,))
+    fig = latent_figure({"AE": ae.decoder, "VAE": vae.decoder}, codes, labels, (0.5, -1.0))
+    shown = fig.axes[1].images[0].get_array()
+    expected = ae.decoder(torch.tensor([[0.5, -1.0]]))[0, 0].detach().numpy()
+    assert shown.shape == (8, 8) and abs(shown - expected).max() < 1e-6
+    assert len(fig.axes) == 4
+    plt.close(fig)
+    with pytest.raises(ValueError, match="same models"):
+        latent_figure({"AE": ae.decoder}, codes, labels, (0, 0))
+    with pytest.raises(ValueError, match=r"\(20, 2\)"):
+        latent_figure({"AE": ae.decoder}, {"AE": torch.randn(20, 3)}, labels, (0, 0))
+
+
+def test_latent_explorer_updates():
+    pytest.importorskip("ipywidgets")
+    from utils.widgets.autoencoders import latent_explorer
+
+    torch.manual_seed(0)
+    ae = MLPAutoencoder((1, 8, 8), 2, (8,))
+    box = latent_explorer({"AE": ae.decoder}, {"AE": torch.randn(10, 2)}, torch.randint(0, 2, (10,)))
+    sliders = box.children[0].children
+    assert [s.description for s in sliders] == ["z1", "z2"]
+    sliders[0].value = 1.5  # redraws without error
+    box.update()
