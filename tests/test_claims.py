@@ -55,6 +55,16 @@ CLAIM_SIZES = {  # the parameters that size each chapter's comparative experimen
     "07_architectures": ["EPOCHS", "DEG_EPOCHS", "TRAIN_SUBSET", "VAL_SIZE", "DEG_SUBSET"],
     "08_training_cnns": ["EPOCHS", "N_TRAIN", "N_VAL", "WIDTH", "RANGE_STEPS", "OVERFIT_STEPS"],
     "10_detection_basics": ["N_KMEANS", "N_MATCH", "N_IMAGES"],
+    "13_autoencoders": [
+        "N_TRAIN",
+        "N_VAL",
+        "EPOCHS",
+        "CONV_EPOCHS",
+        "LINEAR_STEPS",
+        "ANGLE_STEPS",
+        "LATENTS",
+        "N_ANOMALY",
+    ],
 }
 
 

@@ -13,7 +13,8 @@ interrupted and the question scores 0. Points come in steps: ``steps=((0.80, 2),
 What ``predict`` returns, by metric: ``"accuracy"`` and ``"macro_f1"`` labels (N,) or class scores
 (N, C) (argmax taken); ``"miou"`` label maps (N, H, W) or scores (N, C, H, W); ``"map"`` /
 ``"map_50"`` one dict per image with ``boxes`` (K, 4) xyxy, ``scores`` (K,) and ``labels`` (K,)
-(COCO mAP from :mod:`utils.metrics.detection`). A callable ``metric(preds, targets) -> float`` works too.
+(COCO mAP from :mod:`utils.metrics.detection`). A callable ``metric(preds, targets) -> float`` works too
+(``preds``: the list of per-batch outputs); a ``ValueError`` it raises is reported as the reason for 0 points.
 
 For instructors::
 
