@@ -315,3 +315,33 @@ def test_adabn_errors():
 
     with pytest.raises(ValueError, match="saw no input"):
         transfer.adabn(Partly(), torch.rand(4, 1, 5, 5))
+
+
+def test_label_budget_widget_fits_on_the_picked_labels_only():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from utils.widgets.transfer import label_budget_figure, per_class_indices
+
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=g) * 4
+    y = torch.arange(3).repeat_interleave(40)  # (120,)
+    x = centres[y] + torch.randn(120, 8, generator=g)
+    idx = per_class_indices(y, 4, seed=1)
+    assert len(idx) == 12 and torch.bincount(y[idx]).tolist() == [4, 4, 4]
+    assert torch.equal(idx, per_class_indices(y, 4, seed=1)) and not torch.equal(
+        idx, per_class_indices(y, 4, 2)
+    )
+    assert len(per_class_indices(y, 100)) == 120  # a class with fewer gives all it has
+    with pytest.raises(ValueError, match="per_class"):
+        per_class_indices(y, 0)
+    for method in ("linear probe", "kNN"):
+        fig, acc = label_budget_figure(x, y, x, y, ["a", "b", "c"], per_class=4, method=method, k=3)
+        assert acc > 0.9 and f"{acc:.1%}" in fig.axes[0].get_title()
+        matplotlib.pyplot.close(fig)
+    shuffled = y[torch.randperm(120, generator=g)]  # labels unrelated to the features: near chance
+    fig, acc = label_budget_figure(x, shuffled, x, y, ["a", "b", "c"], per_class=2, method="kNN", k=1)
+    matplotlib.pyplot.close(fig)
+    assert acc < 0.8
+    with pytest.raises(ValueError, match="method"):
+        label_budget_figure(x, y, x, y, ["a", "b", "c"], method="svm")
