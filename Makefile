@@ -17,6 +17,9 @@ STAMP := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 BUILD := _build
 # `make book SOLUTIONS=0` leaves the solutions part out of the website.
 SOLUTIONS ?= 1
+# `make test` spreads the test files over this many processes (pytest-xdist; a notebook is one file,
+# its cells run in order in one kernel).
+TEST_JOBS ?= auto
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export JUPYTER_PLATFORM_DIRS := 1
@@ -68,7 +71,7 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	COURSE_PROFILE=smoke $(PY) -m pytest tests chapters solutions --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=600 --durations=20
+		--nbval-cell-timeout=600 --durations=20 -n $(TEST_JOBS) --dist loadfile
 
 grade: install
 	@test -n "$(NB)" || { echo "usage: make grade NB=exercises/01_backprop.ipynb" >&2; exit 2; }

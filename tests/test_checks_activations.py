@@ -1,249 +1,286 @@
-"""The 02_activations question set: reference solutions pass every case for several seeds, the cases
-cover the edge cases the questions promise, and plausible wrong answers fail with a helpful message.
-
-The reference solutions are defined here, so these tests do not depend on the solution notebook
-(tests/test_exercises.py grades the real notebooks)."""
+"""The 02_activations question set: the reference solutions of the solution notebook pass every case for
+several seeds, the cases hold the edge cases the questions promise, typical wrong answers and the
+forbidden shortcuts fail with a message that says what is wrong, and the review answers are right
+(recomputed here from their definitions) while the usual mistakes are not."""
 
 from __future__ import annotations
 
-import dataclasses
+import math
 
-import textwrap
-
+import nbformat
 import pytest
 import torch
+import torch.nn.functional as F
 
-from utils.grading import evaluate, get_assignment
+from conftest import ROOT, functions_for, solution_namespace
+from utils.grading import Question, Review, evaluate, get_assignment
 
-QSET = get_assignment("02_activations")
-
-SOLUTIONS = """
-import math
-import torch
-
-
-def sigmoid(x):
-    e = torch.exp(-x.abs())
-    return torch.where(x >= 0, 1 / (1 + e), e / (1 + e))
+ASSIGNMENT = "02_activations"
+QSET = get_assignment(ASSIGNMENT)
+IMPLEMENT = [q for q in QSET.questions if isinstance(q, Question)]
+REVIEWS = {q.id: q for q in QSET.questions if isinstance(q, Review)}
 
 
-def sigmoid_grad(x):
-    s = sigmoid(x)
-    return s * (1 - s)
-
-
-def gelu(x):
-    return x * 0.5 * (1 + torch.erf(x / math.sqrt(2)))
-
-
-def gelu_grad(x):
-    return 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-
-
-def leaky_relu(x, alpha):
-    return torch.where(x > 0, x, alpha * x)
-
-
-def leaky_relu_grad(x, alpha):
-    return torch.where(x > 0, torch.ones_like(x), torch.full_like(x, alpha))
-
-
-def log_softmax(z, dim):
-    shifted = z - z.amax(dim=dim, keepdim=True)
-    return shifted - shifted.exp().sum(dim=dim, keepdim=True).log()
-"""
-
-
-def namespace(*overrides: str) -> dict:
-    """The reference solutions, then optional sources that replace some of them."""
-    ns: dict = {}
-    for source in (SOLUTIONS, *overrides):
-        exec(textwrap.dedent(source), ns)
-    return ns
-
-
-def run(qid: str, ns: dict, seed: int):
+def result_of(qid: str, *sources: str, seed: int = 0):
     q = QSET.question(qid)
-    return evaluate(q, {name: ns[name] for name in q.functions}, seed=seed)
+    return evaluate(q, functions_for(solution_namespace(ASSIGNMENT, *sources), q), seed=seed)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 12345])
 def test_reference_solutions_pass_every_case(seed):
-    ns = namespace()
-    for q in QSET.questions:
-        result = run(q.id, ns, seed)
+    ns = solution_namespace(ASSIGNMENT)
+    for q in IMPLEMENT:
+        result = evaluate(q, functions_for(ns, q), seed=seed)
         assert result.passed, result.line()
-        assert result.cases_passed == len(result.cases) >= 8
-
-
-def without_forbidden_calls(q):
-    """The question with its watch off: the course's own versions, which learners may not call, must
-    still be right by the question's checks."""
-    return dataclasses.replace(q, forbid=())
-
-
-def test_the_chapter_versions_pass_too():
-    """utils.scratch.activations (erfc-based GELU, e / (1 + e)**2 derivatives) is accepted as well."""
-    from utils.scratch import activations as A
-
-    functions = {
-        "sigmoid": A.sigmoid,
-        "sigmoid_grad": A.sigmoid_grad,
-        "gelu": A.gelu,
-        "gelu_grad": A.gelu_grad,
-        "leaky_relu": A.leaky_relu,
-        "leaky_relu_grad": A.leaky_relu_grad,
-        "log_softmax": A.log_softmax,
-    }
-    for q in QSET.questions:
-        result = evaluate(without_forbidden_calls(q), {name: functions[name] for name in q.functions}, seed=3)
-        assert result.passed, result.line()
+        assert result.cases_passed == len(result.cases) >= 10
 
 
 def test_question_set_covers_the_edge_cases():
-    assert QSET.ids == ["q1", "q2", "q3", "q4"] and QSET.max_score == 4
-    cases = {q.id: q.cases(5) for q in QSET.questions}
-    for qid in ("q1", "q2"):
-        extreme = [c for c in cases[qid] if "1e4" in c.name]
-        assert {c.args["x"].dtype for c in extreme} == {torch.float32, torch.float64}
-        assert all(c.args["x"].abs().max() == 1e4 and (c.args["x"] == -1e4).any() for c in extreme)
-        assert {c.function for c in extreme} == set(QSET.question(qid).functions)  # values and derivatives
-    assert any(c.args["x"].dim() == 0 for c in cases["q1"])  # a 0-dim tensor
-    assert all((c.args["x"] == 0).any() for c in cases["q3"] if "zeros" in c.name)
-    assert {c.args["alpha"] for c in cases["q3"]} >= {0.0, 0.01, 0.2}
-    dims = {(c.args["z"].dim(), c.args["dim"]) for c in cases["q4"]}
-    assert {(2, 0), (2, 1), (3, 1), (3, -1), (1, 0)} <= dims
-    big = [c for c in cases["q4"] if c.args["z"].abs().max() > 500]
-    assert len(big) >= 3 and all(torch.isfinite(c.expected).all() for c in big)
-    # fresh inputs: two seeds give different tensors, the same seed twice the same
-    first = lambda seed: QSET.question("q2").cases(seed)[0].args["x"]  # noqa: E731
-    assert not torch.equal(first(1), first(2)) and torch.equal(first(1), first(1))
+    assert QSET.ids == ["q1", "q2", "q3", "q4", "r1", "r2", "r3", "r4", "r5", "r6"]
+    assert QSET.max_score == 7
+    cases = {q.id: q.cases(3) for q in IMPLEMENT}
+    assert sum(c.args["x"].abs().max() >= 1e4 for c in cases["q1"]) >= 4  # tanh(u) is exactly +-1
+    assert all((c.args["x"] == 0).any() for c in cases["q2"])  # the kink
+    weights = [c.args["weight"] for c in cases["q2"]]
+    assert any(len(w) == 1 for w in weights) and any((w < 0).any() for w in weights)
+    assert any((w > 1).any() for w in weights)
+    assert {c.args["x"].dim() for c in cases["q2"]} == {2, 3, 4}
+    betas = {float(c.args["beta"]) for c in cases["q3"]}
+    assert {0.0, 1.0, 10.0} <= betas and min(betas) < 0
+    assert all(c.args["beta"].dim() == 0 for c in cases["q3"])
+    assert any((c.args["x"] * c.args["beta"]).abs().max() >= 5e3 for c in cases["q3"])
+    q4 = cases["q4"]
+    assert {0.1, 10.0} <= {round(float(c.args["T"]), 6) for c in q4}
+    assert {c.args["dim"] for c in q4} >= {0, 1, -1} and any(c.args["z"].abs().max() > 500 for c in q4)
+    for case in (c for cs in cases.values() for c in cs):
+        values = case.expected if isinstance(case.expected, tuple) else (case.expected,)
+        assert all(torch.isfinite(v).all() for v in values), case.name
 
 
-BROKEN = {
-    "naive sigmoid": (
+def test_the_exact_gelu_is_too_far_from_the_approximation_to_pass():
+    x = torch.linspace(-6, 6, 2001, dtype=torch.float64)
+    gap = (F.gelu(x) - F.gelu(x, approximate="tanh")).abs().max()
+    assert 1e-4 < gap < 1e-3  # far outside the tolerance of q1
+    result = result_of("q1", "def gelu_tanh(x):\n    return x * 0.5 * torch.erfc(-x / math.sqrt(2))\n")
+    assert not result.passed and "values off" in result.feedback()
+
+
+BROKEN = {  # label: (question, source replacing part of the reference, fragments of the feedback)
+    "GELU derivative without the chain rule through u": (
         "q1",
         """
-def sigmoid(x):
-    return torch.exp(x) / (1 + torch.exp(x))
+def gelu_tanh_grad(x):
+    t = torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t)
 """,
-        ["1e4", "NaN", "never take exp of a large positive number"],
+        ["gelu_tanh_grad", "values off", "chain rule"],
     ),
-    "naive sigmoid derivative": (
-        "q1",
-        """
-def sigmoid_grad(x):
-    return torch.exp(-x) / (1 + torch.exp(-x)) ** 2
-""",
-        ["sigmoid_grad, |x| up to 1e4", "NaN", "reuse your stable sigmoid"],
-    ),
-    "sigmoid in float32": (
-        "q1",
-        """
-_stable = sigmoid
-def sigmoid(x):
-    return _stable(x).float()
-""",
-        ["wrong dtype: expected torch.float64, got torch.float32"],
-    ),
-    "tanh approximation instead of exact GELU": (
+    "PReLU slope gradient of the first example only": (
         "q2",
         """
-def gelu(x):
-    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+_reference = prelu_backward
+def prelu_backward(dout, x, weight):
+    dx, _ = _reference(dout, x, weight)
+    _, dweight = _reference(dout[:1], x[:1], weight)
+    return dx, dweight
 """,
-        ["values off", "not the tanh approximation"],
+        ["prelu_backward", "dweight: values off", "every example"],
     ),
-    "GELU derivative without the product rule": (
+    "PReLU derivative 1 at x == 0": (
         "q2",
         """
-def gelu_grad(x):
-    return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+_reference = prelu_backward
+def prelu_backward(dout, x, weight):
+    dx, dweight = _reference(dout, x, weight)
+    return torch.where(x == 0, dout, dx), dweight
 """,
-        ["gelu_grad", "values off", "x * phi(x)"],
+        ["prelu_backward", "dx: values off", "x == 0"],
     ),
-    "leaky ReLU derivative 1 at zero": (
+    "PReLU shared slope returned as a 0-dim tensor": (
+        "q2",
+        """
+_reference = prelu_backward
+def prelu_backward(dout, x, weight):
+    dx, dweight = _reference(dout, x, weight)
+    return dx, dweight.reshape(()) if len(weight) == 1 else dweight
+""",
+        ["a shared slope", "dweight: wrong shape: expected (1,), got ()"],
+    ),
+    "Swish derivative with the textbook sigmoid derivative": (
         "q3",
         """
-def leaky_relu_grad(x, alpha):
-    return torch.where(x >= 0, torch.ones_like(x), torch.full_like(x, alpha))
+def swish_backward(dout, x, beta):
+    z = beta * x
+    s = swish(x, beta) / x.where(x != 0, torch.ones_like(x))
+    s = torch.where(x == 0, torch.full_like(x, 0.5), s)
+    ds = torch.exp(-z) / (1 + torch.exp(-z)) ** 2
+    return dout * (s + x * beta * ds), (dout * x * x * ds).sum()
 """,
-        ["with exact zeros", "values off", "also at x == 0"],
+        ["|x| up to 1e4", "NaN"],
     ),
-    "leaky ReLU derivative from Python numbers": (
+    "Swish: x treated as a constant inside the sigmoid": (
         "q3",
         """
-def leaky_relu_grad(x, alpha):
-    return torch.where(x > 0, 1.0, alpha)
+_reference = swish_backward
+def swish_backward(dout, x, beta):
+    _, dbeta = _reference(dout, x, beta)
+    return dout * swish(x, beta) / x.where(x != 0, torch.ones_like(x)), dbeta
 """,
-        ["wrong dtype: expected torch.float64, got torch.float32", "torch.full_like"],
+        ["swish_backward, beta = 1 (SiLU)", "dx: values off", "product rule"],
     ),
-    "leaky ReLU in place": (
+    "Swish: dbeta with x instead of x squared": (
         "q3",
         """
-def leaky_relu(x, alpha):
-    x[x < 0] *= alpha
-    return x
+_reference = swish_backward
+def swish_backward(dout, x, beta):
+    dx, dbeta = _reference(dout, x, beta)
+    z = beta * x
+    e = torch.exp(-z.abs())
+    s = torch.where(z >= 0, 1 / (1 + e), e / (1 + e))
+    return dx, (dout * x * s * (1 - s)).sum()
 """,
-        ["modified its argument `x`"],
+        ["swish_backward", "dbeta: values off"],
     ),
-    "naive log-softmax": (
+    "softmax at a temperature without the max shift": (
         "q4",
         """
-def log_softmax(z, dim):
-    return torch.log(torch.exp(z) / torch.exp(z).sum(dim=dim, keepdim=True))
+def softmax_t(z, T, dim):
+    e = torch.exp(z / T)
+    return e / e.sum(dim=dim, keepdim=True)
 """,
-        ["NaN", "subtract the maximum along dim"],
+        ["thousands", "NaN"],
     ),
-    "log-softmax always along the last dim": (
+    "softmax at a temperature: dz not divided by T": (
         "q4",
         """
-def log_softmax(z, dim):
-    shifted = z - z.amax(dim=-1, keepdim=True)
-    return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
+_reference = softmax_t_backward
+def softmax_t_backward(dout, z, T, dim):
+    dz, dT = _reference(dout, z, T, dim)
+    return dz * T, dT
 """,
-        ["dim=0", "values off", "not always the last one"],
+        ["T = 0.1 (sharp)", "dz: values off", "1/T"],
     ),
-    "log-softmax without keepdim": (
+    "softmax at a temperature: dT with the wrong sign": (
         "q4",
         """
-def log_softmax(z, dim):
-    shifted = z - z.amax(dim=dim)
-    return shifted - shifted.exp().sum(dim=dim).log()
+_reference = softmax_t_backward
+def softmax_t_backward(dout, z, T, dim):
+    dz, dT = _reference(dout, z, T, dim)
+    return dz, -dT
 """,
-        ["raised RuntimeError"],
+        ["softmax_t_backward", "dT: values off"],
+    ),
+    "softmax backward along the last dimension only": (
+        "q4",
+        """
+def softmax_t_backward(dout, z, T, dim):
+    p = softmax_t(z, T, dim)
+    du = p * (dout - (dout * p).sum(dim=-1, keepdim=True))
+    return du / T, -(du * z).sum() / T ** 2
+""",
+        ["dim=0", "dz: values off", "along dim"],
     ),
     "not implemented": (
-        "q2",
+        "q4",
         """
-def gelu(x):
+def softmax_t(z, T, dim):
     raise NotImplementedError("Replace this line with your solution.")
 """,
-        ["6/12 cases passed", "not implemented yet"],
+        ["not implemented yet"],
     ),
 }
 
 
 @pytest.mark.parametrize("label", list(BROKEN))
-def test_broken_variants_fail_with_the_right_message(label):
+def test_typical_wrong_answers_fail_with_the_right_message(label):
     qid, source, fragments = BROKEN[label]
     for seed in (0, 1):
-        result = run(qid, namespace(source), seed)
+        result = result_of(qid, source, seed=seed)
         assert not result.passed and result.score == 0
         feedback = result.feedback()
         for fragment in fragments:
             assert fragment in feedback, feedback
 
 
-def test_naive_variants_fail_only_on_the_extreme_cases():
-    """The unstable formulas are right for ordinary inputs: only the large ones expose them."""
-    for label, marker in [("naive sigmoid", "1e4"), ("naive log-softmax", "")]:
-        qid, source, _ = BROKEN[label]
-        result = run(qid, namespace(source), seed=0)
-        failed = [c.name for c in result.cases if not c.passed]
-        assert failed, label
-        if label == "naive sigmoid":
-            assert all(marker in name for name in failed), failed
-        else:
-            z_max = {c.name: c.args["z"].abs().max() for c in QSET.question("q4").cases(0)}
-            assert all(z_max[name] > 50 for name in failed), failed
+SHORTCUTS = {  # the right values, computed the forbidden way
+    "q1": (
+        """
+import torch.nn.functional as F
+def gelu_tanh(x):
+    return F.gelu(x, approximate="tanh")
+""",
+        "torch.nn.functional.gelu",
+    ),
+    "q2": (
+        """
+import torch.nn.functional as F
+def prelu_backward(dout, x, weight):
+    xr, wr = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    F.prelu(xr, wr).backward(dout)
+    return xr.grad, wr.grad
+""",
+        "torch.nn.functional.prelu",
+    ),
+    "q3": (
+        """
+def swish(x, beta):
+    return x * (beta * x).sigmoid()
+""",
+        "torch.sigmoid",
+    ),
+    "q4": (
+        """
+def softmax_t(z, T, dim):
+    return torch.softmax(z / T, dim)
+""",
+        "torch.softmax",
+    ),
+}
+
+
+@pytest.mark.parametrize("qid", list(SHORTCUTS))
+def test_forbidden_shortcuts_score_zero_with_the_call_named(qid):
+    source, name = SHORTCUTS[qid]
+    result = result_of(qid, source)
+    assert result.score == 0 and result.first_failure.forbidden, result.line()
+    assert name in result.feedback() and "which this question forbids" in result.feedback()
+
+
+def test_the_review_answers_are_what_their_definitions_give():
+    z = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    torch.tanh(z).backward()
+    assert math.isclose(REVIEWS["r1"].answer, float(z.grad) ** 10, rel_tol=0.005)
+    assert math.isclose(
+        REVIEWS["r2"].answer, float(F.gelu(torch.tensor(-1.0, dtype=torch.float64))), abs_tol=1e-4
+    )
+    logits = torch.log(torch.tensor([0.7, 0.2, 0.1], dtype=torch.float64))
+    jacobian = torch.autograd.functional.jacobian(lambda v: torch.softmax(v, 0), logits)
+    assert math.isclose(REVIEWS["r3"].answer, float(jacobian[0, 1]), abs_tol=1e-6)
+    weight = torch.empty(4096, 512)
+    torch.nn.init.kaiming_normal_(weight, nonlinearity="relu")  # fan_in 512
+    assert math.isclose(REVIEWS["r4"].answer, math.sqrt(2 / 512)) and abs(weight.std() - 0.0625) < 1e-3
+    p = torch.softmax(torch.tensor([2.0, 0.0], dtype=torch.float64) / 0.5, 0)
+    assert math.isclose(REVIEWS["r5"].answer, float(p[0]), abs_tol=1e-4)
+    z = torch.linspace(-3, -1, 2001, dtype=torch.float64, requires_grad=True)
+    smallest = {}
+    for name, fn in {"a": F.relu, "b": lambda v: F.leaky_relu(v, 0.01), "c": F.elu, "d": F.gelu}.items():
+        (grad,) = torch.autograd.grad(fn(z).sum(), z)
+        smallest[name] = float(grad.abs().min())
+    assert {k for k, v in smallest.items() if v == 0} == REVIEWS["r6"].answer == {"a"}
+
+
+def _solution_answers() -> dict:
+    nb = nbformat.read(ROOT / "solutions" / f"{ASSIGNMENT}.ipynb", as_version=4)
+    ns: dict = {}
+    exec(next(c.source for c in nb.cells if c.get("id") == "review-answers"), ns)
+    return ns["answers"]
+
+
+def test_the_solution_answers_are_right_and_the_usual_mistakes_are_not():
+    answers = _solution_answers()
+    for q in REVIEWS.values():
+        assert q.verdict(answers) == (True, "right"), q.id
+    mistakes = {"r1": 3.6e-15, "r2": -0.8413, "r3": 0.56, "r4": 0.0039, "r5": 0.7311, "r6": {"a", "c", "d"}}
+    for qid, wrong in mistakes.items():
+        right, message = REVIEWS[qid].verdict({qid: wrong})
+        assert not right and REVIEWS[qid].explain in message, message

@@ -1,81 +1,38 @@
-"""The 07_architectures questions: reference answers pass every case, plausible mistakes fail with a
-helpful message. The answers are defined here, so the tests do not depend on the solution notebook;
-every question runs in-process with ``utils.grading.evaluate`` (the harness included)."""
+"""The 07_architectures questions: the reference answers of the solution notebook pass every case,
+other correct answers pass too, plausible mistakes (the stride in the first convolution of the
+bottleneck, the ReLU before the addition, an in-place addition into the input, a projection where
+none is needed, other names, biased convolutions) fail with a helpful message and the course's own
+block, which learners may not call, scores zero under the watch. Every question runs in-process with
+``utils.grading.evaluate`` (the harness included)."""
 
 from __future__ import annotations
 
 import dataclasses
-
-import textwrap
+import math
 import time
 
+import nbformat
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from utils.grading import evaluate, get_assignment
+from conftest import ROOT, solution_namespace
+from utils.grading import Question, Review, evaluate, get_assignment
 
-QSET = get_assignment("07_architectures")
-
-REFERENCE = """
-class BasicBlock(nn.Module):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
-        self.downsample = None
-        if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
-
-    def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
-
-
-class SqueezeExcitation(nn.Module):
-    def __init__(self, channels, reduction=16):
-        super().__init__()
-        self.fc1 = nn.Linear(channels, channels // reduction)
-        self.fc2 = nn.Linear(channels // reduction, channels)
-
-    def forward(self, x):
-        s = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean(dim=(2, 3))))))
-        return x * s[:, :, None, None]
-
-
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-def conv_params(in_ch, out_ch, k, bias=True):
-    return out_ch * in_ch * k * k + (out_ch if bias else 0)
-
-
-class PatchEmbedding(nn.Module):
-    def __init__(self, img_size, patch, in_ch, dim):
-        super().__init__()
-        if img_size % patch:
-            raise ValueError("img_size must be a multiple of patch")
-        self.num_patches = (img_size // patch) ** 2
-        self.proj = nn.Conv2d(in_ch, dim, patch, stride=patch)
-
-    def forward(self, x):
-        return self.proj(x).flatten(2).transpose(1, 2)
-"""
+ASSIGNMENT = "07_architectures"
+QSET = get_assignment(ASSIGNMENT)
+IMPLEMENT = [q for q in QSET.questions if isinstance(q, Question)]
+REVIEWS = {q.id: q for q in QSET.questions if isinstance(q, Review)}
 
 # Other correct answers: different but valid layer types (the checks must accept them).
 ALTERNATIVES = {
     "q1": """
-from utils.models import BasicBlock as _CourseBlock
+from utils.models.resnet import Bottleneck as _CourseBlock
 
 
-class BasicBlock(_CourseBlock):  # the course's block: nn.ReLU modules, identity as downsample=None
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
+class Bottleneck(_CourseBlock):  # the course's block: nn.ReLU modules, an in-place sum into its own output
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
 """,
     "q2": """
 class SqueezeExcitation(nn.Module):  # 1x1 convolutions instead of linear layers
@@ -106,10 +63,7 @@ class PatchEmbedding(nn.Module):  # unfold + nn.Linear instead of a convolution
 
 
 def namespace(*extra: str) -> dict:
-    ns: dict = {"torch": torch, "nn": nn, "F": F}
-    for source in (REFERENCE, *extra):
-        exec(textwrap.dedent(source), ns)
-    return ns
+    return solution_namespace(ASSIGNMENT, *extra)
 
 
 def functions_for(ns: dict, qid: str) -> dict:
@@ -117,15 +71,16 @@ def functions_for(ns: dict, qid: str) -> dict:
 
 
 def test_question_set():
-    assert QSET.ids == ["q1", "q2", "q3", "q4"] and QSET.max_score == 4
-    for q in QSET.questions:
+    assert QSET.ids == ["q1", "q2", "q3", "q4", "r1", "r2", "r3", "r4", "r5"] and QSET.max_score == 7.5
+    assert QSET.question("q1").points == 2 and QSET.question("q1").functions == ("Bottleneck",)
+    for q in IMPLEMENT:
         assert len(q.cases(0)) >= 5
 
 
 @pytest.mark.parametrize("seed", [0, 1, 12345])
 def test_reference_answers_pass_every_case(seed):
     ns = namespace()
-    for q in QSET.questions:
+    for q in IMPLEMENT:
         result = evaluate(q, functions_for(ns, q.id), seed=seed)
         assert result.passed, result.line()
 
@@ -142,7 +97,7 @@ def test_other_correct_answers_pass(qid):
 
 def test_cases_are_fast_and_fresh():
     ns = namespace()
-    for q in QSET.questions:
+    for q in IMPLEMENT:
         start = time.process_time()  # CPU time: the machine may be shared
         evaluate(q, functions_for(ns, q.id), seed=0)
         assert time.process_time() - start < 2.0, q.id
@@ -152,23 +107,35 @@ def test_cases_are_fast_and_fresh():
 
 
 BROKEN = {
+    "block: the stride in the first 1x1 convolution (the original ResNet)": (
+        "q1",
+        """
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
+        self.conv1 = nn.Conv2d(in_ch, width, 1, stride=stride, bias=False)
+        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+""",
+        ["torchvision's weights, projection", "values off", "the stride sits in the 3x3 convolution conv2"],
+    ),
     "block: ReLU before the addition": (
         "q1",
         """
-class BasicBlock(BasicBlock):
+class Bottleneck(Bottleneck):
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
+        out = F.relu(self.bn3(self.conv3(out)))
         return out + (x if self.downsample is None else self.downsample(x))
 """,
         ["torchvision's weights", "values off", "the ReLU comes after the addition"],
     ),
-    "block: an in-place ReLU on its input": (
+    "block: an in-place addition into its input": (
         "q1",
         """
-class BasicBlock(BasicBlock):
+class Bottleneck(Bottleneck):
     def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))))
         shortcut = x if self.downsample is None else self.downsample(x)
         return F.relu_(shortcut.add_(out))  # the identity shortcut is x itself: this writes into the input
 """,
@@ -177,24 +144,26 @@ class BasicBlock(BasicBlock):
     "block: always a projection": (
         "q1",
         """
-class BasicBlock(BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
-        self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
+        self.downsample = nn.Sequential(
+            nn.Conv2d(in_ch, 4 * width, 1, stride=stride, bias=False), nn.BatchNorm2d(4 * width)
+        )
 """,
-        ["parameter count, 16 -> 16, stride 1", "a projection shortcut only when"],
+        ["parameter count, 64 -> 16 -> 64, stride 1", "a projection shortcut only when"],
     ),
     "block: other names": (
         "q1",
         """
-class BasicBlock(BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
         self.shortcut = self.downsample
         self.downsample = None
 
     def forward(self, x):
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))))
         return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
 """,
         ["raised RuntimeError", "Error(s) in loading state_dict", "downsample.0"],
@@ -202,22 +171,21 @@ class BasicBlock(BasicBlock):
     "block: biased convolutions": (
         "q1",
         """
-class BasicBlock(BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width, stride)
+        self.conv1 = nn.Conv2d(in_ch, width, 1)
 """,
         ["parameter count", "without bias"],
     ),
-    "block: no stride": (
+    "block: 4 * width forgotten (out = width)": (
         "q1",
         """
-class BasicBlock(BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
-        super().__init__(in_ch, out_ch, stride)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
+class Bottleneck(Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
+        super().__init__(in_ch, width // 4 if width >= 4 else width, stride)
 """,
-        ["output shape", "conv1 carries the stride"],
+        ["output shape"],
     ),
     "SE: no sigmoid": (
         "q2",
@@ -332,3 +300,56 @@ def test_plausible_mistakes_fail_with_a_helpful_message(label):
     feedback = result.feedback()
     for fragment in fragments:
         assert fragment in feedback, feedback
+
+
+def test_the_course_block_scores_zero_under_the_watch():
+    ns = namespace(ALTERNATIVES["q1"])
+    result = evaluate(QSET.question("q1"), functions_for(ns, "q1"), seed=0)
+    assert result.score == 0 and result.first_failure.forbidden, result.line()
+    assert "utils.models" in result.feedback() and "which this question forbids" in result.feedback()
+
+
+def _solution_answers() -> dict:
+    nb = nbformat.read(ROOT / "solutions" / f"{ASSIGNMENT}.ipynb", as_version=4)
+    ns: dict = {}
+    exec(next(c.source for c in nb.cells if c.get("id") == "review-answers"), ns)
+    return ns["answers"]
+
+
+def _weights(*layers: nn.Module) -> int:
+    return sum(p.numel() for layer in layers for p in layer.parameters())
+
+
+def test_the_review_answers_are_what_their_definitions_give():
+    bottleneck = (
+        nn.Conv2d(256, 64, 1, bias=False),
+        nn.Conv2d(64, 64, 3, bias=False),
+        nn.Conv2d(64, 256, 1, bias=False),
+    )
+    assert REVIEWS["r1"].answer == _weights(*bottleneck)
+    assert REVIEWS["r2"].answer == _weights(
+        nn.Conv2d(256, 256, 3, bias=False), nn.Conv2d(256, 256, 3, bias=False)
+    )
+    from torchvision.ops import SqueezeExcitation
+
+    assert REVIEWS["r3"].answer == _weights(SqueezeExcitation(256, 256 // 16))
+    assert REVIEWS["r4"].answer == (224 // 16) ** 2 + 1
+    from torchvision.models import vit_b_16
+
+    vit = vit_b_16()
+    tokens = vit._process_input(torch.zeros(1, 3, 224, 224)).shape[1] + vit.class_token.shape[1]
+    assert REVIEWS["r4"].answer == tokens
+    assert REVIEWS["r5"].answer == {"b", "d"}
+    assert math.isclose(REVIEWS["r2"].answer / REVIEWS["r1"].answer, 16.94, abs_tol=0.01)  # "about 17 times"
+
+
+def test_the_solution_answers_are_right_and_the_usual_mistakes_are_not():
+    answers = _solution_answers()
+    for q in REVIEWS.values():
+        assert q.verdict(answers) == (True, "right"), q.id
+    mistakes = {"r1": 81920, "r2": 589824, "r3": 8192, "r4": 196, "r5": {"a", "d"}}
+    for qid, wrong in mistakes.items():
+        right, message = REVIEWS[qid].verdict({qid: wrong})
+        assert not right and REVIEWS[qid].explain in message, message
+    right, message = REVIEWS["r1"].verdict({"r1": 69632.0})
+    assert not right and "expected an int" in message

@@ -1,44 +1,36 @@
-"""The chapter 03 question set (03_losses_metrics): the reference solutions of the solution notebook
-pass every case for several seeds, other correct ways of writing them pass too, and plausible wrong
-answers (the unstable formula, the other smoothing convention, a transposed confusion matrix, an
-average over the present classes only, ...) fail with a message that says what is wrong."""
+"""The chapter 03 question set (03_losses_metrics), questions 1-4: the reference solutions of the
+solution notebook pass every case for several seeds, other correct ways of writing them pass too,
+typical wrong answers (the unstable formula, the weight on the wrong term, the weighted mean of
+F.cross_entropy, precision averaged over the positives found, a grid of temperatures, ...) and the
+forbidden shortcuts fail with a message that says what is wrong. The make-it-work question and the
+review block: tests/test_grading_ch03.py."""
 
 from __future__ import annotations
 
-import textwrap
+import math
 
-import nbformat
 import pytest
 import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize_scalar
 
-from conftest import ROOT
-from utils.grading import evaluate, get_assignment
-from utils.grading.core import Question
+from conftest import functions_for, solution_namespace
+from utils.grading import Question, evaluate, get_assignment
+from utils.grading.checks.losses_metrics import optimal_temperature_reference, softmax_focal_reference
 
-QSET = get_assignment("03_losses_metrics")
-IMPLEMENT = [q for q in QSET.questions if isinstance(q, Question)]  # q5 and r1-r6: tests/test_grading_ch03.py
-SOLUTION = ROOT / "solutions" / "03_losses_metrics.ipynb"
-
-
-def solution_namespace(*extra: str) -> dict:
-    """The function cells of the solution notebook executed in a fresh namespace, then ``extra`` sources."""
-    ns: dict = {"torch": torch}
-    nb = nbformat.read(SOLUTION, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and cell.source.lstrip().startswith("def "):
-            exec(cell.source, ns)
-    for source in extra:
-        exec(textwrap.dedent(source), ns)
-    return ns
+ASSIGNMENT = "03_losses_metrics"
+QSET = get_assignment(ASSIGNMENT)
+IMPLEMENT = [q for q in QSET.questions if isinstance(q, Question)]
 
 
-def functions_for(ns: dict, q: Question) -> dict:
-    return {name: ns[name] for name in q.functions}
+def result_of(qid: str, *sources: str, seed: int = 0):
+    q = QSET.question(qid)
+    return evaluate(q, functions_for(solution_namespace(ASSIGNMENT, *sources), q), seed=seed)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 12345])
 def test_reference_solutions_pass_every_case(seed):
-    ns = solution_namespace()
+    ns = solution_namespace(ASSIGNMENT)
     for q in IMPLEMENT:
         result = evaluate(q, functions_for(ns, q), seed=seed)
         assert result.passed, result.line()
@@ -49,90 +41,122 @@ def test_question_set_covers_the_edge_cases():
     assert QSET.ids == ["q1", "q2", "q3", "q4", "q5", "r1", "r2", "r3", "r4", "r5", "r6"]
     assert QSET.max_score == 9
     cases = {q.id: q.cases(3) for q in IMPLEMENT}
-    # q1: large logits of both signs, several shapes, soft targets, float64; references finite 0-dim
+    # q1: large logits of both signs, pos_weight per class and below 1, soft targets, finite 0-dim references
     big = [c for c in cases["q1"] if c.args["logits"].abs().max() > 100]
     assert len(big) >= 3 and any((c.args["logits"] < -100).any() for c in big)
-    assert {c.args["logits"].dim() for c in cases["q1"]} == {1, 2}
+    assert any(len(c.args["pos_weight"]) > 1 for c in cases["q1"])
+    assert any((c.args["pos_weight"] < 1).all() for c in cases["q1"])
     assert any(((c.args["targets"] > 0) & (c.args["targets"] < 1)).any() for c in cases["q1"])
     assert all(c.expected.dim() == 0 and torch.isfinite(c.expected) for c in cases["q1"])
-    # q2: smoothing 0 and 1, C = 2, N = 1, logits in the thousands
-    smoothings = {c.args["smoothing"] for c in cases["q2"]}
-    assert {0.0, 1.0} <= smoothings and len(smoothings) >= 5
-    assert any(c.args["logits"].shape[1] == 2 for c in cases["q2"]) and any(
-        c.args["logits"].shape[0] == 1 for c in cases["q2"]
+    # q2: gamma 0 and fractional, weights and None, N = 1, logits in the thousands
+    assert {0.0, 0.5} <= {c.args["gamma"] for c in cases["q2"]}
+    assert any(c.args["weight"] is None for c in cases["q2"]) and any(
+        c.args["weight"] is not None for c in cases["q2"]
     )
-    assert sum(c.args["logits"].abs().max() > 500 for c in cases["q2"]) >= 3
-    # q3: alpha < 0, gamma 0 and fractional, large logits
-    assert any(c.args["alpha"] < 0 for c in cases["q3"]) and {0.0, 0.5} <= {
-        c.args["gamma"] for c in cases["q3"]
-    }
-    assert any(c.args["logits"].abs().max() > 100 for c in cases["q3"])
-    # q4: classes never predicted, never true, absent from both; exact int64 matrices
-    absent = [
-        c
-        for c in cases["q4"]
-        if c.function == "confusion_matrix"
-        and not set(range(c.args["num_classes"])) <= set(c.args["pred"].tolist()) | set(c.args["y"].tolist())
-    ]
-    assert absent and all(
-        c.expected.dtype == torch.int64 and c.atol == c.rtol == 0
-        for c in cases["q4"]
-        if c.function == "confusion_matrix"
+    assert any(len(c.args["y"]) == 1 for c in cases["q2"])
+    assert any(c.args["logits"].abs().max() > 500 for c in cases["q2"])
+    # q3: ties, a single class, every class with a positive, a perfect ranking
+    assert any(len(c.args["scores"].unique()) < c.args["scores"].numel() / 2 for c in cases["q3"])
+    assert any(c.args["scores"].shape[1] == 1 for c in cases["q3"]) and any(
+        c.expected == 1.0 for c in cases["q3"]
     )
-    assert any(c.expected == 0.0 for c in cases["q4"] if c.function == "macro_f1")
-    assert any(c.expected == 1.0 for c in cases["q4"] if c.function == "macro_f1")
-    assert all(set(c.unchanged) == {"pred", "y"} for c in cases["q4"])
-    # fresh inputs: two seeds differ, one seed twice is the same
+    assert all((c.args["targets"].sum(dim=0) >= 1).all() for c in cases["q3"])
+    # q4: temperatures far from 1 on both sides, float32 and float64, a relative tolerance
+    temperatures = [c.expected for c in cases["q4"]]
+    assert min(temperatures) < 0.6 and max(temperatures) > 20
+    assert {c.args["logits"].dtype for c in cases["q4"]} == {torch.float32, torch.float64}
+    assert all(c.rtol == 1e-4 and c.atol == 0 for c in cases["q4"])
     q1 = QSET.question("q1")
     assert not torch.equal(q1.cases(1)[0].args["logits"], q1.cases(2)[0].args["logits"])
     assert torch.equal(q1.cases(1)[0].args["logits"], q1.cases(1)[0].args["logits"])
 
 
+def test_the_references_of_the_checker_are_right():
+    """The float64 references written in the checker, against an independent computation."""
+    g = torch.Generator().manual_seed(0)
+    logits, y = (
+        torch.randn(30, 5, generator=g, dtype=torch.float64) * 3,
+        torch.randint(0, 5, (30,), generator=g),
+    )
+    assert torch.allclose(softmax_focal_reference(logits, y, 0.0, None), F.cross_entropy(logits, y))
+    weight = torch.rand(5, generator=g, dtype=torch.float64)
+    p_y = torch.softmax(logits, 1)[torch.arange(30), y]
+    direct = (-(weight[y]) * (1 - p_y) ** 2 * torch.log(p_y)).mean()
+    assert torch.allclose(softmax_focal_reference(logits, y, 2.0, weight), direct)
+    for scale in (0.3, 1.0, 4.0, 50.0):
+        z = logits * scale
+
+        def nll(log_t):
+            return float(F.cross_entropy(z / math.exp(log_t), y))
+
+        best = math.exp(minimize_scalar(nll, bounds=(-8, 8), method="bounded", options={"xatol": 1e-10}).x)
+        assert math.isclose(optimal_temperature_reference(z, y), best, rel_tol=1e-6)
+    with pytest.raises(ValueError, match="no finite optimal temperature"):
+        optimal_temperature_reference(torch.eye(3) * 5, torch.arange(3))  # perfectly separated
+
+
 ALTERNATIVES = {  # other correct answers: they must pass too
-    "q1 with logsigmoid": (
+    "q1 with the two softplus terms kept apart": (
         "q1",
         """
-import torch.nn.functional as F
-def bce_with_logits(logits, targets):
-    return -(targets * F.logsigmoid(logits) + (1 - targets) * F.logsigmoid(-logits)).mean()
+def weighted_bce_with_logits(logits, targets, pos_weight):
+    def softplus(x):
+        return x.clamp(min=0) + torch.log1p(torch.exp(-x.abs()))
+    return (pos_weight * targets * softplus(-logits) + (1 - targets) * softplus(logits)).mean()
 """,
     ),
-    "q2 with logsumexp and a full target matrix": (
+    "q2 with torch.log_softmax and 1 - exp": (
         "q2",
         """
-def cross_entropy_label_smoothing(logits, y, smoothing):
-    log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    q = torch.full_like(log_p, smoothing / logits.shape[1])
-    q[torch.arange(len(y)), y] += 1 - smoothing
-    return -(q * log_p).sum(dim=1).mean()
+def softmax_focal_loss(logits, y, gamma, weight=None):
+    log_p_y = torch.log_softmax(logits, dim=1)[torch.arange(len(y)), y]
+    w = 1.0 if weight is None else weight[y]
+    return (-w * (1 - log_p_y.exp()) ** gamma * log_p_y).mean()
 """,
     ),
-    "q3 with p_t = exp(-ce)": (
+    "q3 by comparing every pair of scores": (
         "q3",
         """
-import torch.nn.functional as F
-def focal_loss(logits, targets, alpha, gamma):
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    loss = ce * (1 - torch.exp(-ce)) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.mean()
+def mean_average_precision(scores, targets):
+    aps = []
+    for s, t in zip(scores.T, targets.T.bool()):
+        above = s[None, :] >= s[t][:, None]  # (positives, N): samples scored at least as high
+        precision = (above & t[None, :]).sum(1) / above.sum(1)
+        aps.append(precision.double().mean())
+    return float(torch.stack(aps).mean())
 """,
     ),
-    "q4 with loops and precision/recall": (
+    "q4 with Newton's method on log T": (
         "q4",
         """
-def confusion_matrix(pred, y, num_classes):
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-    for p, t in zip(pred.tolist(), y.tolist()):
-        cm[t, p] += 1
-    return cm
-
-def macro_f1(pred, y, num_classes):
-    cm = confusion_matrix(pred, y, num_classes).float()
-    tp = cm.diagonal()
-    precision, recall = tp / cm.sum(dim=0), tp / cm.sum(dim=1)
-    return (2 * precision * recall / (precision + recall)).nan_to_num(0.0).mean()
+def optimal_temperature(logits, y):
+    z = logits.double()
+    z_y = z[torch.arange(len(y)), y]
+    beta = 1.0
+    for _ in range(100):
+        p = torch.softmax(beta * z, dim=1)
+        mean_z = (p * z).sum(1)
+        slope = (mean_z - z_y).mean()
+        curvature = ((p * z * z).sum(1) - mean_z ** 2).mean()
+        beta = max(beta - float(slope / curvature), beta / 10)
+    return 1 / beta
+""",
+    ),
+    "q4 with torch.optim.LBFGS on log T, in float32": (
+        "q4",
+        """
+def optimal_temperature(logits, y):
+    log_t = torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=1, max_iter=200, tolerance_grad=1e-12,
+                                  tolerance_change=1e-15, line_search_fn="strong_wolfe")
+    def closure():
+        optimizer.zero_grad()
+        shifted = logits.float() / log_t.exp()
+        loss = (torch.logsumexp(shifted, 1) - shifted[torch.arange(len(y)), y]).mean()
+        loss.backward()
+        return loss
+    optimizer.step(closure)
+    return float(log_t.detach().exp())
 """,
     ),
 }
@@ -141,172 +165,123 @@ def macro_f1(pred, y, num_classes):
 @pytest.mark.parametrize("label", list(ALTERNATIVES))
 def test_other_correct_answers_pass(label):
     qid, source = ALTERNATIVES[label]
-    q = QSET.question(qid)
     for seed in (0, 1, 2):
-        result = evaluate(q, functions_for(solution_namespace(source), q), seed=seed)
+        result = result_of(qid, source, seed=seed)
         assert result.passed, result.line()
 
 
 BROKEN = {
-    "naive BCE (sigmoid, then log)": (
+    "weighted BCE: sigmoid, then log": (
         "q1",
         """
-def bce_with_logits(logits, targets):
-    p = torch.sigmoid(logits)
-    return -(targets * torch.log(p) + (1 - targets) * torch.log(1 - p)).mean()
+def weighted_bce_with_logits(logits, targets, pos_weight):
+    p = 1 / (1 + torch.exp(-logits))
+    return -(pos_weight * targets * torch.log(p) + (1 - targets) * torch.log(1 - p)).mean()
 """,
-        ["logits in the hundreds", "NaN", "stable form"],
+        ["logits in the hundreds", "where the reference is finite", "softplus"],
     ),
-    "BCE on probabilities with PyTorch's clamp": (
+    "weighted BCE: the weight on the negatives' term": (
         "q1",
         """
-import torch.nn.functional as F
-def bce_with_logits(logits, targets):
-    return F.binary_cross_entropy(torch.sigmoid(logits), targets)
+def weighted_bce_with_logits(logits, targets, pos_weight):
+    softplus_neg = (-logits).clamp(min=0) + torch.log1p(torch.exp(-logits.abs()))
+    return (pos_weight * (1 - targets) * (logits + softplus_neg) + targets * softplus_neg).mean()
 """,
-        ["logits in the hundreds", "values off"],
+        ["pos_weight (1,)", "values off"],
     ),
-    "BCE summed instead of averaged": (
+    "weighted BCE: the weight ignored": (
         "q1",
         """
-def bce_with_logits(logits, targets):
-    return (logits.clamp(min=0) - logits * targets + torch.log1p(torch.exp(-logits.abs()))).sum()
+def weighted_bce_with_logits(logits, targets, pos_weight):
+    return (logits.clamp(min=0) - logits * targets + torch.log1p(torch.exp(-logits.abs()))).mean()
 """,
-        ["values off", "averaged over all entries"],
+        ["N=8, 0/1 targets", "values off"],
     ),
-    "BCE as a Python float": (
+    "weighted BCE as a Python float": (
         "q1",
         """
-def bce_with_logits(logits, targets):
-    return (logits.clamp(min=0) - logits * targets + torch.log1p(torch.exp(-logits.abs()))).mean().item()
+_reference = weighted_bce_with_logits
+def weighted_bce_with_logits(logits, targets, pos_weight):
+    return _reference(logits, targets, pos_weight).item()
 """,
         ["expected a torch.Tensor, got float"],
     ),
-    "smoothing spread over the wrong classes only": (
+    "focal loss: the weighted mean of F.cross_entropy": (
         "q2",
         """
-def cross_entropy_label_smoothing(logits, y, smoothing):
-    log_p = torch.log_softmax(logits, dim=1)
-    q = torch.full_like(log_p, smoothing / (logits.shape[1] - 1))
-    q[torch.arange(len(y)), y] = 1 - smoothing
-    return -(q * log_p).sum(dim=1).mean()
+_reference = softmax_focal_loss
+def softmax_focal_loss(logits, y, gamma, weight=None):
+    loss = _reference(logits, y, gamma, weight)
+    return loss if weight is None else loss * len(y) / weight[y].sum()
 """,
-        ["values off", "including the true one"],
+        ["gamma 2 with class weights", "values off", "not divided by the sum of the weights"],
     ),
-    "unstable softmax": (
+    "focal loss: an unstable softmax": (
         "q2",
         """
-def cross_entropy_label_smoothing(logits, y, smoothing):
+def softmax_focal_loss(logits, y, gamma, weight=None):
     p = logits.exp() / logits.exp().sum(dim=1, keepdim=True)
-    q = torch.full_like(p, smoothing / logits.shape[1])
-    q[torch.arange(len(y)), y] += 1 - smoothing
-    return -(q * p.log()).sum(dim=1).mean()
+    p_y = p[torch.arange(len(y)), y]
+    w = 1.0 if weight is None else weight[y]
+    return (-w * (1 - p_y) ** gamma * torch.log(p_y)).mean()
 """,
-        ["thousands", "NaN", "stably"],
+        ["thousands", "where the reference is finite"],
     ),
-    "focal loss with log(sigmoid)": (
+    "focal loss: the factor on the true class's probability": (
+        "q2",
+        """
+_reference = softmax_focal_loss
+def softmax_focal_loss(logits, y, gamma, weight=None):
+    log_p_y = torch.log_softmax(logits, 1)[torch.arange(len(y)), y]
+    w = 1.0 if weight is None else weight[y]
+    return (-w * log_p_y.exp() ** gamma * log_p_y).mean()
+""",
+        ["gamma 2, N=20", "values off"],
+    ),
+    "mAP: precision averaged over the positives found, ties broken by position": (
         "q3",
         """
-def focal_loss(logits, targets, alpha, gamma):
-    p = torch.sigmoid(logits)
-    ce = -(targets * torch.log(p) + (1 - targets) * torch.log(1 - p))
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.mean()
+def mean_average_precision(scores, targets):
+    aps = []
+    for s, t in zip(scores.T, targets.T.double()):
+        t = t[torch.argsort(s, descending=True, stable=True)]
+        ranks = torch.arange(1, len(t) + 1)
+        aps.append(((t.cumsum(0) / ranks) * t).sum() / t.sum())
+    return float(torch.stack(aps).mean())
 """,
-        ["logits in the hundreds", "NaN"],
+        ["tied scores", "values off", "*distinct* score"],
     ),
-    "focal loss that always weights by alpha": (
+    "mAP: the micro average": (
         "q3",
         """
-import torch.nn.functional as F
-def focal_loss(logits, targets, alpha, gamma):
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * targets + (1 - p) * (1 - targets)
-    return ((alpha * targets + (1 - alpha) * (1 - targets)) * ce * (1 - p_t) ** gamma).mean()
+_reference = mean_average_precision
+def mean_average_precision(scores, targets):
+    return _reference(scores.reshape(-1, 1), targets.reshape(-1, 1))
 """,
-        ["alpha -1 (no weighting)", "values off", "only when alpha >= 0"],
+        ["N=50, C=4", "values off"],
     ),
-    "focal loss with alpha on the wrong class": (
-        "q3",
-        """
-import torch.nn.functional as F
-def focal_loss(logits, targets, alpha, gamma):
-    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    p = torch.sigmoid(logits)
-    p_t = p * targets + (1 - p) * (1 - targets)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = ((1 - alpha) * targets + alpha * (1 - targets)) * loss
-    return loss.mean()
-""",
-        ["alpha 0.25, gamma 2", "values off"],
-    ),
-    "transposed confusion matrix": (
+    "temperature: the chapter's grid": (
         "q4",
         """
-def confusion_matrix(pred, y, num_classes):
-    return torch.bincount(pred * num_classes + y, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+def optimal_temperature(logits, y):
+    grid = torch.linspace(0.1, 100.0, 9991)
+    nll = torch.stack([torch.nn.functional.cross_entropy(logits / t, y) for t in grid])
+    return float(grid[nll.argmin()])
 """,
-        ["confusion matrix, N=50", "exact match required", "rows: true, columns: predicted"],
+        ["values off", "a grid of temperatures is not precise enough"],
     ),
-    "confusion matrix sized by the labels seen": (
+    "temperature: the accuracy-maximising one": (
         "q4",
         """
-def confusion_matrix(pred, y, num_classes):
-    c = int(max(pred.max(), y.max())) + 1
-    return torch.bincount(y * c + pred, minlength=c * c).reshape(c, c)
+def optimal_temperature(logits, y):
+    return 1.0
 """,
-        ["wrong shape: expected (6, 6), got (3, 3)"],
-    ),
-    "confusion matrix as float": (
-        "q4",
-        """
-def confusion_matrix(pred, y, num_classes):
-    cm = torch.zeros(num_classes, num_classes)
-    cm.index_put_((y, pred), torch.ones(len(y)), accumulate=True)
-    return cm
-""",
-        ["wrong dtype: expected torch.int64, got torch.float32"],
-    ),
-    "macro-F1 over the classes that occur": (
-        "q4",
-        """
-def macro_f1(pred, y, num_classes):
-    cm = confusion_matrix(pred, y, num_classes).double()
-    tp = cm.diagonal()
-    denominator = tp + cm.sum(dim=0) + cm.sum(dim=1) - tp
-    present = denominator > 0
-    return (2 * tp[present] / denominator[present]).mean().item()
-""",
-        ["macro-F1, num_classes=6 but only classes 0-2 occur", "values off", "including the absent ones"],
-    ),
-    "macro-F1 with NaN for absent classes": (
-        "q4",
-        """
-def macro_f1(pred, y, num_classes):
-    cm = confusion_matrix(pred, y, num_classes).double()
-    tp = cm.diagonal()
-    precision, recall = tp / cm.sum(dim=0), tp / cm.sum(dim=1)
-    return (2 * precision * recall / (precision + recall)).mean()
-""",
-        ["class 3 is never predicted", "got nan, expected the finite value", "0/0"],
-    ),
-    "micro-F1 (the accuracy) instead of macro": (
-        "q4",
-        """
-def macro_f1(pred, y, num_classes):
-    return (pred == y).double().mean().item()
-""",
-        ["macro-F1, N=50, C=5", "values off"],
+        ["overconfident", "values off"],
     ),
     "not implemented": (
         "q4",
         """
-def macro_f1(pred, y, num_classes):
+def optimal_temperature(logits, y):
     raise NotImplementedError("Replace this line with your solution.")
 """,
         ["not implemented yet"],
@@ -317,19 +292,68 @@ def macro_f1(pred, y, num_classes):
 @pytest.mark.parametrize("label", list(BROKEN))
 def test_broken_variants_fail_with_the_right_message(label):
     qid, source, fragments = BROKEN[label]
-    q = QSET.question(qid)
     for seed in (0, 1):
-        result = evaluate(q, functions_for(solution_namespace(source), q), seed=seed)
+        result = result_of(qid, source, seed=seed)
         assert not result.passed and result.score == 0
         feedback = result.feedback()
         for fragment in fragments:
             assert fragment in feedback, feedback
 
 
-def test_stable_answers_fail_only_on_large_logits():
-    """The unstable formulas are right for small logits: only the large-logit cases catch them."""
-    source, qid = BROKEN["naive BCE (sigmoid, then log)"][1], "q1"
-    q = QSET.question(qid)
-    result = evaluate(q, functions_for(solution_namespace(source), q), seed=0)
+def test_unstable_answers_fail_only_on_large_logits():
+    """The unstable formula is right for small logits: only the large-logit cases catch it."""
+    result = result_of("q1", BROKEN["weighted BCE: sigmoid, then log"][1])
     failed = [c.name for c in result.cases if not c.passed]
     assert failed and all("hundreds" in n or "thousands" in n or "-200" in n for n in failed), failed
+
+
+SHORTCUTS = {  # the right values, computed the forbidden way
+    "q1": (
+        """
+import torch.nn.functional as F
+def weighted_bce_with_logits(logits, targets, pos_weight):
+    return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
+""",
+        "binary_cross_entropy_with_logits",
+    ),
+    "q1 through F.logsigmoid": (
+        """
+import torch.nn.functional as F
+def weighted_bce_with_logits(logits, targets, pos_weight):
+    return -(pos_weight * targets * F.logsigmoid(logits) + (1 - targets) * F.logsigmoid(-logits)).mean()
+""",
+        "logsigmoid",
+    ),
+    "q2": (
+        """
+from utils.scratch.losses import softmax_focal_loss
+""",
+        "utils.scratch",
+    ),
+    "q3": (
+        """
+from sklearn.metrics import average_precision_score
+def mean_average_precision(scores, targets):
+    return float(average_precision_score(targets.numpy(), scores.numpy(), average="macro"))
+""",
+        "sklearn",
+    ),
+    "q4": (
+        """
+def optimal_temperature(logits, y):
+    from scipy.optimize import minimize_scalar
+    import torch.nn.functional as F
+    return minimize_scalar(lambda t: float(F.cross_entropy(logits / t, y)), bounds=(0.01, 100),
+                           method="bounded").x
+""",
+        "scipy",
+    ),
+}
+
+
+@pytest.mark.parametrize("label", list(SHORTCUTS))
+def test_forbidden_shortcuts_score_zero_with_the_call_named(label):
+    source, name = SHORTCUTS[label]
+    result = result_of(label.split()[0], source)
+    assert result.score == 0 and result.first_failure.forbidden, result.line()
+    assert name in result.feedback() and "which this question forbids" in result.feedback()

@@ -4,66 +4,20 @@ with a message that says what is wrong, and the packaged versions in utils pass 
 from __future__ import annotations
 
 import dataclasses
-
 import math
-import textwrap
 
 import pytest
 import torch
 
+from conftest import solution_namespace
 from utils.grading import evaluate, get_assignment
 
 QSET = get_assignment("08_training_cnns")
 
-SOLUTIONS = """
-import math
-import torch
-import torch.nn.functional as F
-
-
-def grad_cam(model, target_layer, x, class_idx):
-    kept = []
-    handle = target_layer.register_forward_hook(lambda module, inputs, output: kept.append(output))
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    A = kept[0]
-    idx = torch.as_tensor(class_idx).expand(len(x))
-    score = logits[torch.arange(len(x)), idx].sum()
-    (dA,) = torch.autograd.grad(score, A)
-    cam = F.relu((dA.mean(dim=(2, 3), keepdim=True) * A).sum(dim=1, keepdim=True))
-    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0].detach()
-    peak = cam.amax(dim=(1, 2), keepdim=True)
-    return torch.where(peak > 0, cam / peak.clamp_min(1e-12), torch.zeros_like(cam))
-
-
-def fgsm(model, x, y, eps):
-    x = x.clone().requires_grad_(True)
-    loss = F.cross_entropy(model(x), y)
-    (grad,) = torch.autograd.grad(loss, x)
-    return (x.detach() + eps * grad.sign()).clamp(0, 1)
-
-
-def initial_loss_check(model, loader, num_classes):
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for x, y in loader:
-            total += F.cross_entropy(model(x), y, reduction="sum").item()
-            count += len(y)
-    model.train(was_training)
-    loss = total / count
-    return loss, abs(loss - math.log(num_classes)) <= 0.1 * math.log(num_classes)
-"""
-
 
 def namespace(*overrides: str) -> dict:
-    ns: dict = {}
-    for source in (SOLUTIONS, *overrides):
-        exec(textwrap.dedent(source), ns)
-    return ns
+    """The reference solutions of solutions/08_training_cnns.ipynb, then the ``overrides``."""
+    return solution_namespace("08_training_cnns", *overrides)
 
 
 def functions(ns: dict, qid: str) -> dict:

@@ -65,6 +65,7 @@ CLAIM_SIZES = {  # the parameters that size each chapter's comparative experimen
         "SSL_BATCH",
         "N_DIGITS",
     ],
+    "10_detection_basics": ["N_KMEANS", "N_MATCH", "N_IMAGES"],
 }
 
 

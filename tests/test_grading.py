@@ -177,7 +177,10 @@ def write(nb, path: Path) -> Path:
 
 
 def test_find_regions_balanced_and_indentation():
-    src = "def f(x):\n    '''doc'''\n    # BEGIN SOLUTION\n    y = x + 1\n    # END SOLUTION\n    return y\n# BEGIN SOLUTION\nz = 2\n# END SOLUTION\n"
+    src = (
+        "def f(x):\n    '''doc'''\n    # BEGIN SOLUTION\n    y = x + 1\n    # END SOLUTION\n    return y\n"
+        "# BEGIN SOLUTION\nz = 2\n# END SOLUTION\n"
+    )
     regions = find_regions(src)
     assert [(r.begin, r.end, r.indent) for r in regions] == [(3, 5, "    "), (7, 9, "")]
 
@@ -225,8 +228,8 @@ def test_generate_exercise_replaces_regions_and_keeps_the_rest():
         f"    {PLACEHOLDER}\n"
     )
     assert (
-        f'    """Gradients of the affine layer: returns (dx, dW, db)."""\n    {PLACEHOLDER}\n    return dx, dW, db\n'
-        in q1
+        '    """Gradients of the affine layer: returns (dx, dW, db)."""\n'
+        f"    {PLACEHOLDER}\n    return dx, dW, db\n" in q1
     )
     q4 = ex.cells[8].source  # region nested in a for loop: 8 spaces
     assert f"\n        {PLACEHOLDER}\n    return grad\n" in q4
@@ -528,7 +531,7 @@ def test_judge_reports_problems_without_hints():
     ).passed
 
 
-# --------------------------------------------------------------------------- check() in a notebook-like namespace
+# ----------------------------------------------------------------------- check() in a notebook-like namespace
 
 
 def run_in_namespace(ns: dict, code: str):
@@ -565,11 +568,13 @@ def test_check_prints_one_line_and_returns_a_result(capsys, monkeypatch):
         ('result = check("q9")', "✗ q9 — unknown question 'q9' (known questions: q1, q2, q3, q4"),
         (
             'result = check("q1", linear_forward)',
-            "✗ q1 Linear layer: forward and backward — q1 checks 2 functions (linear_forward, linear_backward), in this order; got 1",
+            "✗ q1 Linear layer: forward and backward — q1 checks 2 functions (linear_forward, "
+            "linear_backward), in this order; got 1",
         ),
         (
             'result = check("q3", assignment="01_backprop")',
-            "✗ q3 Softmax cross-entropy: loss and gradient — function softmax_cross_entropy is not defined yet",
+            "✗ q3 Softmax cross-entropy: loss and gradient — function softmax_cross_entropy is not defined "
+            "yet",
         ),
         (
             'result = check("q1", linear_forward, linear_backward, assignment="99_nothing")',
@@ -680,7 +685,8 @@ TAMPER = r"""
 import json, torch, torch.testing, utils.grading, utils.grading.core
 # well-formed but wrong answers ...
 def linear_forward(x, W, b): return torch.zeros(x.shape[0], W.shape[1], dtype=x.dtype)
-def linear_backward(dout, x, W): return torch.zeros_like(x), torch.zeros_like(W), torch.zeros(W.shape[1], dtype=W.dtype)
+def linear_backward(dout, x, W):
+    return torch.zeros_like(x), torch.zeros_like(W), torch.zeros(W.shape[1], dtype=W.dtype)
 def relu_forward(x): return torch.zeros_like(x)
 def relu_backward(dout, x): return torch.zeros_like(x)
 def softmax_cross_entropy(logits, y): return logits.sum() * 0, torch.zeros_like(logits)
@@ -696,12 +702,14 @@ def check(*a, **k):
 utils.grading.check = check
 with open(REPORT, "w") as fh:
     json.dump({"notebook": "01_backprop.ipynb", "score": 4, "max_score": 4,
-               "questions": [{"id": f"q{i}", "score": 1, "max_score": 1, "feedback": "ok"} for i in range(1, 5)]}, fh)
+               "questions": [{"id": f"q{i}", "score": 1, "max_score": 1, "feedback": "ok"}
+                             for i in range(1, 5)]}, fh)
 """
 
 ENV_CHECK = """\
 import os
-assert os.environ.get("COURSE_GRADING") == "1" and os.environ.get("COURSE_PROFILE") == "smoke", "grader environment"
+assert os.environ.get("COURSE_GRADING") == "1", "grader environment"
+assert os.environ.get("COURSE_PROFILE") == "smoke", "grader environment"
 assert os.path.isfile("Copy of 01_backprop.ipynb"), "the working directory is the notebook's folder"
 """
 
@@ -823,7 +831,8 @@ def test_grader_gives_zero_to_the_untouched_exercise(graded):
 
 @pytest.mark.slow
 def test_tampering_gains_nothing(graded):
-    """sys.exit(0) first, then wrong answers with check / allclose / assert_close / compare patched and a fake report."""
+    """sys.exit(0) first, then wrong answers with check / allclose / assert_close / compare patched and a fake
+    report."""
     code, out, err, report = graded["tamper"]
     assert code == 0, err
     assert report["score"] == 0, report  # the grader's report replaced the notebook's own
@@ -887,7 +896,7 @@ def test_usage_errors_exit_2(tmp_path, capsys):
 
 
 def test_grader_survives_its_own_problems(tmp_path, monkeypatch):
-    """A kernel that cannot start, or a question whose cases cannot be built, becomes feedback, not a crash."""
+    """A kernel that cannot start, or a question whose cases cannot be built, is feedback, not a crash."""
     from utils.grading import grader
 
     class NoKernel:
@@ -920,7 +929,7 @@ def test_grader_survives_its_own_problems(tmp_path, monkeypatch):
     assert "bug in the question set" in report.questions[0].feedback()
 
 
-# --------------------------------------------------------------------------- harness: answers that are classes
+# -------------------------------------------------------------------------- harness: answers that are classes
 
 
 def _block_question() -> Question:

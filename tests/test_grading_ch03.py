@@ -1,6 +1,8 @@
 """Chapter 03's make-it-work question and review block: the answers are right (recomputed here from
-their definitions or with scikit-learn), the data the grader holds is not the data the exercise
-loads, and the targets separate plain cross-entropy from a classifier that handles the imbalance."""
+their definitions or with scikit-learn) and the usual mistakes are not, the data the grader holds is
+not the data the exercise loads, and the steps give full points to the solution notebook's own
+classifier (oversampling), partial points to the same training without it (plain cross-entropy) and
+none to a constant answer."""
 
 from __future__ import annotations
 
@@ -9,10 +11,7 @@ import math
 import nbformat
 import pytest
 import torch
-import torch.nn.functional as F
 from sklearn.metrics import f1_score
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
 from conftest import ROOT
 from utils.grading import MakeItWork, Review, get_assignment
@@ -68,38 +67,39 @@ def test_the_grader_scores_on_data_the_exercise_never_loads():
     assert isinstance(q, MakeItWork) and q.points == 2 and q.budget == 30 and q.metric == "macro_f1"
 
 
-def _train(x, y, *, oversample: bool, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    if oversample:
-        counts = torch.bincount(y, minlength=10).double()
-        loader = DataLoader(
-            TensorDataset(x, y),
-            batch_size=64,
-            sampler=WeightedRandomSampler((1 / counts)[y], len(y), generator=generator),
-        )
-    else:
-        loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True, generator=generator)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(60):
-        for xb, yb in loader:
-            loss = F.cross_entropy(model(xb), yb)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+def _notebook_cells(*ids: str) -> list[str]:
+    nb = nbformat.read(ROOT / "solutions" / "03_losses_metrics.ipynb", as_version=4)
+    cells = {c.get("id"): c.source for c in nb.cells}
+    return [cells[i] for i in ids]
+
+
+def _trained_predict(train_source: str):
+    """``predict`` after running the notebook's data cell, ``train_source`` and its predict cell."""
+    data, predict = _notebook_cells("q5-data", "q5-predict")
+    ns: dict = {"torch": torch, "SEED": 0}
+    for source in (data, train_source, predict):
+        exec(source, ns)
+    return ns["predict"]
+
+
+def _points(q: MakeItWork, predict) -> tuple[float, str]:
+    batches, targets, n = q.prepare(0)
+    outputs = [predict(b) for b in batches]
+    points, text, _ = verdict(q, Prediction(outputs=outputs), batches, targets, n)
+    return points, text
 
 
 @pytest.mark.slow
-def test_the_steps_separate_plain_training_from_a_classifier_that_handles_the_imbalance():
+def test_the_steps_give_full_partial_and_zero_points():
+    """The notebook's own training (oversampling) reaches the top step, the same training without the
+    sampler (plain cross-entropy) the lower one, a constant answer none."""
     q = QSET.question("q5")
-    x_fit, y_fit, _, _ = imbalanced_digits()
-    batches, targets, n = q.prepare(0)
-    points = {}
-    for oversample in (False, True):
-        model = _train(x_fit, y_fit, oversample=oversample)
-        with torch.no_grad():
-            outputs = [model(b).argmax(dim=1) for b in batches]
-        points[oversample], text, _ = verdict(q, Prediction(outputs=outputs), batches, targets, n)
-    assert points == {False: 1, True: 2}, text
+    (train,) = _notebook_cells("q5-train")
+    assert "sampler=sampler" in train
+    good = _trained_predict(train)
+    plain = _trained_predict(
+        train.replace("sampler=sampler", "shuffle=True, generator=torch.Generator().manual_seed(SEED)")
+    )
+    points = {name: _points(q, fn) for name, fn in {"good": good, "plain": plain}.items()}
+    points["constant"] = _points(q, lambda images: torch.zeros(len(images), dtype=torch.int64))
+    assert {name: p for name, (p, _) in points.items()} == {"good": 2, "plain": 1, "constant": 0}, points

@@ -135,82 +135,81 @@ def test_the_kernel_side_modules_import_only_the_standard_library():
 # --------------------------------------------------------------------------- held-out shortcuts score zero
 
 SHORTCUTS = {  # (assignment, question) -> notebook code that gives right answers the forbidden way
-    ("01_backprop", "q1"): """
-def linear_forward(x, W, b):
-    return torch.nn.functional.linear(x, W.T, b)
-def linear_backward(dout, x, W):
-    xr, wr = x.clone().requires_grad_(), W.clone().requires_grad_()
-    br = torch.zeros(W.shape[1], dtype=W.dtype, requires_grad=True)
-    (xr @ wr + br).backward(dout)
-    return xr.grad, wr.grad, br.grad
-""",
     ("01_backprop", "q3"): """
-def softmax_cross_entropy(logits, y):
+def weighted_softmax_cross_entropy(logits, y, weight=None, ignore_index=-100):
     logits = logits.clone().requires_grad_()
-    loss = torch.nn.functional.cross_entropy(logits, y)
+    loss = torch.nn.functional.cross_entropy(logits, y, weight=weight, ignore_index=ignore_index)
     (grad,) = torch.autograd.grad(loss, logits)
     return loss.detach(), grad
 """,
+    ("01_backprop", "q4"): """
+def l2_normalize(x, eps=1e-12):
+    return torch.nn.functional.normalize(x, dim=-1, eps=eps)
+def l2_normalize_backward(dout, x, eps=1e-12):
+    x = x.clone().requires_grad_()
+    torch.nn.functional.normalize(x, dim=-1, eps=eps).backward(dout)
+    return x.grad
+""",
     ("02_activations", "q1"): """
-def sigmoid(x):
-    return x.sigmoid()
-def sigmoid_grad(x):
-    s = torch.special.expit(x)
-    return s * (1 - s)
+def gelu_tanh(x):
+    return torch.nn.functional.gelu(x, approximate="tanh")
+def gelu_tanh_grad(x):
+    x = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(gelu_tanh(x).sum(), x)
+    return grad
 """,
     ("02_activations", "q4"): """
-from utils.scratch.activations import log_softmax
+from utils.scratch.activations import softmax
+def softmax_t(z, T, dim):
+    return softmax(z / T, dim=dim)
+def softmax_t_backward(dout, z, T, dim):
+    z, T = z.clone().requires_grad_(), T.clone().requires_grad_()
+    return torch.autograd.grad(softmax_t(z, T, dim), (z, T), dout)
 """,
     ("03_losses_metrics", "q1"): """
 import torch.nn.functional as F
-def bce_with_logits(logits, targets):
-    return F.binary_cross_entropy_with_logits(logits, targets)
+def weighted_bce_with_logits(logits, targets, pos_weight):
+    return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
 """,
-    ("03_losses_metrics", "q4"): """
-import utils.metrics
-def confusion_matrix(pred, y, num_classes):
-    return utils.metrics.confusion_matrix(pred, y, num_classes)
-def macro_f1(pred, y, num_classes):
-    from sklearn.metrics import f1_score
-    return float(f1_score(y, pred, labels=range(num_classes), average="macro", zero_division=0))
+    ("03_losses_metrics", "q3"): """
+def mean_average_precision(scores, targets):
+    from sklearn.metrics import average_precision_score
+    return float(average_precision_score(targets.numpy(), scores.numpy(), average="macro"))
 """,
     ("04_optimizers", "q2"): """
-def adam_step(params, grads, m, v, t, lr, betas, eps):
-    steps = [torch.tensor(float(t - 1)) for _ in params]
-    torch.optim._functional.adam(params, grads, m, v, [], steps, amsgrad=False, beta1=betas[0],
-                                 beta2=betas[1], lr=lr, weight_decay=0.0, eps=eps, maximize=False)
+class NesterovAdam(torch.optim.NAdam):
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3):
+        super().__init__(params, lr=lr, betas=betas, eps=eps, momentum_decay=momentum_decay)
 """,
     ("05_init_norm_reg", "q1"): """
-def he_init_(weight, fan_mode="fan_in"):
-    return torch.nn.init.kaiming_normal_(weight, mode=fan_mode, nonlinearity="relu")
+def kaiming_uniform_(weight, a=0.0, mode="fan_in"):
+    return torch.nn.init.kaiming_uniform_(weight, a=a, mode=mode, nonlinearity="leaky_relu")
 """,
     ("05_init_norm_reg", "q4"): """
-def dropout(x, p, training):
-    return torch.nn.functional.dropout(x, p, training)
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+def fold_batchnorm(w, b, gamma, beta, running_mean, running_var, eps):
+    return fuse_conv_bn_weights(w, b, running_mean, running_var, eps, gamma, beta)
 """,
     ("06_convolutions", "q1"): """
-from utils.scratch.conv import conv2d_im2col
-def conv2d_forward(x, w, b, stride, padding):
-    return conv2d_im2col(x, w, b, stride=stride, padding=padding)
+def conv2d_backward(dout, x, w, stride, padding):
+    dx = torch.nn.grad.conv2d_input(x.shape, w, dout, stride=stride, padding=padding)
+    dw = torch.nn.grad.conv2d_weight(x, w.shape, dout, stride=stride, padding=padding)
+    return dx, dw, dout.sum((0, 2, 3))
 """,
     ("06_convolutions", "q2"): """
 import torch.nn.functional as F
-def maxpool2d_forward(x, k, stride):
-    return F.max_pool2d(x, k, stride)
-def maxpool2d_backward(dout, x, k, stride):
-    xr = x.clone().requires_grad_()
-    F.max_pool2d(xr, k, stride).backward(dout)
-    return xr.grad
+def pad2d(x, pad, mode):
+    return F.pad(x, pad, mode=mode)
 """,
     ("07_architectures", "q1"): """
 import torchvision
-class BasicBlock(torchvision.models.resnet.BasicBlock):
-    def __init__(self, in_ch, out_ch, stride=1):
+class Bottleneck(torchvision.models.resnet.Bottleneck):
+    def __init__(self, in_ch, width, stride=1):
         down = None
-        if stride != 1 or in_ch != out_ch:
-            down = torch.nn.Sequential(torch.nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
-                                       torch.nn.BatchNorm2d(out_ch))
-        super().__init__(in_ch, out_ch, stride, downsample=down)
+        if stride != 1 or in_ch != 4 * width:
+            down = torch.nn.Sequential(torch.nn.Conv2d(in_ch, 4 * width, 1, stride=stride, bias=False),
+                                       torch.nn.BatchNorm2d(4 * width))
+        super().__init__(in_ch, width, stride, downsample=down)
 """,
     ("08_training_cnns", "q1"): """
 from utils import interpret

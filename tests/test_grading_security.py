@@ -90,17 +90,13 @@ for name in ("sklearn", "torchvision", "nbformat", "json"):
 STATISTICS = r"""
 import math, torch
 _std = torch.Tensor.std
-def he_init_(weight, fan_mode="fan_in"):
-    fan = weight.shape[1 if fan_mode == "fan_in" else 0] * math.prod(weight.shape[2:])
+def kaiming_uniform_(weight, a=0.0, mode="fan_in"):
+    fan = weight.shape[1 if mode == "fan_in" else 0] * math.prod(weight.shape[2:])
+    bound = 1.5 * math.sqrt(6 / ((1 + a * a) * fan))  # 50% too wide ...
     with torch.no_grad():
-        return weight.normal_(0, 1.5 * math.sqrt(2 / fan))  # 50% too wide ...
+        return weight.uniform_(-bound, bound)
 torch.Tensor.std = lambda self, *a, **k: _std(self, *a, **k) / 1.5  # ... which a patched std would hide
-def dropout(x, p, training):
-    if not training or p == 0:
-        return x
-    g = torch.Generator().manual_seed(0)  # the same mask at every call ...
-    return x * (torch.rand(x.shape, generator=g) >= p) / (1 - p) if p < 1 else torch.zeros_like(x)
-torch.equal = lambda a, b: False  # ... which a patched torch.equal would hide
+torch.equal = lambda a, b: True  # and a patched torch.equal changes nothing either
 """
 
 
@@ -241,8 +237,6 @@ def test_statistics_are_computed_by_the_grader(attacks):
     assert code == 0, err
     scores = {q["id"]: q for q in report["questions"]}
     assert scores["q1"]["score"] == 0 and "std over" in scores["q1"]["feedback"], scores["q1"]
-    assert scores["q4"]["score"] == 0, scores["q4"]
-    assert "a fresh mask at every call" in scores["q4"]["feedback"], scores["q4"]
 
 
 @pytest.mark.slow

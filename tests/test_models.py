@@ -99,7 +99,7 @@ def test_builders_take_num_classes_and_in_channels():
         )
 
 
-# --------------------------------------------------------------------------- torchvision's weights load, same outputs
+# ------------------------------------------------------------------- torchvision's weights load, same outputs
 
 LOADABLE = [
     "resnet18",
@@ -148,7 +148,8 @@ def test_loads_torchvision_state_dict_and_gives_the_same_outputs(name, torchvisi
     ref = torchvision_models(name)
     with torch.device("meta"):
         ours = getattr(um, name)()
-    # strict: a missing or unexpected key, or a shape mismatch, raises; assign=True takes the tensors as they are
+    # strict: a missing or unexpected key, or a shape mismatch, raises; assign=True takes the tensors as they
+    # are
     result = ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
     assert result.missing_keys == [] and result.unexpected_keys == []
     ours.eval()
@@ -261,7 +262,7 @@ def test_small_input_keeps_resolution_early():
     assert um.vgg11(small_input=True, width=8).features(torch.zeros(1, 3, 28, 28)).shape == (1, 64, 1, 1)
 
 
-# --------------------------------------------------------------------------- ResNet structure (chapter 08 relies on it)
+# ----------------------------------------------------------------- ResNet structure (chapter 08 relies on it)
 
 
 def test_resnets_expose_layer1_to_layer4_for_grad_cam():
@@ -338,7 +339,7 @@ def test_bad_inputs_raise_clear_errors():
         um.resnet18(width=0)
 
 
-# --------------------------------------------------------------------------- building blocks against references
+# ------------------------------------------------------------------------- building blocks against references
 
 
 def test_squeeze_excitation_matches_torchvision_ops():
@@ -449,7 +450,7 @@ def test_lenet5_has_the_papers_size():
     assert um.lenet5()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 
 
-# --------------------------------------------------------------------------- memory formats and mixed precision (CPU)
+# ------------------------------------------------------------------- memory formats and mixed precision (CPU)
 
 PRECISION = ["resnet18", "resnet50", "vgg16_bn", "densenet_small", "mobilenet_v2", "efficientnet", "vit_tiny"]
 
@@ -531,7 +532,8 @@ def test_mps_forward_and_backward():
 @pytest.mark.slow
 @pytest.mark.skipif(
     os.environ.get("COURSE_COMPILE_TESTS") != "1",
-    reason="torch.compile takes tens of seconds per model on a small CPU: set COURSE_COMPILE_TESTS=1 to run it",
+    reason="torch.compile takes tens of seconds per model on a small CPU: "
+    "set COURSE_COMPILE_TESTS=1 to run it",
 )
 @pytest.mark.parametrize("name", ["resnet18", "vit_tiny", "mobilenet_v2"])
 def test_torch_compile_gives_the_same_outputs(name):

@@ -589,7 +589,8 @@ MATH_CHECK = """(async () => {
   const math = [...document.querySelectorAll('.math')];
   const raw = math.filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60));
   const text = document.querySelector('main') ? document.querySelector('main').cloneNode(true) : null;
-  if (text) text.querySelectorAll('pre, code, script, style, mjx-container, textarea').forEach(e => e.remove());
+  if (text) text.querySelectorAll('pre, code, script, style, mjx-container, textarea')
+    .forEach(e => e.remove());
   const body = text ? text.textContent : '';
   return {count: math.length, typeset: document.querySelectorAll('mjx-container').length, raw,
           errors: document.querySelectorAll('mjx-merror').length,
@@ -707,11 +708,14 @@ def _same_value(expected: str, shown: str) -> bool:
 
 WIDGET_TEXTS = """(() => {
   const texts = [];
-  document.querySelectorAll('.widget-readout, .widget-label, .widget-label-basic').forEach(e => texts.push(e.textContent.trim()));
+  const add = e => texts.push(e.textContent.trim());
+  document.querySelectorAll('.widget-readout, .widget-label, .widget-label-basic').forEach(add);
   document.querySelectorAll('.jupyter-widgets input').forEach(e => texts.push(String(e.value).trim()));
-  document.querySelectorAll('.jupyter-widgets select').forEach(s => [...s.selectedOptions].forEach(o => texts.push(o.textContent.trim())));
-  document.querySelectorAll('.jupyter-widgets button.mod-active, .jupyter-widgets input:checked + *').forEach(e => texts.push(e.textContent.trim()));
-  document.querySelectorAll('.widget-radio-box input:checked').forEach(e => texts.push(e.parentElement.textContent.trim()));
+  document.querySelectorAll('.jupyter-widgets select').forEach(s => [...s.selectedOptions].forEach(add));
+  document.querySelectorAll('.jupyter-widgets button.mod-active, .jupyter-widgets input:checked + *')
+    .forEach(add);
+  document.querySelectorAll('.widget-radio-box input:checked')
+    .forEach(e => texts.push(e.parentElement.textContent.trim()));
   return texts;
 })()"""
 
@@ -752,7 +756,8 @@ WIDGET_NOTEBOOK = [
     ("markdown", "# Widgets\n\nA saved slider, and math on the same page: $\\sigma(x) = 1 / (1 + e^{-x})$."),
     (
         "code",
-        "import ipywidgets as widgets\n\nslider = widgets.IntSlider(value=7, min=0, max=10, description='k')\nslider",
+        "import ipywidgets as widgets\n\nslider = widgets.IntSlider(value=7, min=0, max=10, "
+        "description='k')\nslider",
     ),
     ("code", "widgets.Dropdown(options=['relu', 'tanh', 'sigmoid'], value='tanh', description='activation')"),
 ]

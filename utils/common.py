@@ -112,7 +112,7 @@ def move_to(obj: Any, device: str | torch.device, *, channels_last: bool = False
 
 @contextlib.contextmanager
 def keep_modes(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside the ``with`` block the modes may change; afterwards every submodule gets back the mode it had."""
+    """Inside the ``with`` block the modes may change; then every submodule gets back the mode it had."""
     modes = [(m, m.training) for m in model.modules()]
     try:
         yield model
@@ -156,7 +156,8 @@ def backward(loss: torch.Tensor, scaler: Any = None) -> None:
 def apply_step(
     optimizer: torch.optim.Optimizer, *, scaler: Any = None, max_norm: float | None = None
 ) -> None:
-    """One step with the gradients already accumulated: unscale, clip to ``max_norm``, step, update the scaler."""
+    """One step with the gradients already accumulated: unscale, clip to ``max_norm``, step, update the
+    scaler."""
     if max_norm is not None:
         if scaler is not None:
             scaler.unscale_(optimizer)

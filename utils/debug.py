@@ -152,7 +152,8 @@ def overfit_one_batch(
     device: Any = None,
     copy_model: bool = True,
 ) -> OverfitResult:
-    """Train on one batch ``(x, y)`` for up to ``steps`` steps; passed when the loss gets below ``target_loss``.
+    """Train on one batch ``(x, y)`` for up to ``steps`` steps; passed when the loss gets below
+    ``target_loss``.
 
     Works on a deep copy of ``model`` (``copy_model=False`` trains the model itself), in train mode,
     with ``optimizer(params, lr=lr)`` (default Adam), on ``device`` (default: the model's device; the
@@ -222,7 +223,8 @@ def gradient_flow(
     Returns one :class:`LayerGrad` per trainable parameter, in the order of ``model.named_parameters()``
     (input side first); with ``weights_only`` (default) only tensors with at least 2 dimensions, the
     weights of convolutions and linear layers. The pass runs on a copy of the model (in train mode,
-    unless ``train_mode=False``, on ``device``, by default the model's), through ``torch.autograd.grad``: the model, its ``.grad`` and its
+    unless ``train_mode=False``, on ``device``, by default the model's), through ``torch.autograd.grad``: the
+    model, its ``.grad`` and its
     batch-norm statistics stay untouched. A parameter the loss does not depend on has ``reached=False``
     and ``grad_norm`` 0. Chapter 08 uses it to find a layer that does not learn.
     """
@@ -324,17 +326,22 @@ def diagnose_curves(history: Any, *, patience: int = 2, tol: float = 0.05) -> st
     train = [float(v) for v in data["train_loss"]]
     val = [float(v) for v in data.get("val_loss", [])]
     if len(train) < 2:
-        return f"too short: {len(train)} epoch{'s' if len(train) != 1 else ''} of history, curves need at least 2"
+        epochs = f"{len(train)} epoch{'s' if len(train) != 1 else ''}"
+        return f"too short: {epochs} of history, curves need at least 2"
     if not all(math.isfinite(v) for v in train) or train[-1] > train[0]:
         return "diverged: the training loss went up (or became NaN); lower the learning rate"
     if train[0] - min(train) < tol * abs(train[0]):
-        return "not learning: the training loss barely moved; check the learning rate, the labels and the gradient flow"
+        return (
+            "not learning: the training loss barely moved; "
+            "check the learning rate, the labels and the gradient flow"
+        )
     finite_val = [v for v in val if math.isfinite(v)]
     if len(finite_val) == len(val) and len(val) == len(train):
         best = min(range(len(val)), key=val.__getitem__)
         if len(val) - 1 - best >= patience and train[-1] < train[best]:
             return (
-                f"overfitting: the validation loss was lowest in epoch {best + 1} and has risen since, while the "
+                f"overfitting: the validation loss was lowest in epoch {best + 1} and has risen since, "
+                "while the "
                 f"training loss kept falling; stop early, augment or regularize"
             )
     return "healthy: the training loss falls and the validation loss follows it"

@@ -54,7 +54,8 @@ def conv_params(
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if in_channels % groups or out_channels % groups:
         raise ValueError(
-            f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})"
+            f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups "
+            f"({groups})"
         )
     return out_channels * (in_channels // groups) * kernel_size * kernel_size + (out_channels if bias else 0)
 
@@ -120,7 +121,8 @@ def summarize(
     models: Mapping[str, nn.Module], inputs: torch.Tensor | Sequence[int] = (1, 3, 224, 224)
 ) -> list[dict[str, Any]]:
     """One row per model: ``{"model": name, "params": int, "flops": int}`` for one forward pass on
-    ``inputs`` (chapter 07's table of architectures; build the models on the meta device to make it instant)."""
+    ``inputs`` (chapter 07's table of architectures; build the models on the meta device to make it
+    instant)."""
     return [
         {"model": name, "params": count_parameters(m), "flops": count_flops(m, inputs)}
         for name, m in models.items()

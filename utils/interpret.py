@@ -88,7 +88,8 @@ def _class_indices(class_idx: Any, logits: torch.Tensor) -> torch.Tensor:
         idx = idx.long().expand(n) if idx.dim() == 0 else idx.long()  # a 0-dim tensor acts as an int
         if idx.shape != (n,):
             raise ValueError(
-                f"class_idx must be None, an int or hold one class per image, shape ({n},), got {tuple(idx.shape)}"
+                f"class_idx must be None, an int or hold one class per image, shape ({n},), got "
+                f"{tuple(idx.shape)}"
             )
     if idx.numel() and (idx.min() < 0 or idx.max() >= c):
         raise ValueError(
@@ -141,7 +142,8 @@ def grad_cam(
     check_model(model)
     if not isinstance(target_layer, nn.Module):
         raise TypeError(
-            f"target_layer must be a torch.nn.Module inside the model (e.g. model.layer4), got {type(target_layer).__name__}"
+            "target_layer must be a torch.nn.Module inside the model (e.g. model.layer4), got "
+            f"{type(target_layer).__name__}"
         )
     if not any(m is target_layer for m in model.modules()):
         raise ValueError(
@@ -164,7 +166,8 @@ def grad_cam(
         handle.remove()  # never leave a hook behind
     if len(captured) != 1:
         raise RuntimeError(
-            f"target_layer ran {len(captured)} times in one forward pass; Grad-CAM needs a layer that runs once"
+            f"target_layer ran {len(captured)} times in one forward pass; Grad-CAM needs a layer that runs "
+            "once"
         )
     act = captured[0]
     if not isinstance(act, torch.Tensor) or act.dim() != 4:
@@ -244,7 +247,8 @@ def _resolve_layers(model: nn.Module, layers: Any) -> dict[str, nn.Module]:
                     resolved[layer] = model.get_submodule(layer)
                 except AttributeError as err:
                     raise ValueError(
-                        f"model has no submodule {layer!r}; named children: {[n for n, _ in model.named_children()]}"
+                        f"model has no submodule {layer!r}; named children: "
+                        f"{[n for n, _ in model.named_children()]}"
                     ) from err
             elif isinstance(layer, nn.Module):
                 resolved[names.get(id(layer), type(layer).__name__)] = layer
@@ -252,7 +256,8 @@ def _resolve_layers(model: nn.Module, layers: Any) -> dict[str, nn.Module]:
                 raise TypeError(f"layers must be names or modules, got {type(layer).__name__}")
     else:
         raise TypeError(
-            f"layers must be a dict name -> module, or a list of names or modules, got {type(layers).__name__}"
+            "layers must be a dict name -> module, or a list of names or modules, got "
+            f"{type(layers).__name__}"
         )
     for name, module in resolved.items():
         if not isinstance(module, nn.Module):
@@ -382,7 +387,8 @@ def plot_feature_maps(
     for name, t in maps.items():
         if not isinstance(t, torch.Tensor) or t.dim() not in (3, 4):
             raise ValueError(
-                f"maps[{name!r}] must be (N, C, h, w) or (C, h, w), got {getattr(t, 'shape', type(t).__name__)}"
+                f"maps[{name!r}] must be (N, C, h, w) or (C, h, w), got "
+                f"{getattr(t, 'shape', type(t).__name__)}"
             )
         rows.append((name, (t[0] if t.dim() == 4 else t).detach().float().cpu()))
     ncols = min(channels, max(r.shape[0] for _, r in rows)) + (image is not None)
@@ -425,7 +431,8 @@ def plot_heatmaps(
     for name, h in heatmaps.items():
         if not isinstance(h, torch.Tensor) or tuple(h.shape) != (n, *images.shape[-2:]):
             raise ValueError(
-                f"heatmaps[{name!r}] must have shape {(n, *images.shape[-2:])}, got {getattr(h, 'shape', None)}"
+                f"heatmaps[{name!r}] must have shape {(n, *images.shape[-2:])}, got "
+                f"{getattr(h, 'shape', None)}"
             )
     rows = 1 + len(heatmaps)
     fig, axes = plt.subplots(rows, n, figsize=(1.7 * n, 1.8 * rows), squeeze=False)

@@ -187,7 +187,8 @@ def layer_specs(layers: nn.Module | Iterable[Any], axis: int = 0) -> list[LayerS
             specs.append(LayerSpec(*(int(v) for v in item), name=f"layer {i + 1}"))
         else:
             raise TypeError(
-                f"layers[{i}] must be a LayerSpec, an nn.Module or a tuple (kernel, stride, dilation[, padding]), "
+                f"layers[{i}] must be a LayerSpec, an nn.Module or a tuple (kernel, stride, dilation[, "
+                "padding]), "
                 f"got {item!r}"
             )
     return specs

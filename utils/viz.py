@@ -166,14 +166,16 @@ def show_images(
         if images.ndim == 4:
             if len(images) > MAX_IMAGES:
                 raise ValueError(
-                    f"show_images draws at most {MAX_IMAGES} images, got {len(images)}: pass a slice such as images[:64]"
+                    f"show_images draws at most {MAX_IMAGES} images, got {len(images)}: pass a slice such "
+                    "as images[:64]"
                 )
             batch = [_image(img, f"images[{i}]") for i, img in enumerate(images)]
         elif images.ndim in (2, 3):
             batch = [_image(images, "images")]
         else:
             raise ValueError(
-                f"images must be (N, C, H, W), (C, H, W) or (H, W) with C = 1 or 3, got shape {tuple(images.shape)}"
+                "images must be (N, C, H, W), (C, H, W) or (H, W) with C = 1 or 3, got shape "
+                f"{tuple(images.shape)}"
             )
     n = len(batch)
     if n == 0:
@@ -278,7 +280,8 @@ def _panels(d: dict[str, Any], metrics: Sequence[str] | None) -> dict[str, dict[
 def plot_history(
     history_or_dict: Any, *, metrics: Sequence[str] | None = None, title: str | None = None
 ) -> Figure:
-    """One panel per metric of a training history, training and validation curves together. Chapter 01 introduces it.
+    """One panel per metric of a training history, training and validation curves together. Chapter 01
+    introduces it.
 
     Takes a :class:`utils.train.History` or a dict of per-epoch lists. ``train_<name>`` and
     ``val_<name>`` share the panel ``<name>`` (loss first, then the others in the order recorded:
@@ -397,7 +400,8 @@ def draw_boxes(
         raise ValueError("boxes hold NaN or infinite coordinates")
     if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
         raise ValueError(
-            "boxes must be xyxy with x1 <= x2 and y1 <= y2; convert xywh / cxcywh boxes first (utils.ops.box_convert)"
+            "boxes must be xyxy with x1 <= x2 and y1 <= y2; convert xywh / cxcywh boxes first "
+            "(utils.ops.box_convert)"
         )
     k = b.shape[0]
     label_list = _as_list(labels, "labels", k) if labels is not None else None

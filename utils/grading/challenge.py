@@ -204,7 +204,10 @@ def score_predictions(q: MakeItWork, outputs: list[Any], batches: list[Any], tar
     if len(outputs) != len(sizes):
         return f"expected outputs for {len(sizes)} batches, got {len(outputs)}"
     if callable(q.metric):
-        return float(q.metric(outputs, targets))
+        try:
+            return float(q.metric(outputs, targets))
+        except ValueError as err:  # the metric's own sentence on predictions it cannot score
+            return str(err)
     if q.metric in ("map", "map_50"):
         preds = _detections(outputs, sizes)
         if isinstance(preds, str):

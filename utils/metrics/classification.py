@@ -115,7 +115,8 @@ def top_k_accuracy(logits: Any, target: Any, k: int = 5) -> float:
     logits = _as_tensor(logits, "logits")
     if logits.ndim != 2 or not logits.is_floating_point():
         raise ValueError(
-            f"logits must be float scores of shape (N, C), got shape {tuple(logits.shape)} and dtype {logits.dtype}"
+            f"logits must be float scores of shape (N, C), got shape {tuple(logits.shape)} and dtype "
+            f"{logits.dtype}"
         )
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= logits.shape[1]:
         raise ValueError(
@@ -307,7 +308,8 @@ def _binary_problem(scores: Any, target: Any) -> tuple[torch.Tensor, torch.Tenso
             else ""
         )
         raise ValueError(
-            f"scores must be a 1-D tensor with one score per sample (N,), got shape {tuple(scores.shape)}{hint}"
+            "scores must be a 1-D tensor with one score per sample (N,), got shape "
+            f"{tuple(scores.shape)}{hint}"
         )
     if scores.is_complex() or scores.dtype == torch.bool:
         raise TypeError(f"scores must be real numbers, got dtype {scores.dtype}")

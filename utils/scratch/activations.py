@@ -85,7 +85,8 @@ def _check_x(x, fn: str, name: str = "x") -> None:
         raise TypeError(f"{fn} expects {name} to be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(
-            f"{fn} expects a floating-point {name} (float32 or float64), got {x.dtype}; convert it with .float()"
+            f"{fn} expects a floating-point {name} (float32 or float64), got {x.dtype}; convert it with "
+            ".float()"
         )
 
 
@@ -102,7 +103,8 @@ def _check_dim(z: torch.Tensor, dim: int, fn: str) -> int:
         raise ValueError(f"{fn} needs a tensor with at least one dimension, got a 0-dim tensor")
     if not -z.ndim <= dim < z.ndim:
         raise ValueError(
-            f"{fn}: dim must be in [{-z.ndim}, {z.ndim - 1}] for a tensor of shape {tuple(z.shape)}, got {dim}"
+            f"{fn}: dim must be in [{-z.ndim}, {z.ndim - 1}] for a tensor of shape {tuple(z.shape)}, got "
+            f"{dim}"
         )
     return dim
 
@@ -168,7 +170,7 @@ def relu_grad(x: torch.Tensor) -> torch.Tensor:
 
 
 def leaky_relu(x: torch.Tensor, alpha: float = 0.01) -> torch.Tensor:
-    """Leaky ReLU: ``x`` for ``x > 0``, ``alpha * x`` otherwise (chapter 02). PyTorch's default alpha is 0.01."""
+    """Leaky ReLU: ``x`` for ``x > 0``, ``alpha * x`` otherwise (chapter 02); PyTorch uses alpha 0.01."""
     _check_x(x, "leaky_relu")
     alpha = _check_number(alpha, "leaky_relu", "alpha")
     return torch.where(x > 0, x, alpha * x)
@@ -226,7 +228,8 @@ def prelu_backward(
     _check_x(dout, "prelu_backward", "dout")
     if dout.shape != x.shape:
         raise ValueError(
-            f"prelu_backward expects dout and x of the same shape, got {tuple(dout.shape)} and {tuple(x.shape)}"
+            f"prelu_backward expects dout and x of the same shape, got {tuple(dout.shape)} and "
+            f"{tuple(x.shape)}"
         )
     dx = dout * torch.where(x > 0, torch.ones_like(x), a.to(x.dtype).expand_as(x))
     local = dout * torch.where(x > 0, torch.zeros_like(x), x)  # dout * d out / d a, elementwise
@@ -401,7 +404,8 @@ def softmax_backward(dout: torch.Tensor, z: torch.Tensor, dim: int = -1) -> torc
     _check_x(z, "softmax_backward", "z")
     if dout.shape != z.shape:
         raise ValueError(
-            f"softmax_backward expects dout and z of the same shape, got {tuple(dout.shape)} and {tuple(z.shape)}"
+            f"softmax_backward expects dout and z of the same shape, got {tuple(dout.shape)} and "
+            f"{tuple(z.shape)}"
         )
     p = softmax(z, dim)
     return p * (dout - (dout * p).sum(dim=dim, keepdim=True))
@@ -416,7 +420,8 @@ def log_softmax_backward(dout: torch.Tensor, z: torch.Tensor, dim: int = -1) -> 
     _check_x(z, "log_softmax_backward", "z")
     if dout.shape != z.shape:
         raise ValueError(
-            f"log_softmax_backward expects dout and z of the same shape, got {tuple(dout.shape)} and {tuple(z.shape)}"
+            f"log_softmax_backward expects dout and z of the same shape, got {tuple(dout.shape)} and "
+            f"{tuple(z.shape)}"
         )
     return dout - softmax(z, dim) * dout.sum(dim=dim, keepdim=True)
 
@@ -426,7 +431,8 @@ def log_softmax_backward(dout: torch.Tensor, z: torch.Tensor, dim: int = -1) -> 
 
 @dataclass(frozen=True)
 class Activation:
-    """One elementwise activation: the hand-written function and derivative, and PyTorch's module (chapter 02).
+    """One elementwise activation: the hand-written function and derivative, and PyTorch's module (chapter
+    02).
 
     ``module()`` builds the ``torch.nn`` reference with the same parameters (for PReLU, the
     initial slope 0.25 of ``nn.PReLU()``); ``formula`` is LaTeX for plots and tables.
@@ -535,7 +541,8 @@ def make_mlp(
     hidden = tuple(int(h) for h in hidden)
     if in_features < 1 or out_features < 1 or any(h < 1 for h in hidden):
         raise ValueError(
-            f"make_mlp expects positive sizes, got in_features={in_features}, hidden={hidden}, out_features={out_features}"
+            f"make_mlp expects positive sizes, got in_features={in_features}, hidden={hidden}, "
+            f"out_features={out_features}"
         )
     if init_gain is not None:
         init_gain = _check_number(init_gain, "make_mlp", "init_gain")
@@ -558,7 +565,8 @@ def make_mlp(
 
 @torch.no_grad()
 def dead_fraction(model: nn.Module, x: torch.Tensor) -> list[float]:
-    """For each activation module of ``model``, the fraction of its units that are *dead* on ``x`` (chapter 02).
+    """For each activation module of ``model``, the fraction of its units that are *dead* on ``x`` (chapter
+    02).
 
     A unit is dead when its pre-activation (the module's input) is ``<= 0`` for every example of
     ``x``: a ReLU then outputs 0 and passes no gradient for any of them. Units are the features of
@@ -568,7 +576,8 @@ def dead_fraction(model: nn.Module, x: torch.Tensor) -> list[float]:
     """
     if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(
-            f"dead_fraction expects a non-empty batch x of shape (N, ...), got {getattr(x, 'shape', type(x).__name__)}"
+            "dead_fraction expects a non-empty batch x of shape (N, ...), got "
+            f"{getattr(x, 'shape', type(x).__name__)}"
         )
     alive: dict[int, torch.Tensor] = {}
     modules = [m for m in model.modules() if isinstance(m, ACTIVATION_MODULES)]

@@ -93,7 +93,8 @@ def _checked_out_size(
     out = tuple(_out_size(n, k_, s_, p_, d_) for n, k_, s_, p_, d_ in zip(hw, k, s, p, d))
     if min(out) < 1:
         raise ValueError(
-            f"{fn}: the (dilated) kernel {tuple(d_ * (k_ - 1) + 1 for k_, d_ in zip(k, d))} does not fit into the "
+            f"{fn}: the (dilated) kernel {tuple(d_ * (k_ - 1) + 1 for k_, d_ in zip(k, d))} does not fit "
+            "into the "
             f"padded input {tuple(n + 2 * p_ for n, p_ in zip(hw, p))} (input {hw}, padding {p})"
         )
     return out  # type: ignore[return-value]
@@ -139,7 +140,8 @@ def conv_transpose_output_size(
     """
     if not 0 <= output_padding < max(stride, dilation):
         raise ValueError(
-            f"output_padding must be in [0, max(stride, dilation)) = [0, {max(stride, dilation)}), got {output_padding}"
+            f"output_padding must be in [0, max(stride, dilation)) = [0, {max(stride, dilation)}), got "
+            f"{output_padding}"
         )
     out = (n - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1
     if out < 1:
@@ -298,7 +300,7 @@ def im2col(
 def _add_patches(
     cols: torch.Tensor, size: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
 ) -> torch.Tensor:
-    """Add the patches ``cols`` (N, C, kh, kw, H_out, W_out) into a zero image of ``size``, top-left aligned."""
+    """Add the patches ``cols`` (N, C, kh, kw, H_out, W_out) into zeros of ``size``, top-left aligned."""
     n_batch, c, kh, kw, ho, wo = cols.shape
     (sh, sw), (dh, dw) = stride, dilation
     image = cols.new_zeros(n_batch, c, *size)
@@ -419,7 +421,8 @@ def _pool_args(x, kernel_size, stride, padding, fn: str):
 def maxpool2d_forward(
     x: torch.Tensor, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0
 ) -> torch.Tensor:
-    """Max pooling: the largest value of every window, channel by channel (chapter 06). Matches ``F.max_pool2d``.
+    """Max pooling: the largest value of every window, channel by channel (chapter 06). Matches
+    ``F.max_pool2d``.
 
     ``stride`` defaults to ``kernel_size`` (windows side by side); the padding never wins the max.
 
@@ -485,7 +488,8 @@ def avgpool2d_backward(
     stride: IntOrPair | None = None,
     padding: IntOrPair = 0,
 ) -> torch.Tensor:
-    """Gradient of :func:`avgpool2d_forward`: each output spreads ``dout / (kh * kw)`` over its window (chapter 06).
+    """Gradient of :func:`avgpool2d_forward`: each output spreads ``dout / (kh * kw)`` over its window
+    (chapter 06).
 
     dout: (N, C, H_out, W_out), x: (N, C, H, W) -> dx: (N, C, H, W)
     """

@@ -53,7 +53,8 @@ def _check_weight(weight: Any) -> None:
         raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     if weight.dim() < 2:
         raise ValueError(
-            f"fan_in and fan_out need a weight with at least 2 dimensions (out_features, in_features, *kernel), "
+            "fan_in and fan_out need a weight with at least 2 dimensions (out_features, in_features, "
+            "*kernel), "
             f"got shape {tuple(weight.shape)}"
         )
     if not weight.is_floating_point():
@@ -89,7 +90,8 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
         slope = 0.01 if param is None else float(param)
         return math.sqrt(2.0 / (1.0 + slope**2))
     raise ValueError(
-        f"nonlinearity must be one of linear, conv1d, conv2d, conv3d, sigmoid, tanh, relu, leaky_relu; got {nonlinearity!r}"
+        "nonlinearity must be one of linear, conv1d, conv2d, conv3d, sigmoid, tanh, relu, leaky_relu; got "
+        f"{nonlinearity!r}"
     )
 
 
@@ -123,7 +125,8 @@ def xavier_normal_(
 def xavier_uniform_(
     weight: torch.Tensor, gain: float = 1.0, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Fill ``weight`` in place with U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)), and return it. Chapter 05.
+    """Fill ``weight`` in place with U(-a, a), a = gain * sqrt(6 / (fan_in + fan_out)), and return it. Chapter
+    05.
 
     A uniform distribution on (-a, a) has variance a^2 / 3, hence the sqrt(3) = sqrt(6) / sqrt(2).
     Matches ``torch.nn.init.xavier_uniform_``.
@@ -181,7 +184,8 @@ def deep_forward(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
-    """Push a batch of standard normal inputs through ``depth`` square layers and record statistics. Chapter 05.
+    """Push a batch of standard normal inputs through ``depth`` square layers and record statistics. Chapter
+    05.
 
     Each layer is ``h <- activation(W h)`` (no bias) with ``W`` of shape (width, width) drawn as
     ``init`` says: a name of :data:`INITS` (``"zero"``, ``"small"`` = N(0, 0.01^2), ``"large"`` =
@@ -190,7 +194,8 @@ def deep_forward(
     normalization in training mode, without affine parameters).
 
     Returns a dict of float64 CPU tensors of shape (depth,): ``"rms"`` (root mean square, the
-    quantity that the variance argument keeps constant), ``"std"`` and ``"mean"`` of each layer's output, ``"saturated"`` (fraction of outputs with ``|h| > 0.99``, for tanh) and
+    quantity that the variance argument keeps constant), ``"std"`` and ``"mean"`` of each layer's output,
+    ``"saturated"`` (fraction of outputs with ``|h| > 0.99``, for tanh) and
     ``"dead"`` (fraction exactly 0); with ``backward=True`` also ``"grad_std"``, the standard
     deviation of the gradient of ``(h_L * r).sum()`` (``r`` random) with respect to each layer's
     output. ``"layers"`` maps each 1-based layer index in ``keep`` to its flattened outputs.

@@ -139,7 +139,8 @@ def softmax_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.
         )
     if y.min() < 0 or y.max() >= c:
         raise ValueError(
-            f"softmax_cross_entropy expects labels in [0, {c}), got values in [{int(y.min())}, {int(y.max())}]"
+            f"softmax_cross_entropy expects labels in [0, {c}), got values in [{int(y.min())}, "
+            f"{int(y.max())}]"
         )
     shifted = logits - logits.max(dim=1, keepdim=True).values  # (N, C), every row's max is 0
     log_probs = shifted - shifted.exp().sum(dim=1, keepdim=True).log()  # (N, C) log softmax
@@ -236,7 +237,8 @@ def grad_check(
     numeric = numerical_gradient(f, x, h=h)
     if analytic.shape != x.shape:
         raise ValueError(
-            f"grad_check expects the analytic gradient to have x's shape {tuple(x.shape)}, got {tuple(analytic.shape)}"
+            f"grad_check expects the analytic gradient to have x's shape {tuple(x.shape)}, got "
+            f"{tuple(analytic.shape)}"
         )
     err = rel_error(analytic.detach().to(numeric.device), numeric)
     if verbose:

@@ -142,7 +142,8 @@ def mae_loss(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") 
 def huber_loss(
     pred: torch.Tensor, target: torch.Tensor, delta: float = 1.0, reduction: str = "mean"
 ) -> torch.Tensor:
-    """Huber's loss, like ``F.huber_loss``: quadratic for ``|r| <= delta``, linear beyond. Chapter 03 builds it.
+    """Huber's loss, like ``F.huber_loss``: quadratic for ``|r| <= delta``, linear beyond. Chapter 03 builds
+    it.
 
     ``0.5 r^2`` if ``|r| <= delta`` else ``delta (|r| - 0.5 delta)``, with ``r = pred - target``:
     the gradient is ``r`` near zero and capped at ``delta`` for outliers. ``F.smooth_l1_loss`` with
@@ -248,7 +249,8 @@ def cross_entropy(
     label_smoothing: float = 0.0,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Softmax cross-entropy with class weights and label smoothing, like ``F.cross_entropy``. Chapter 03 builds it.
+    """Softmax cross-entropy with class weights and label smoothing, like ``F.cross_entropy``. Chapter 03
+    builds it.
 
     logits: (N, C), y: (N,) int64. The target distribution is ``(1 - eps) onehot(y) + eps / C``.
     With ``weight`` (C,), sample n's term ``-sum_c q_c log p_c`` becomes ``-sum_c w_c q_c log p_c``
@@ -285,7 +287,8 @@ def softmax_focal_loss(
     weight: torch.Tensor | None = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """Focal loss for C classes: ``-w_y (1 - p_y)^gamma log p_y`` with ``p = softmax(logits)``. Chapter 03 builds it.
+    """Focal loss for C classes: ``-w_y (1 - p_y)^gamma log p_y`` with ``p = softmax(logits)``. Chapter 03
+    builds it.
 
     logits: (N, C), y: (N,) int64. ``gamma = 0`` without ``weight`` is ``F.cross_entropy``. The
     ``"mean"`` averages over the N samples (as Lin et al. normalise by the number of anchors),
@@ -303,7 +306,8 @@ def softmax_focal_loss(
 
 
 def class_weights(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """ "Balanced" class weights ``N / (C * n_c)`` as float32 (C,), like scikit-learn's ``compute_class_weight``.
+    """ "Balanced" class weights ``N / (C * n_c)`` as float32 (C,), like scikit-learn's
+    ``compute_class_weight``.
 
     A rare class gets a large weight, so that every class contributes the same total weight to a
     weighted loss. Every class must occur at least once in ``targets``. Chapter 03 uses them.

@@ -104,7 +104,8 @@ def batchnorm_forward(
         n = x.numel() // c  # values per channel: N * H * W
         if n < 2:
             raise ValueError(
-                f"batch normalization in training mode needs more than 1 value per channel, got input of shape "
+                "batch normalization in training mode needs more than 1 value per channel, got input of "
+                "shape "
                 f"{tuple(x.shape)} (a batch of one with no spatial extent has no variance)"
             )
         mean = x.mean(dim=dims)  # (C,)

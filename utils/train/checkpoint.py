@@ -163,7 +163,7 @@ def loader_generators(loader: Any) -> list[torch.Generator]:
 
 
 def rng_state(loader: Any) -> dict[str, Any]:
-    """Every random state a training epoch reads, as plain values ``torch.load(weights_only=True)`` accepts."""
+    """Every random state a training epoch reads, as values ``torch.load(weights_only=True)`` accepts."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),

@@ -1,4 +1,5 @@
-"""Data-parallel training under ``torchrun``: what :func:`utils.train.fit` does when it runs in several processes.
+"""Data-parallel training under ``torchrun``: what :func:`utils.train.fit` does when it runs in several
+processes.
 
 ``torchrun --nproc_per_node=N script.py`` starts the script N times with the environment variables
 ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT`` set. Inside, ``fit``

@@ -141,7 +141,7 @@ class History:
         return cls(metrics, **settings)
 
     def append(self, values: Mapping[str, float]) -> None:
-        """Record one epoch: every metric gets a value (NaN where ``values`` has none), then ``best_epoch``."""
+        """One epoch: every metric gets a value (NaN where ``values`` lacks it); then ``best_epoch``."""
         epoch = self.epochs
         for name in values:
             if name not in self.metrics:  # a metric that first appears now: NaN for the epochs before

@@ -178,7 +178,8 @@ def evaluate(
     task: Task | None = None,
     amp: Any = False,
 ) -> dict[str, float]:
-    """The task's validation metrics of ``model`` over ``loader``; by default ``{"loss": float, "accuracy": float}``.
+    """The task's validation metrics of ``model`` over ``loader``; by default ``{"loss": float, "accuracy":
+    float}``.
 
     Runs under ``torch.inference_mode()`` with the model in eval mode, then gives every submodule
     back its previous train/eval mode. ``device`` defaults to the device the model is on (given,
@@ -421,7 +422,8 @@ def fit(
             for name, value in train.items():
                 if "loss" in name and not math.isfinite(value):
                     raise FloatingPointError(
-                        f"the training {name.replace('_', ' ')} became {value} in epoch {epoch + 1}: lower the "
+                        f"the training {name.replace('_', ' ')} became {value} in epoch {epoch + 1}: lower "
+                        "the "
                         f"learning rate (it is {lr_now:g}) or check the inputs for NaN"
                     )
             val = (

@@ -131,7 +131,7 @@ def images_of(batch: Any, where: str) -> torch.Tensor:
 
 
 def full_precision(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float32 when autocast gave it in float16 or bfloat16 (losses are computed in full precision)."""
+    """``t`` in float32 when autocast gave it in float16 or bfloat16 (losses are computed in fp32)."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 

@@ -76,7 +76,8 @@ def _default_map() -> Any:
 
 
 class Detection(Task):
-    """Train a detector that follows torchvision's convention (Faster R-CNN, RetinaNet, FCOS, the course's own).
+    """Train a detector that follows torchvision's convention (Faster R-CNN, RetinaNet, FCOS, the course's
+    own).
 
     In train mode ``model(images, targets)`` returns a dict of losses: the step's loss is their sum
     (torchvision's ``references/detection/engine.py``), and each is logged (``train_loss_classifier``,
@@ -190,7 +191,8 @@ def dice_loss(
     weight: torch.Tensor | None = None,
     smooth: float = 1.0,
 ) -> torch.Tensor:
-    r"""Soft Dice loss ``1 - mean_c (2 |P_c T_c| + s) / (|P_c| + |T_c| + s)`` over a batch. Chapter 12 derives it.
+    r"""Soft Dice loss ``1 - mean_c (2 |P_c T_c| + s) / (|P_c| + |T_c| + s)`` over a batch. Chapter 12 derives
+    it.
 
     ``logits`` (B, C, H, W), ``target`` (B, H, W) int64 class indices; ``P_c`` are the softmax
     probabilities of class ``c``, ``T_c`` its one-hot mask, the sums run over every pixel of the

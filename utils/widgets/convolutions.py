@@ -57,7 +57,8 @@ def filter_image(image: torch.Tensor, kernel: Any) -> torch.Tensor:
 
 
 def to_display(filtered: torch.Tensor, mode: str = "clip") -> np.ndarray:
-    """Map a filter's output to [0, 1] for showing it (chapter 06); ``mode`` is a key of :data:`DISPLAY_MODES`.
+    """Map a filter's output to [0, 1] for showing it (chapter 06); ``mode`` is a key of
+    :data:`DISPLAY_MODES`.
 
     ``clip`` keeps the values of a kernel that preserves brightness (blur, sharpen); ``abs`` shows
     the strength of a response whatever its sign; ``signed`` maps 0 to grey, positive values to
@@ -162,7 +163,8 @@ def kernel_explorer(
             if abs(total) < 1e-6
             else f"scales flat regions by {total:.2f}"
         )
-        info.value = f"kernel sum = {total:.3g} ({meaning}); output range [{float(out.min()):.2f}, {float(out.max()):.2f}]"
+        low, high = float(out.min()), float(out.max())
+        info.value = f"kernel sum = {total:.3g} ({meaning}); output range [{low:.2f}, {high:.2f}]"
 
     def load(change: Any = None) -> None:
         values, display = PRESETS[menu.value]

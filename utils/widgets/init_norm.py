@@ -122,7 +122,8 @@ def activation_figure(
 
 
 def init_explorer(*, width: int = 256, batch: int = 256, seed: int = 0):
-    """Knobs for :func:`activation_figure`: activation, gain (log slider and presets), depth, batch norm. Chapter 05.
+    """Knobs for :func:`activation_figure`: activation, gain (log slider and presets), depth, batch norm.
+    Chapter 05.
 
     Returns an ``ipywidgets.VBox``; display it as the last line of a notebook cell. Its ``state``
     dict counts the redraws and keeps the title of the last figure.

@@ -164,7 +164,8 @@ def threshold_explorer(
         fig.savefig(buffer, format="png")
         picture.value = buffer.getvalue()
         summary.value = (
-            f"<b>threshold {thr:.2f}</b>: TP {result['tp']}, FP {result['fp']}, FN {result['fn']}, TN {result['tn']} "
+            f"<b>threshold {thr:.2f}</b>: TP {result['tp']}, FP {result['fp']}, FN {result['fn']}, TN "
+            f"{result['tn']} "
             f"&nbsp;|&nbsp; precision {result['precision']:.3f}, recall {result['recall']:.3f}, "
             f"F1 {result['f1']:.3f}, false-positive rate {result['false_positive_rate']:.3f}, "
             f"accuracy {result['accuracy']:.3f}"

@@ -4,19 +4,22 @@ against torchvision.
 The learner's answers to q1, q2 and q4 are classes (``nn.Module`` s): a harness builds them where the
 learner's code runs, loads weights drawn here, runs fresh random inputs and returns what is compared
 (output shapes as zero tensors of that shape, the shapes of the parameters, which are added up here,
-outputs). References come from torchvision and ``torch.nn.functional`` in the grading process. One
-point per question. Forbidden while the answers run (:mod:`utils.grading.forbid`): torchvision's
-finished blocks (``torchvision.models.resnet``, ``torchvision.ops.SqueezeExcitation``,
-``torchvision.models.vision_transformer``), ``utils.models``, ``utils.flops`` (q3) and the course's
-reference modules.
+outputs). References come from torchvision and ``torch.nn.functional`` in the grading process. Two
+points for q1, one for each other question. Forbidden while the answers run
+(:mod:`utils.grading.forbid`): torchvision's finished blocks (``torchvision.models.resnet``,
+``torchvision.ops.SqueezeExcitation``, ``torchvision.models.vision_transformer``), ``utils.models``,
+``utils.flops`` (q3) and the course's reference modules.
 
-* q1 ``BasicBlock(in_ch, out_ch, stride)``: ResNet's basic block with torchvision's parameter names
-  ``conv1``, ``bn1``, ``conv2``, ``bn2`` and, only when ``stride != 1`` or ``in_ch != out_ch``, the
-  projection shortcut ``downsample.0`` (1x1 convolution) / ``downsample.1`` (batch norm). Checked by
-  output shapes, parameter counts (exact), and by loading the ``state_dict`` of a
-  ``torchvision.models.resnet.BasicBlock`` with random weights and batch-norm statistics
+* q1 ``Bottleneck(in_ch, width, stride)`` (2 points; the chapter printed the basic block, not this
+  one): ResNet-50's bottleneck as torchvision builds it (v1.5: the stride in the 3x3 convolution),
+  ``4 * width`` channels out, with torchvision's parameter names ``conv1``, ``bn1``, ``conv2``,
+  ``bn2``, ``conv3``, ``bn3`` and, only when ``stride != 1`` or ``in_ch != 4 * width``, the projection
+  shortcut ``downsample.0`` (1x1 convolution) / ``downsample.1`` (batch norm). Checked by output
+  shapes, parameter counts (exact), and by loading the ``state_dict`` of a
+  ``torchvision.models.resnet.Bottleneck`` with random weights and batch-norm statistics
   (``strict=True``) and comparing outputs in eval and in train mode: ``1e-4 + 1e-4 * |expected|``;
-  the input must be left unchanged (no in-place ReLU on ``x``).
+  the input must be left unchanged (no in-place ReLU on ``x``). A block with the stride in its first
+  1x1 convolution (the original ResNet) has the right shapes and counts and fails on the weights.
 * q2 ``SqueezeExcitation(channels, reduction)``: layers ``fc1`` (``channels -> channels // reduction``)
   and ``fc2`` (back), ``nn.Linear`` or 1x1 ``nn.Conv2d``, with biases; reference
   ``torchvision.ops.SqueezeExcitation`` with the same weights; the input must be left unchanged.
@@ -27,6 +30,9 @@ reference modules.
   stride = patch, or ``nn.Linear(in_ch * patch * patch, dim)`` on patches flattened in (channel, row,
   column) order), attribute ``num_patches``, output (N, num_patches, dim) in row-major patch order,
   ``ValueError`` when ``img_size`` is not a multiple of ``patch``. Tolerance ``1e-5 + 1e-5 * |expected|``.
+* r1-r5 (review, half a point each): the weights of a 256-64-64-256 bottleneck (69,632) and of two
+  3x3 convolutions at 256 channels, the parameters of squeeze-and-excitation, the tokens of
+  ViT-B/16, and why a deeper plain network trains worse.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from torch import nn
 
 from ..core import Case, Code, Question
 from ..forbid import COURSE
+from ..review import Review
 
 ASSIGNMENT = "07_architectures"
 TITLE = "CNN architectures: the signature blocks"
@@ -65,21 +72,23 @@ def _n_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-# --------------------------------------------------------------------------- q1 BasicBlock
+# --------------------------------------------------------------------------- q1 Bottleneck
 
 
-def _reference_block(in_ch: int, out_ch: int, stride: int) -> nn.Module:
-    from torchvision.models.resnet import BasicBlock
+def _reference_block(in_ch: int, width: int, stride: int) -> nn.Module:
+    """torchvision's ResNet bottleneck (v1.5: the stride in the 3x3 convolution), 4 * width channels out."""
+    from torchvision.models.resnet import Bottleneck
 
     downsample = None
-    if stride != 1 or in_ch != out_ch:
+    if stride != 1 or in_ch != 4 * width:
         downsample = nn.Sequential(
-            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
+            nn.Conv2d(in_ch, 4 * width, 1, stride=stride, bias=False), nn.BatchNorm2d(4 * width)
         )
-    return BasicBlock(in_ch, out_ch, stride, downsample=downsample)
+    return Bottleneck(in_ch, width, stride, downsample=downsample)
 
 
-# shapes travel as zero tensors of that shape, so that a mismatch reads "wrong shape: expected (...), got (...)"
+# shapes travel as zero tensors of that shape, so that a mismatch reads
+# "wrong shape: expected (...), got (...)"
 SHAPE = Code("lambda Block, in_ch, out_ch, stride, x: torch.zeros(Block(in_ch, out_ch, stride)(x).shape)")
 # parameter shapes come back raw; _count adds them up here
 COUNT = Code(
@@ -102,57 +111,60 @@ RUN_TRAIN = Code(
 )
 
 BLOCK_HINT = (
-    "conv1 = Conv2d(in_ch, out_ch, 3, stride, padding=1, bias=False), bn1, ReLU, conv2 = Conv2d(out_ch, out_ch, 3, "
-    "padding=1, bias=False), bn2; add the shortcut, then ReLU. The shortcut is x itself when the shapes agree, else "
-    "downsample = nn.Sequential(Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), BatchNorm2d(out_ch))"
+    "conv1 = Conv2d(in_ch, width, 1, bias=False), bn1, ReLU; conv2 = Conv2d(width, width, 3, stride, "
+    "padding=1, bias=False), bn2, ReLU; conv3 = Conv2d(width, 4 * width, 1, bias=False), bn3; add the "
+    "shortcut, then ReLU. The shortcut is x itself when the shapes agree, else downsample = "
+    "nn.Sequential(Conv2d(in_ch, 4 * width, 1, stride=stride, bias=False), BatchNorm2d(4 * width))"
 )
 
 
 def block_cases(g: torch.Generator) -> list[Case]:
     cases = []
-    for in_ch, out_ch, stride, size, label in [
-        (8, 8, 1, 10, "identity shortcut (8 -> 8, stride 1)"),
-        (8, 16, 2, 10, "projection shortcut (8 -> 16, stride 2)"),
-        (4, 8, 2, 7, "odd input size 7 -> 4 (8 channels, stride 2)"),
+    for in_ch, width, stride, size, label in [
+        (32, 8, 1, 10, "identity shortcut (32 -> 8 -> 32, stride 1)"),
+        (16, 8, 2, 10, "projection shortcut (16 -> 8 -> 32, stride 2)"),
+        (8, 4, 2, 7, "odd input size 7 -> 4 (8 -> 4 -> 16, stride 2)"),
     ]:
         x = torch.randn(2, in_ch, size, size, generator=g)
         out = (size - 1) // stride + 1
         cases.append(
             Case(
                 f"output shape, {label}",
-                "BasicBlock",
-                {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "x": x},
-                torch.zeros(2, out_ch, out, out),
+                "Bottleneck",
+                {"in_ch": in_ch, "out_ch": width, "stride": stride, "x": x},
+                torch.zeros(2, 4 * width, out, out),
                 harness=SHAPE,
-                hint="conv1 carries the stride and padding=1, conv2 has stride 1 and padding=1; the shortcut must "
-                "produce the same shape as the branch (a 1x1 convolution with the same stride)",
+                hint="the block outputs 4 * width channels; the 3x3 convolution carries the stride and "
+                "padding=1; the shortcut must produce the same shape (a 1x1 convolution with the same "
+                "stride)",
             )
         )
-    for in_ch, out_ch, stride, label in [
-        (16, 16, 1, "16 -> 16, stride 1 (no projection)"),
-        (16, 32, 2, "16 -> 32, stride 2"),
-        (8, 24, 1, "8 -> 24, stride 1 (projection for the channels)"),
+    for in_ch, width, stride, label in [
+        (64, 16, 1, "64 -> 16 -> 64, stride 1 (no projection)"),
+        (64, 32, 2, "64 -> 32 -> 128, stride 2"),
+        (16, 16, 1, "16 -> 16 -> 64, stride 1 (projection for the channels)"),
     ]:
         cases.append(
             Case(
                 f"parameter count, {label}",
-                "BasicBlock",
-                {"in_ch": in_ch, "out_ch": out_ch, "stride": stride},
-                _n_params(_reference_block(in_ch, out_ch, stride)),
+                "Bottleneck",
+                {"in_ch": in_ch, "out_ch": width, "stride": stride},
+                _n_params(_reference_block(in_ch, width, stride)),
                 harness=COUNT,
                 measure=_count,
-                hint="3x3 convolutions without bias (the batch norm has its own shift); a projection shortcut only "
-                "when stride != 1 or in_ch != out_ch, and then a 1x1 convolution without bias plus a BatchNorm2d",
+                hint="three convolutions without bias (each batch norm has its own shift); a projection "
+                "shortcut only when stride != 1 or in_ch != 4 * width, and then a 1x1 convolution without "
+                "bias plus a BatchNorm2d",
             )
         )
-    for in_ch, out_ch, stride, train, label in [
-        (8, 8, 1, False, "identity shortcut, eval mode"),
-        (8, 16, 2, False, "projection, 8 -> 16, stride 2, eval mode"),
-        (12, 12, 2, False, "same channels but stride 2 (projection), eval mode"),
-        (6, 10, 1, False, "more channels at stride 1 (projection), eval mode"),
-        (8, 16, 2, True, "projection, train mode (batch statistics)"),
+    for in_ch, width, stride, train, label in [
+        (32, 8, 1, False, "identity shortcut, eval mode"),
+        (16, 8, 2, False, "projection, 16 -> 32, stride 2, eval mode"),
+        (32, 8, 2, False, "same channels but stride 2 (projection), eval mode"),
+        (12, 8, 1, False, "more channels at stride 1 (projection), eval mode"),
+        (16, 8, 2, True, "projection, train mode (batch statistics)"),
     ]:
-        ref = _reference_block(in_ch, out_ch, stride)
+        ref = _reference_block(in_ch, width, stride)
         _randomize(ref, g)
         x = torch.randn(4, in_ch, 8, 8, generator=g)
         ref.train(train)
@@ -162,16 +174,17 @@ def block_cases(g: torch.Generator) -> list[Case]:
         cases.append(
             Case(
                 f"torchvision's weights, {label}",
-                "BasicBlock",
-                {"in_ch": in_ch, "out_ch": out_ch, "stride": stride, "state": state, "x": x},
+                "Bottleneck",
+                {"in_ch": in_ch, "out_ch": width, "stride": stride, "state": state, "x": x},
                 expected,
                 atol=1e-4,
                 rtol=1e-4,
                 harness=RUN_TRAIN if train else RUN_EVAL,
                 unchanged=("x",),
-                hint="use exactly the names conv1, bn1, conv2, bn2 and downsample.0 / downsample.1 (no extra "
-                "parameters); out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)): the ReLU comes "
-                "after the addition. " + BLOCK_HINT,
+                hint="use exactly the names conv1, bn1, conv2, bn2, conv3, bn3 and downsample.0 / "
+                "downsample.1 "
+                "(no extra parameters); the stride sits in the 3x3 convolution conv2 (torchvision's v1.5), "
+                "not in conv1; the ReLU comes after the addition. " + BLOCK_HINT,
             )
         )
     return cases
@@ -183,15 +196,15 @@ SE_COUNT = Code(
     "lambda SE, channels, reduction: [list(p.shape) for p in SE(channels, reduction).parameters()]"
 )
 SE_RUN = Code(
-    "lambda SE, channels, reduction, w1, b1, w2, b2, x: (lambda m: ([p.data.copy_(v.reshape(p.shape)) for p, v in "
-    "((m.fc1.weight, w1), (m.fc1.bias, b1), (m.fc2.weight, w2), (m.fc2.bias, b2))], m.eval(), m(x).detach())[-1])"
-    "(SE(channels, reduction))"
+    "lambda SE, channels, reduction, w1, b1, w2, b2, x: (lambda m: ([p.data.copy_(v.reshape(p.shape)) for p, "
+    "v in ((m.fc1.weight, w1), (m.fc1.bias, b1), (m.fc2.weight, w2), (m.fc2.bias, b2))], m.eval(), "
+    "m(x).detach())[-1])(SE(channels, reduction))"
 )
 
 SE_HINT = (
-    "squeeze: the mean over H and W, (N, C); excitation: fc1 (C -> C // reduction), ReLU, fc2 (back to C), sigmoid; "
-    "then multiply x by these weights, one per sample and channel: s.view(N, C, 1, 1); return a new tensor "
-    "(x * s, not x.mul_(s))"
+    "squeeze: the mean over H and W, (N, C); excitation: fc1 (C -> C // reduction), ReLU, fc2 (back to C), "
+    "sigmoid; then multiply x by these weights, one per sample and channel: s.view(N, C, 1, 1); return a new "
+    "tensor (x * s, not x.mul_(s))"
 )
 
 
@@ -254,15 +267,18 @@ def se_cases(g: torch.Generator) -> list[Case]:
 MODELS = [  # (label, source of an expression that builds the model, with {a}, {b}, {c} random sizes)
     (
         "Conv2d + BatchNorm2d + Linear (batch-norm buffers are not parameters)",
-        "nn.Sequential(nn.Conv2d(3, {a}, 3), nn.BatchNorm2d({a}), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear({a}, {b}))",
+        "nn.Sequential(nn.Conv2d(3, {a}, 3), nn.BatchNorm2d({a}), nn.ReLU(), nn.AdaptiveAvgPool2d(1), "
+        "nn.Flatten(), nn.Linear({a}, {b}))",
     ),
     (
         "layers without bias and a depthwise convolution",
-        "nn.Sequential(nn.Conv2d({a}, {a}, 3, groups={a}, bias=False), nn.Conv2d({a}, {b}, 1, bias=False), nn.Linear({b}, {c}, bias=False))",
+        "nn.Sequential(nn.Conv2d({a}, {a}, 3, groups={a}, bias=False), nn.Conv2d({a}, {b}, 1, bias=False), "
+        "nn.Linear({b}, {c}, bias=False))",
     ),
     (
         "a frozen layer (requires_grad=False still counts)",
-        "(lambda m: (m[0].requires_grad_(False), m)[1])(nn.Sequential(nn.Linear({a}, {b}), nn.ReLU(), nn.Linear({b}, {c})))",
+        "(lambda m: (m[0].requires_grad_(False), m)[1])(nn.Sequential(nn.Linear({a}, {b}), nn.ReLU(), "
+        "nn.Linear({b}, {c})))",
     ),
     (
         "a layer used twice (shared weights count once)",
@@ -271,8 +287,8 @@ MODELS = [  # (label, source of an expression that builds the model, with {a}, {
     ("no parameters at all", "nn.Sequential(nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())"),
     (
         "nested modules: a ResNet-style block inside a Sequential",
-        "nn.Sequential(nn.Conv2d(1, {a}, 3), nn.Sequential(nn.Sequential(nn.Conv2d({a}, {a}, 3), nn.BatchNorm2d({a})), "
-        "nn.Conv2d({a}, {b}, 1)), nn.LayerNorm({b}))",
+        "nn.Sequential(nn.Conv2d(1, {a}, 3), nn.Sequential(nn.Sequential(nn.Conv2d({a}, {a}, 3), "
+        "nn.BatchNorm2d({a})), nn.Conv2d({a}, {b}, 1)), nn.LayerNorm({b}))",
     ),
 ]
 
@@ -313,8 +329,8 @@ def count_cases(g: torch.Generator) -> list[Case]:
                 "conv_params",
                 {"in_ch": in_ch, "out_ch": out_ch, "k": k, "bias": bias},
                 _n_params(conv),
-                hint="out_ch kernels of shape (in_ch, k, k), plus one bias per output channel when bias=True; "
-                "return an int",
+                hint="out_ch kernels of shape (in_ch, k, k), plus one bias per output channel when "
+                "bias=True; return an int",
             )
         )
     return cases
@@ -327,8 +343,9 @@ PE_SHAPE = Code(
 )
 PE_COUNT = Code("lambda PE, img_size, patch, in_ch, dim: PE(img_size, patch, in_ch, dim).num_patches")
 PE_RUN = Code(
-    "lambda PE, img_size, patch, in_ch, dim, w, b, x: (lambda m: (m.proj.weight.data.copy_(w.reshape(m.proj.weight.shape)), "
-    "m.proj.bias.data.copy_(b), m(x).detach())[-1])(PE(img_size, patch, in_ch, dim))"
+    "lambda PE, img_size, patch, in_ch, dim, w, b, x: (lambda m: "
+    "(m.proj.weight.data.copy_(w.reshape(m.proj.weight.shape)), m.proj.bias.data.copy_(b), "
+    "m(x).detach())[-1])(PE(img_size, patch, in_ch, dim))"
 )
 # True when the constructor raises ValueError for an image size that is not a multiple of the patch size
 PE_RAISES = Code(
@@ -338,8 +355,9 @@ PE_RAISES = Code(
 )
 
 PE_HINT = (
-    "proj = nn.Conv2d(in_ch, dim, kernel_size=patch, stride=patch) gives (N, dim, H/p, W/p); flatten the grid and "
-    "move dim last: x.flatten(2).transpose(1, 2) -> (N, num_patches, dim), patches in row-major order"
+    "proj = nn.Conv2d(in_ch, dim, kernel_size=patch, stride=patch) gives (N, dim, H/p, W/p); flatten the "
+    "grid and move dim last: x.flatten(2).transpose(1, 2) -> (N, num_patches, dim), patches in row-major "
+    "order"
 )
 
 
@@ -404,14 +422,64 @@ def patch_cases(g: torch.Generator) -> list[Case]:
     return cases
 
 
+# --------------------------------------------------------------------------- review questions
+
+REVIEW = [
+    Review(
+        "r1",
+        "Weights of a 256-64-64-256 bottleneck",
+        69632,
+        points=0.5,
+        explain="1x1 from 256 to 64: 256 * 64 = 16,384; 3x3 from 64 to 64: 64 * 64 * 9 = 36,864; 1x1 from 64 "
+        "to 256: 64 * 256 = 16,384; in all 69,632 (the convolutions have no bias; the batch norms add 2 * "
+        "(64 + 64 + 256) = 768 parameters, not asked for). Counting the 3x3 convolution at 256 channels, or "
+        "the 1x1 ones as 3x3, gives far more.",
+    ),
+    Review(
+        "r2",
+        "Weights of two 3x3 convolutions from 256 to 256 channels",
+        1179648,
+        points=0.5,
+        explain="Each has 256 * 256 * 9 = 589,824 weights, two of them 1,179,648: about 17 times the "
+        "bottleneck of r1, which is why ResNet-50 uses bottlenecks where ResNet-34 uses basic blocks.",
+    ),
+    Review(
+        "r3",
+        "Parameters of squeeze-and-excitation on 256 channels, reduction 16",
+        8464,
+        points=0.5,
+        explain="fc1 maps 256 to 256 // 16 = 16: 256 * 16 weights + 16 biases = 4,112; fc2 maps 16 back to "
+        "256: 16 * 256 + 256 = 4,352; in all 8,464, a few per cent of the block it rescales.",
+    ),
+    Review(
+        "r4",
+        "Tokens of ViT-B/16 on a 224x224 image, class token included",
+        197,
+        points=0.5,
+        explain="224 / 16 = 14 patches per side, 14 * 14 = 196 patches, plus the class token: 197 tokens "
+        "(each of dimension 768).",
+    ),
+    Review(
+        "r5",
+        "A 56-layer plain CNN trains to a higher training error than a 20-layer one: which two are right?",
+        {"b", "d"},
+        points=0.5,
+        explain="(a) is wrong: overfitting raises the *validation* error, not the training error. (c) is "
+        "wrong: that is the degradation the experiment shows. (b) the deeper plain network is harder "
+        "to optimize, and (d) a residual block starts near the identity (its branch near zero), so a "
+        "deeper ResNet can do at least as well as a shallower one.",
+    ),
+]
+
 WHY = "chapter 07's exercise asks you to build the blocks, not to take the finished ones"
 
 QUESTIONS = [
     Question(
         "q1",
-        "ResNet basic block (with projection shortcut)",
-        ("BasicBlock",),
+        "ResNet bottleneck block (torchvision's weights)",
+        ("Bottleneck",),
         block_cases,
+        points=2,
         forbid=("torchvision.models.resnet", "utils.models", *COURSE),
         why=WHY,
     ),
@@ -439,4 +507,5 @@ QUESTIONS = [
         forbid=("torchvision.models.vision_transformer", "utils.models", *COURSE),
         why=WHY,
     ),
+    *REVIEW,
 ]

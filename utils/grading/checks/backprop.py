@@ -1,23 +1,33 @@
 """Chapter 01 (assignment ``01_backprop``): backpropagation by hand, checked against torch.autograd.
 
 Every case draws fresh random inputs from the generator it is given; the expected values come from
-``torch.nn.functional`` and autograd, computed in the grading process. One point per question.
+torch and autograd in float64 (float32 where the case says so), computed in the grading process.
+None of the four functions is printed in the lesson: q1 and q4 are new operations, q2 and q3 harder
+variants of the lesson's layers.
 
-* q1 ``linear_forward(x, W, b)`` and ``linear_backward(dout, x, W) -> (dx, dW, db)`` with x (N, D),
-  W (D, M), b (M,); shapes include N = 1, D = 1 and M = 1; float32 and float64.
-  Tolerance: float32 ``1e-5 + 1e-5 * |expected|``, float64 ``1e-9 + 1e-7 * |expected|``.
-* q2 ``relu_forward(x)`` and ``relu_backward(dout, x)``: inputs contain exact zeros; the gradient at
-  ``x == 0`` is 0, the convention of ``torch.relu``. Exact match required.
-* q3 ``softmax_cross_entropy(logits, y) -> (loss, dlogits)``: mean over the batch, the loss a 0-dim
-  tensor; logits in the thousands (positive and negative) must give finite, correct values.
-  Same tolerances as q1, except float32 logits in the thousands: ``5e-4 + 1e-5 * |expected|``
-  (float32 numbers near 3000 are 2.4e-4 apart, so every correct formula rounds by that much).
-* q4 ``numerical_gradient(f, x, h=1e-5)``: central differences on float64 ``x`` of several shapes
-  (1-D, 2-D, 3-D, a single value) for separable and non-separable ``f``, compared with the autograd
-  gradient at ``1e-8 + 1e-6 * |expected|``; ``x`` must be unchanged after the call.
+* q1 (new) the scalar engine ``Scalar`` of the notebook (the chapter's ``Value`` with ``+``, ``*``,
+  ``-`` and ``backward``) extended with ``sigmoid()``, division (``a / b``, ``a / 2``, ``2 / a``) and
+  powers (``a ** b`` with a ``Scalar`` exponent, ``2 ** a``). A harness builds an expression from
+  ``Scalar`` leaves, calls ``backward()`` and returns the output and the leaves' gradients; the
+  reference is the same expression on float64 tensors with autograd. Cases: a leaf used twice
+  (``a / a``), numbers on either side, inputs of +-800 to the sigmoid (``math.exp(800)`` raises
+  ``OverflowError``), a neuron with a squared error. Tolerance ``1e-9 + 1e-7 * |expected|``.
+* q2 (variant) ``tanh_layer(x, W, b)`` = tanh(x W + b) for ``x`` with any number of leading
+  dimensions ((D,), (N, D), (N, T, D), (B, H, W, D)), and ``tanh_layer_backward(dout, x, W, out) ->
+  (dx, dW, db)`` from the layer's output ``out``; saturated units, float32 and float64.
+  Tolerance: float32 ``1e-5 + 1e-4 * |expected|``, float64 ``1e-10 + 1e-8 * |expected|``.
+* q3 (variant) ``weighted_softmax_cross_entropy(logits, y, weight, ignore_index) -> (loss, dlogits)``,
+  the loss of ``F.cross_entropy(logits, y, weight=weight, ignore_index=ignore_index)`` (a weighted
+  mean; ignored samples count nowhere) and its gradient; ``weight`` None or (C,), ignored labels,
+  logits in the thousands. Tolerance as q2, float32 logits in the thousands ``5e-4 + 1e-5 * |expected|``.
+* q4 (new) ``l2_normalize(x, eps)`` = ``F.normalize(x, dim=-1, eps=eps)`` and
+  ``l2_normalize_backward(dout, x, eps) -> dx``; rows of zeros and rows shorter than ``eps``, D = 1,
+  2-D and 3-D inputs. Tolerance as q2.
+* r1-r6 (review, half a point each): paths that add up, a parameter count, a softmax gradient, a bias
+  gradient, the vanishing factor of sigmoid layers, a gradient check in float32.
 
-Forbidden while the answers run (:mod:`utils.grading.forbid`): autograd, the functions of
-``torch.nn.functional`` each question reproduces (and their ``torch.*`` and ``Tensor`` forms), the
+Forbidden while the answers run (:mod:`utils.grading.forbid`): autograd, the function of
+``torch.nn.functional`` each question reproduces (and its ``torch.*`` and ``Tensor`` forms), the
 course's own modules (``utils.scratch``, ...).
 """
 
@@ -28,232 +38,367 @@ import torch.nn.functional as F
 
 from ..core import Case, Code, Question
 from ..forbid import AUTOGRAD, COURSE
+from ..review import Review
 
 ASSIGNMENT = "01_backprop"
 TITLE = "Backpropagation by hand"
 
 F32, F64 = torch.float32, torch.float64
-TOL = {F32: {"atol": 1e-5, "rtol": 1e-5}, F64: {"atol": 1e-9, "rtol": 1e-7}}
+TOL = {F32: {"atol": 1e-5, "rtol": 1e-4}, F64: {"atol": 1e-10, "rtol": 1e-8}}
 
 
-def _randn(g: torch.Generator, *shape: int, dtype: torch.dtype = F32) -> torch.Tensor:
-    return torch.randn(*shape, generator=g, dtype=dtype)
+def _randn(g: torch.Generator, *shape: int, dtype: torch.dtype = F64) -> torch.Tensor:
+    return torch.randn(shape, generator=g, dtype=dtype)
 
 
-# --------------------------------------------------------------------------- q1 linear layer
+def _uniform(g: torch.Generator, low: float, high: float, n: int = 1) -> list[float]:
+    return (low + (high - low) * torch.rand(n, generator=g, dtype=F64)).tolist()
 
-LINEAR_SHAPES = [  # (N, D, M, dtype, label)
-    (4, 3, 5, F32, "N=4, D=3, M=5"),
-    (1, 7, 2, F32, "N=1 (a single example), D=7, M=2"),
-    (16, 1, 3, F64, "D=1, float64"),
-    (8, 5, 1, F64, "M=1, float64"),
-    (32, 20, 10, F32, "N=32, D=20, M=10"),
+
+# --------------------------------------------------------------------------- q1 the scalar engine
+
+# The harness runs in the learner's kernel: leaves a, b, c of the learner's class, the expression, backward.
+_SCALAR_RUN = """
+def run(Scalar, expression, values):
+    leaves = [Scalar(float(v)) for v in values.tolist()]
+    out = eval(expression, {"math": math}, dict(zip("abc", leaves)))
+    out.backward()
+    return (float(out.data), *(float(leaf.grad) for leaf in leaves))
+"""
+SCALAR_HARNESS = Code(
+    f"(lambda ns: (exec({_SCALAR_RUN!r}, ns), ns['run'])[1])({{'torch': torch, 'math': math}})"
+)
+
+SCALAR_HINT = (
+    "each new operation computes its value from .data and gives its closure the local derivative of "
+    "every input, which it multiplies by out.grad and *adds* to that input's grad (a leaf used twice "
+    "collects both contributions); wrap plain numbers in Scalar first, and for 2 / a or 2 ** a "
+    "(__rtruediv__, __rpow__) the number is the left operand; the sigmoid must not call math.exp of a "
+    "large positive number (math.exp(800) raises OverflowError): use exp(-|a|) as the chapter 02 sigmoid does"
+)
+
+SCALAR_EXPRESSIONS = [  # (label, expression over the leaves a, b, c, how to draw a, b, c)
+    ("a sigmoid neuron: (a * b + c).sigmoid()", "(a * b + c).sigmoid()", "normal"),
+    ("sigmoid of large inputs: a = 800, b = -800", "a.sigmoid() + b.sigmoid() * c", "large"),
+    ("a quotient of Scalars: (a + b) / (b * c)", "(a + b) / (b * c)", "positive"),
+    ("a leaf divided by itself: a / a + b", "a / a + b", "positive"),
+    ("numbers on either side: 2 / a + b / 4 - c", "2 / a + b / 4 - c", "positive"),
+    ("a Scalar exponent: a ** b * c", "a ** b * c", "positive"),
+    ("a number raised to a Scalar: 2 ** a + b ** 3 - c", "2 ** a + b ** 3 - c", "normal"),
+    (
+        "squared error of a neuron, scaled: ((a * b + c).sigmoid() - 0.3) ** 2 / (1 + a ** 2)",
+        "((a * b + c).sigmoid() - 0.3) ** 2 / (1 + a ** 2)",
+        "normal",
+    ),
 ]
 
 
-def linear_cases(g: torch.Generator) -> list[Case]:
-    """Forward cases first (a wrong forward pass is the first thing to fix), then backward."""
-    forward, backward = [], []
-    for n, d, m, dtype, label in LINEAR_SHAPES:
-        x, w, b, dout = (
-            _randn(g, n, d, dtype=dtype),
-            _randn(g, d, m, dtype=dtype),
-            _randn(g, m, dtype=dtype),
-            _randn(g, n, m, dtype=dtype),
+def _scalar_values(g: torch.Generator, kind: str) -> list[float]:
+    if kind == "large":
+        return [800.0, -800.0, *_uniform(g, -2.0, 2.0)]
+    if kind == "positive":
+        return _uniform(g, 0.5, 2.5, 3)
+    return _randn(g, 3).tolist()
+
+
+def scalar_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for label, expression, kind in SCALAR_EXPRESSIONS:
+        values = _scalar_values(g, kind)
+        leaves = [torch.tensor(v, dtype=F64, requires_grad=True) for v in values]
+        out = eval(expression, {}, dict(zip("abc", leaves)))  # noqa: S307 - the course's own expressions
+        out.backward()
+        grads = [0.0 if leaf.grad is None else float(leaf.grad) for leaf in leaves]  # unused: 0
+        expected = (float(out.detach()), *grads)
+        cases.append(
+            Case(
+                f"{label}, a, b, c = {', '.join(f'{v:.4g}' for v in values)}",
+                "Scalar",
+                {"expression": expression, "values": torch.tensor(values, dtype=F64)},
+                expected,
+                atol=1e-9,
+                rtol=1e-7,
+                hint=SCALAR_HINT,
+                outputs=("value", "a.grad", "b.grad", "c.grad"),
+                harness=SCALAR_HARNESS,
+            )
         )
+    return cases
+
+
+# --------------------------------------------------------------------------- q2 a tanh layer, leading dims
+
+TANH_SHAPES = [  # (label, leading dims, D, M, dtype, input scale)
+    ("x (N, D) = (6, 4), M = 3", (6,), 4, 3, F32, 1.0),
+    ("a single vector x (D,) = (5,), M = 2", (), 5, 2, F64, 1.0),
+    ("a sequence x (N, T, D) = (3, 7, 4), M = 5", (3, 7), 4, 5, F64, 1.0),
+    ("feature maps x (B, H, W, D) = (2, 3, 3, 6), M = 4", (2, 3, 3), 6, 4, F32, 1.0),
+    ("N = 1, float64", (1,), 8, 3, F64, 1.0),
+    ("saturated units (inputs * 30)", (5, 2), 3, 4, F64, 30.0),
+]
+
+
+def tanh_cases(g: torch.Generator) -> list[Case]:
+    forward, backward = [], []
+    for label, lead, d, m, dtype, scale in TANH_SHAPES:
+        x = _randn(g, *lead, d, dtype=dtype) * scale
+        w = _randn(g, d, m, dtype=dtype) / d**0.5
+        b = _randn(g, m, dtype=dtype)
+        dout = _randn(g, *lead, m, dtype=dtype)
         xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
-        out = F.linear(xr, wr.T, br)  # (N, M)
+        out = torch.tanh(xr @ wr + br)
         out.backward(dout)
         forward.append(
             Case(
                 f"forward, {label}",
-                "linear_forward",
+                "tanh_layer",
                 {"x": x, "W": w, "b": b},
                 out.detach(),
                 **TOL[dtype],
-                hint="out = x @ W + b: (N, D) @ (D, M) gives (N, M), and b (M,) broadcasts over the N rows; keep the dtype of the inputs",
+                hint="tanh(x @ W + b): @ multiplies the last dimension of x with W whatever the leading "
+                "dimensions, and b broadcasts over them; keep the dtype",
                 unchanged=("x", "W", "b"),
             )
         )
         backward.append(
             Case(
                 f"backward, {label}",
-                "linear_backward",
-                {"dout": dout, "x": x, "W": w},
+                "tanh_layer_backward",
+                {"dout": dout, "x": x, "W": w, "out": out.detach()},
                 (xr.grad, wr.grad, br.grad),
                 **TOL[dtype],
-                hint="dx = dout @ W.T (N, D), dW = x.T @ dout (D, M), db = dout.sum(dim=0) (M,); the shapes of x, W and b hold also when N == 1",
-                unchanged=("dout", "x", "W"),
+                hint="first the gradient at the pre-activation, from the output alone (tanh' is a function "
+                "of tanh); then the linear layer's rules of the chapter, where every leading position of x "
+                "is one more example: W and b were used at all of them, so their gradients add up over "
+                "all of them (flatten the leading dimensions); dx has the shape of x",
+                unchanged=("dout", "x", "W", "out"),
                 outputs=("dx", "dW", "db"),
             )
         )
     return forward + backward
 
 
-# --------------------------------------------------------------------------- q2 ReLU
+# --------------------------------------------------------------------------- q3 weighted cross-entropy
 
 
-def _with_zeros(g: torch.Generator, *shape: int, dtype: torch.dtype) -> torch.Tensor:
-    x = _randn(g, *shape, dtype=dtype)
-    mask = torch.rand(*shape, generator=g) < 0.25
-    mask.view(-1)[0] = True  # at least one exact zero
-    return x.masked_fill(mask, 0.0)
+def _labels(g: torch.Generator, n: int, c: int, ignored: int = 0, ignore_index: int = -100) -> torch.Tensor:
+    y = torch.randint(0, c, (n,), generator=g)
+    if ignored:
+        y[torch.randperm(n, generator=g)[:ignored]] = ignore_index
+    return y
 
 
-def relu_cases(g: torch.Generator) -> list[Case]:
-    inputs = [
-        ("x with exact zeros, shape (5, 4)", _with_zeros(g, 5, 4, dtype=F32)),
-        ("1-D with zeros, float64", _with_zeros(g, 9, dtype=F64)),
-        ("3-D (2, 3, 4) with zeros", _with_zeros(g, 2, 3, 4, dtype=F32)),
-        ("all negative, shape (3, 3)", -torch.rand(3, 3, generator=g) - 0.1),
-    ]
-    forward, backward = [], []
-    for label, x in inputs:
-        xr = x.clone().requires_grad_()
-        out = torch.relu(xr)
-        dout = _randn(g, *x.shape, dtype=x.dtype)
-        out.backward(dout)
-        forward.append(
-            Case(
-                f"forward, {label}",
-                "relu_forward",
-                {"x": x},
-                out.detach(),
-                hint="max(x, 0) elementwise with the shape and dtype of x, e.g. x.clamp(min=0); "
-                "do not change x in place (no x.clamp_(...) or x[x < 0] = 0 on x itself)",
-                unchanged=("x",),
-            )
-        )
-        backward.append(
-            Case(
-                f"backward, {label}",
-                "relu_backward",
-                {"dout": dout, "x": x},
-                xr.grad,
-                hint="dx = dout where x > 0 and 0 elsewhere; at x == 0 the gradient is 0 (the convention of torch.relu), "
-                "so use x > 0, not x >= 0; do not change dout in place",
-                unchanged=("dout", "x"),
-            )
-        )
-    return forward + backward
+def weighted_ce_cases(g: torch.Generator) -> list[Case]:
+    def weights(c: int, dtype: torch.dtype) -> torch.Tensor:
+        return torch.rand(c, generator=g, dtype=dtype) * 3 + 0.1
 
-
-# --------------------------------------------------------------------------- q3 softmax cross-entropy
-
-
-def softmax_ce_cases(g: torch.Generator) -> list[Case]:
-    def logits_and_labels(n: int, c: int, dtype: torch.dtype, scale: float = 1.0, shift: float = 0.0):
-        return _randn(g, n, c, dtype=dtype) * scale + shift, torch.randint(0, c, (n,), generator=g)
-
-    inputs = [
-        ("N=5, C=4", *logits_and_labels(5, 4, F32)),
-        ("N=1 (a single example), C=3", *logits_and_labels(1, 3, F32)),
-        ("C=2, float64", *logits_and_labels(7, 2, F64)),
+    inputs = [  # (label, logits, y, weight, ignore_index)
+        ("N=6, C=4, class weights", _randn(g, 6, 4, dtype=F32), _labels(g, 6, 4), weights(4, F32), -100),
+        ("no weights (None): a plain mean", _randn(g, 5, 3, dtype=F32), _labels(g, 5, 3), None, -100),
         (
-            "all logits equal (the loss is log C)",
-            torch.full((4, 5), 2.5),
-            torch.randint(0, 5, (4,), generator=g),
+            "two of eight labels ignored (-100), class weights, float64",
+            _randn(g, 8, 5) * 2,
+            _labels(g, 8, 5, ignored=2),
+            weights(5, F64),
+            -100,
         ),
-        ("logits in the thousands (randn * 1000)", *logits_and_labels(6, 5, F32, scale=1000.0)),
-        ("logits around +3000 (randn + 3000)", *logits_and_labels(6, 4, F32, shift=3000.0)),
-        ("logits around -3000 (randn - 3000), float64", *logits_and_labels(5, 3, F64, shift=-3000.0)),
+        ("ignore_index = 0: class 0 is ignored", _randn(g, 7, 3), _labels(g, 7, 3), weights(3, F64), 0),
+        ("N=1, C=2, class weights", _randn(g, 1, 2), _labels(g, 1, 2), weights(2, F64), -100),
+        (
+            "logits in the thousands (randn * 1000), weights, one label ignored",
+            _randn(g, 6, 5, dtype=F32) * 1000,
+            _labels(g, 6, 5, ignored=1),
+            weights(5, F32),
+            -100,
+        ),
+        (
+            "logits around -3000, float64, no weights",
+            _randn(g, 5, 4) - 3000,
+            _labels(g, 5, 4),
+            None,
+            -100,
+        ),
     ]
     cases = []
-    for label, logits, y in inputs:
+    for label, logits, y, weight, ignore_index in inputs:
+        if not (y != ignore_index).any():  # at least one sample counts (otherwise the loss is 0 / 0)
+            y[0] = (ignore_index + 1) % logits.shape[1]
         tol = TOL[logits.dtype]
-        if logits.dtype == F32 and logits.abs().max() > 1000:
-            # float32 values near 3000 are 2.4e-4 apart: correct formulas (max-shift or logsumexp)
-            # differ from torch by rounding of that order, so the absolute tolerance follows it
-            tol = {"atol": 5e-4, "rtol": 1e-5}
+        if logits.dtype == F32 and logits.abs().max() > 500:
+            tol = {"atol": 5e-4, "rtol": 1e-5}  # float32 logits near 1000s are 6e-5 apart: rounding
         lr = logits.clone().requires_grad_()
-        loss = F.cross_entropy(lr, y)  # mean over the batch, 0-dim
+        loss = F.cross_entropy(lr, y, weight=weight, ignore_index=ignore_index)
         loss.backward()
+        args = {"logits": logits, "y": y, "weight": weight, "ignore_index": ignore_index}
         cases.append(
             Case(
                 label,
-                "softmax_cross_entropy",
-                {"logits": logits, "y": y},
+                "weighted_softmax_cross_entropy",
+                args,
                 (loss.detach(), lr.grad),
                 **tol,
-                hint="subtract each row's max before exp (log-sum-exp trick) so large logits stay finite; "
-                "loss = mean over the batch of -log softmax[y], a 0-dim tensor (not .item()); "
-                "dlogits = (softmax(logits) - one_hot(y)) / N",
-                unchanged=("logits", "y"),
+                hint="the loss is a weighted *mean*: every counted sample's -log p[y] times the weight of "
+                "its class, divided by the sum of those weights (not by N); an ignored sample is in "
+                "neither sum and gets a zero row in dlogits; each counted row of the gradient is the "
+                "chapter's p - onehot(y), scaled by that sample's share of the weight; subtract each "
+                "row's max before exp",
+                unchanged=("logits", "y", "weight"),
                 outputs=("loss", "dlogits"),
             )
         )
     return cases
 
 
-# --------------------------------------------------------------------------- q4 numerical gradient
+# --------------------------------------------------------------------------- q4 L2 normalization
 
-NUMGRAD_FUNCTIONS = [  # (label, source, shape of x)
-    ("cubic plus product of sines, x of shape (6,)", "lambda x: (x ** 3).sum() + torch.sin(x).prod()", (6,)),
-    ("logsumexp of all entries, 2-D x (3, 4)", "lambda x: torch.logsumexp(x.reshape(-1), dim=0)", (3, 4)),
-    ("tanh(x @ x.T).sum(), 2-D x (3, 3)", "lambda x: torch.tanh(x @ x.T).sum()", (3, 3)),
-    ("a single value: exp(2x), x of shape (1,)", "lambda x: torch.exp(2 * x).sum()", (1,)),
-    (
-        "(row sums)^2 plus product of cosines, 3-D x (2, 2, 3)",
-        "lambda x: (x.sum(dim=-1) ** 2).sum() + torch.cos(x).prod()",
-        (2, 2, 3),
-    ),
+NORMALIZE_INPUTS = [  # (label, shape, dtype, eps, special rows)
+    ("x (N, D) = (5, 6), eps 1e-12", (5, 6), F32, 1e-12, None),
+    ("3-D x (2, 4, 3), float64", (2, 4, 3), F64, 1e-12, None),
+    ("D = 1 (each row becomes its sign)", (6, 1), F64, 1e-12, None),
+    ("a row of zeros, eps 1e-6, float64", (4, 5), F64, 1e-6, "zero"),
+    ("a row shorter than eps = 0.1, float64", (4, 3), F64, 0.1, "short"),
+    ("large rows (randn * 1e3), float64", (3, 8), F64, 1e-12, "large"),
 ]
 
 
-def numgrad_cases(g: torch.Generator) -> list[Case]:
-    cases = []
-    for label, source, shape in NUMGRAD_FUNCTIONS:
-        f = Code(source)
-        x = _randn(g, *shape, dtype=F64)
+def normalize_cases(g: torch.Generator) -> list[Case]:
+    forward, backward = [], []
+    for label, shape, dtype, eps, special in NORMALIZE_INPUTS:
+        x = _randn(g, *shape, dtype=dtype)
+        if special == "zero":
+            x[1] = 0.0
+        elif special == "short":
+            x[2] = x[2] / x[2].norm() * 0.04  # norm 0.04 < eps
+        elif special == "large":
+            x = x * 1e3
+        dout = _randn(g, *shape, dtype=dtype)
         xr = x.clone().requires_grad_()
-        f.build()(xr).backward()
-        cases.append(
+        y = F.normalize(xr, dim=-1, eps=eps)
+        y.backward(dout)
+        forward.append(
             Case(
-                f"{label}; f = {source}",
-                "numerical_gradient",
-                {"f": f, "x": x},
-                xr.grad,
-                atol=1e-8,
-                rtol=1e-6,
-                hint="for every entry i: grad[i] = (f(x + h e_i) - f(x - h e_i)) / (2 h) (central, not one-sided), "
-                "looping over x.numel() entries of a flat view so any shape works; put x[i] back afterwards "
-                "(save the old value) or work on a copy, so x is unchanged; return float64 with the shape of x",
+                f"forward, {label}",
+                "l2_normalize",
+                {"x": x, "eps": eps},
+                y.detach(),
+                **TOL[dtype],
+                hint="divide each vector along the last dimension by its length, or by eps when the length "
+                "is smaller than eps (so a row of zeros stays zeros, not NaN); keepdim for broadcasting",
                 unchanged=("x",),
             )
         )
-    return cases
+        backward.append(
+            Case(
+                f"backward, {label}",
+                "l2_normalize_backward",
+                {"dout": dout, "x": x, "eps": eps},
+                xr.grad,
+                **TOL[dtype],
+                hint="y = x / n with n = |x| depends on x twice, directly and through n: dn/dx = x / n = y, "
+                "so the second path removes from dout / n its component along y (one dot product per "
+                "row); where n < eps the divisor is the constant eps and only the direct path remains",
+                unchanged=("dout", "x"),
+            )
+        )
+    return forward + backward
 
+
+# --------------------------------------------------------------------------- review questions
+
+REVIEW = [
+    Review(
+        "r1",
+        "Two paths to one input",
+        7,
+        points=0.5,
+        explain="f = (x + y) * x uses x twice: through q = x + y (df/dq * dq/dx = x * 1 = 2) and directly "
+        "as the right factor (df/dx = q = 5). The contributions of the paths add up: 2 + 5 = 7 (5 forgets "
+        "the first path).",
+    ),
+    Review(
+        "r2",
+        "Parameters of an MLP",
+        235146,
+        points=0.5,
+        explain="Each linear layer has fan_in * fan_out weights plus fan_out biases: 784 * 256 + 256 = "
+        "200,960, 256 * 128 + 128 = 32,896, 128 * 10 + 10 = 1,290; in all 235,146 (234,752 forgets the "
+        "biases).",
+    ),
+    Review(
+        "r3",
+        "A softmax cross-entropy gradient",
+        -0.2130,
+        atol=0.005,
+        rtol=0.0,
+        points=0.5,
+        explain="p = softmax(2, 0, 0) = (e^2, 1, 1) / (e^2 + 2) = (0.787, 0.107, 0.107); dL/dz = p - "
+        "onehot(y) with y = 0, so dL/dz_0 = 0.787 - 1 = -0.213 (0.787 forgets the one-hot target; with N = "
+        "1 there is nothing to divide by).",
+    ),
+    Review(
+        "r4",
+        "The gradient of a shared bias",
+        32.0,
+        atol=1e-6,
+        rtol=0.0,
+        points=0.5,
+        explain="The bias is added to each of the 64 rows, so its gradient is the sum of their upstream "
+        "gradients: 64 * 0.5 = 32 (0.5 is the mean, which the loss already took care of).",
+    ),
+    Review(
+        "r5",
+        "Five sigmoid layers",
+        0.0009765625,
+        atol=0.0,
+        rtol=0.02,
+        points=0.5,
+        explain="sigma'(z) = sigma(z) (1 - sigma(z)) is at most 1/4 (at z = 0), so five layers multiply the "
+        "gradient by at most (1/4)^5 = 1/1024 = 0.000977 (not 5 * 1/4: the factors multiply along "
+        "the chain).",
+    ),
+    Review(
+        "r6",
+        "A gradient check in float32",
+        {"a", "b"},
+        points=0.5,
+        explain="In float32, f(x) carries a rounding error of about 1e-7 * |f|, and the central difference "
+        "divides it by 2h = 2e-5: an error of order 1e-2 for a correct gradient (a). Float64 makes it about "
+        "1e-11 (b). A smaller h divides the rounding error by a smaller number and makes it worse (c), and "
+        "nothing points to a wrong gradient (d).",
+    ),
+]
 
 WHY = "chapter 01's exercise asks for the gradients computed by hand, without autograd or torch.nn.functional"
 
 QUESTIONS = [
     Question(
         "q1",
-        "Linear layer: forward and backward",
-        ("linear_forward", "linear_backward"),
-        linear_cases,
+        "Scalar engine: sigmoid, division and powers",
+        ("Scalar",),
+        scalar_cases,
+        forbid=("torch.sigmoid", "torch.special.expit", *AUTOGRAD, *COURSE),
+        why="q1 asks for the local derivatives of the new operations written by hand",
+    ),
+    Question(
+        "q2",
+        "A tanh layer over any leading dimensions: forward and backward",
+        ("tanh_layer", "tanh_layer_backward"),
+        tanh_cases,
         forbid=("torch.nn.functional.linear", "torch.nn.Linear", *AUTOGRAD, *COURSE),
         why=WHY,
     ),
     Question(
-        "q2",
-        "ReLU: forward and backward",
-        ("relu_forward", "relu_backward"),
-        relu_cases,
-        forbid=("torch.nn.functional.relu", "torch.nn.functional.threshold", *AUTOGRAD, *COURSE),
-        why=WHY,
-    ),
-    Question(
         "q3",
-        "Softmax cross-entropy: loss and gradient",
-        ("softmax_cross_entropy",),
-        softmax_ce_cases,
+        "Weighted softmax cross-entropy with ignored labels: loss and gradient",
+        ("weighted_softmax_cross_entropy",),
+        weighted_ce_cases,
         forbid=(
             "torch.nn.functional.cross_entropy",
             "torch.nn.functional.nll_loss",
             "torch.nn.functional.log_softmax",
             "torch.nn.functional.softmax",
             "torch.logsumexp",
+            "torch.nn.CrossEntropyLoss",
             *AUTOGRAD,
             *COURSE,
         ),
@@ -261,10 +406,11 @@ QUESTIONS = [
     ),
     Question(
         "q4",
-        "Numerical gradient (central differences)",
-        ("numerical_gradient",),
-        numgrad_cases,
-        forbid=(*AUTOGRAD, *COURSE),
-        why="q4 asks for the gradient from function values alone",
+        "L2 normalization: forward and backward",
+        ("l2_normalize", "l2_normalize_backward"),
+        normalize_cases,
+        forbid=("torch.nn.functional.normalize", *AUTOGRAD, *COURSE),
+        why=WHY,
     ),
+    *REVIEW,
 ]

@@ -1,32 +1,32 @@
-"""Chapter 06 (assignment ``06_convolutions``): convolution, max pooling and their arithmetic.
+"""Chapter 06 (assignment ``06_convolutions``): the convolution's gradients, padding modes, dilation.
 
-Every case draws fresh random inputs from the generator it is given; the expected values come from
-``torch.nn.functional`` (``conv2d``, ``max_pool2d`` and its autograd gradient, ``conv1d`` for the
-sizes and receptive fields), computed in the grading process. One point per question.
+The chapter wrote the convolution's forward pass (loops and im2col), the transposed convolution, max
+pooling with its backward pass and the arithmetic of output sizes and receptive fields. The exercise
+asks for what it did not print:
 
-* q1 ``conv2d_forward(x, w, b, stride, padding)`` with x (N, C_in, H, W), w (C_out, C_in, kh, kw),
-  b (C_out,) or None: against ``F.conv2d``; single and several channels, strides that do not divide
-  the input evenly, padding, 1x1 and non-square kernels, non-square inputs, a kernel as large as the
-  padded input, no bias; float32 and float64. Tolerance: float32 ``1e-4 + 1e-4 * |expected|``,
-  float64 ``1e-9 + 1e-7 * |expected|``.
-* q2 ``maxpool2d_forward(x, k, stride)`` and ``maxpool2d_backward(dout, x, k, stride)``: against
-  ``F.max_pool2d`` and its autograd gradient; windows side by side and overlapping (stride <
-  kernel), sizes that do not divide, all-negative inputs, and ties (integer-valued inputs: the
-  gradient goes to the first maximum of the window in row-major order, as in PyTorch). The
-  forward pass must match exactly; the backward pass to ``1e-6`` (float32) or ``1e-12`` (float64)
-  absolute plus the same relative (overlapping windows add gradients in any order).
-* q3 ``conv_output_size(n, k, stride, padding, dilation)``: the length of ``F.conv1d``'s output
-  for input length ``n``; exact. Includes strides that do not divide, dilation, a kernel as large
-  as the padded input, 1x1 kernels and stride larger than the kernel.
-* q4 ``receptive_field(layers)`` for a list of ``(kernel, stride, dilation)``: the receptive field
-  size of one output unit of the stack, measured as the extent of the non-zero gradient of that
-  unit with respect to the input of a stack of ``F.conv1d`` layers with all-one kernels; exact.
-  Includes the empty stack (a pixel sees itself: 1), 1x1 kernels, pooling-like layers (k = s) and
-  random stacks with strides and dilations.
+* q1 ``conv2d_backward(dout, x, w, stride, padding) -> (dx, dw, db)`` (2 points): the gradients of
+  ``F.conv2d(x, w, b, stride, padding)`` given ``dout``, against autograd in float64; strides that do
+  not divide the input evenly (input pixels no window reaches get 0), padding, 1x1 and non-square
+  kernels, a batch of one, float32 (``1e-4 + 1e-4 * |expected|``) and float64 (``1e-9 + 1e-7``).
+* q2 ``pad2d(x, pad, mode)`` (1 point): ``F.pad(x, pad, mode)`` for a 4-D ``x`` and ``pad = (left,
+  right, top, bottom)``, modes ``"constant"`` (zeros), ``"reflect"``, ``"replicate"``, ``"circular"``;
+  asymmetric and zero pads, the largest reflect pad (size - 1), a circular pad of the whole size, a
+  one-pixel-high image; exact.
+* q3 ``conv2d_dilated(x, w, b, stride, padding, dilation, padding_mode)`` (1 point): ``nn.Conv2d``'s
+  forward pass with dilation and its four padding modes (``"zeros"``, ``"reflect"``, ``"replicate"``,
+  ``"circular"``), against ``F.conv2d`` on ``F.pad`` in float64; tolerances as q1.
+* q4 (make it work, 2 points) ``predict(images (B, 1, 40, 40)) -> labels (B,)``: the digits of
+  :func:`utils.data.mnist` on a 40x40 canvas. The training images sit in the centre; the grader's
+  (the 1,000 digits of the test split, which the exercise never loads) anywhere on the canvas, at
+  offsets drawn with the grader's seed. Accuracy: 2 points from 0.90, 1 from 0.80; 30 s for all
+  predictions. The solution (global max pooling, training on shifted copies) reaches about 0.94; the same
+  network trained on the centred digits as they are about 0.69.
+* r1-r6 (review, half a point each): receptive fields with a stride and with dilation, an output
+  size, the weights of a depthwise-separable convolution, the multiply-adds of a layer, a diagnosis.
 
-Forbidden while the answers run (:mod:`utils.grading.forbid`): the convolutions and pooling of
-``torch.nn.functional`` and ``torch.nn`` (``F.conv2d``, ``F.unfold`` and ``x.unfold``, ``F.max_pool2d``),
-autograd (q2's backward, q4), ``utils.receptive_field`` (q3, q4) and the course's own modules.
+Forbidden while the answers run (:mod:`utils.grading.forbid`): the convolutions, padding and
+fold/unfold of ``torch.nn.functional`` and ``torch.nn``, ``torch.nn.grad``, autograd (q1) and the
+course's own modules (``utils.scratch``, ...).
 """
 
 from __future__ import annotations
@@ -34,277 +34,320 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..challenge import MakeItWork
 from ..core import Case, Question
 from ..forbid import AUTOGRAD, COURSE
+from ..review import Review
 
 ASSIGNMENT = "06_convolutions"
-TITLE = "Convolutions by hand"
+TITLE = "Convolutions: gradients, padding and dilation"
 
 F32, F64 = torch.float32, torch.float64
 TOL = {F32: {"atol": 1e-4, "rtol": 1e-4}, F64: {"atol": 1e-9, "rtol": 1e-7}}
-POOL_TOL = {F32: {"atol": 1e-6, "rtol": 1e-6}, F64: {"atol": 1e-12, "rtol": 1e-12}}
 
 
 def _randn(g: torch.Generator, *shape: int, dtype: torch.dtype = F32) -> torch.Tensor:
     return torch.randn(*shape, generator=g, dtype=dtype)
 
 
-# --------------------------------------------------------------------------- q1 convolution
+# --------------------------------------------------------------------------- q1 the gradients
 
-CONV_CONFIGS = [  # (label, N, C_in, H, W, C_out, kh, kw, stride, padding, bias, dtype)
-    ("one channel, 3x3 kernel, no padding", 1, 1, 6, 6, 1, 3, 3, 1, 0, True, F32),
-    ("3 input and 4 output channels, padding 1", 2, 3, 7, 7, 4, 3, 3, 1, 1, True, F32),
-    ("stride 2 that does not divide evenly (H=W=8, k=3)", 2, 2, 8, 8, 3, 3, 3, 2, 0, True, F64),
-    ("stride 2 and padding 2, 5x5 kernel", 1, 2, 9, 9, 2, 5, 5, 2, 2, True, F32),
-    ("1x1 kernel (a per-pixel linear map of the channels)", 2, 4, 5, 5, 3, 1, 1, 1, 0, True, F64),
-    ("non-square input (5x8) and kernel (2x3), stride 3", 1, 2, 5, 8, 3, 2, 3, 3, 1, True, F32),
-    ("kernel as large as the padded input (1x1 output)", 2, 3, 4, 4, 2, 6, 6, 1, 1, True, F64),
-    ("no bias (b is None)", 2, 2, 6, 5, 3, 3, 3, 1, 1, False, F32),
+BACKWARD = [  # (label, N, C_in, H, W, C_out, kh, kw, stride, padding, dtype)
+    ("3 -> 4 channels, 3x3, stride 1, padding 1", 2, 3, 7, 7, 4, 3, 3, 1, 1, F64),
+    (
+        "stride 2 that does not divide (H = W = 8, k = 3): the last row and column get no gradient",
+        2,
+        2,
+        8,
+        8,
+        3,
+        3,
+        3,
+        2,
+        0,
+        F64,
+    ),
+    ("stride 2, padding 2, 5x5 kernel", 1, 2, 9, 9, 2, 5, 5, 2, 2, F64),
+    ("1x1 kernel", 3, 4, 5, 5, 3, 1, 1, 1, 0, F64),
+    ("non-square input (5x8) and kernel (2x3), stride 3, padding 1", 2, 2, 5, 8, 3, 2, 3, 3, 1, F64),
+    ("a batch of one, one channel in and out", 1, 1, 6, 6, 1, 3, 3, 1, 0, F64),
+    ("float32, 4 -> 8 channels, 3x3, stride 2, padding 1", 4, 4, 10, 10, 8, 3, 3, 2, 1, F32),
 ]
+BACKWARD_HINT = (
+    "db sums dout over (N, H_out, W_out); every output out[n, o, i, j] adds w[o, c, u, v] * x_pad[n, c, i s "
+    "+ u, j s + v], so the weight w[o, c, u, v] collects dout[n, o, i, j] times the input pixel it met, over "
+    "all n, i, j, and that input pixel collects dout[n, o, i, j] times the weight, over all o and every "
+    "window that contains it; work on the padded input and crop the padding off dx at the end"
+)
 
 
-def conv_cases(g: torch.Generator) -> list[Case]:
+def backward_cases(g: torch.Generator) -> list[Case]:
     cases = []
-    for label, n, c_in, h, w, c_out, kh, kw, stride, padding, has_bias, dtype in CONV_CONFIGS:
-        x = _randn(g, n, c_in, h, w, dtype=dtype)
-        weight = _randn(g, c_out, c_in, kh, kw, dtype=dtype)
-        bias = _randn(g, c_out, dtype=dtype) if has_bias else None
-        expected = F.conv2d(x, weight, bias, stride=stride, padding=padding)
+    for label, n, c_in, h, w_, c_out, kh, kw, stride, padding, dtype in BACKWARD:
+        x = _randn(g, n, c_in, h, w_, dtype=F64).requires_grad_()
+        w = _randn(g, c_out, c_in, kh, kw, dtype=F64).requires_grad_()
+        b = _randn(g, c_out, dtype=F64).requires_grad_()
+        out = F.conv2d(x, w, b, stride=stride, padding=padding)
+        dout = _randn(g, *out.shape, dtype=F64)
+        out.backward(dout)
         cases.append(
             Case(
-                f"{label}: x {tuple(x.shape)}, w {tuple(weight.shape)}, stride={stride}, padding={padding}, {str(dtype)[6:]}",
-                "conv2d_forward",
-                {"x": x, "w": weight, "b": bias, "stride": stride, "padding": padding},
-                expected,
+                label,
+                "conv2d_backward",
+                {
+                    "dout": dout.to(dtype),
+                    "x": x.detach().to(dtype),
+                    "w": w.detach().to(dtype),
+                    "stride": stride,
+                    "padding": padding,
+                },
+                tuple(t.grad.to(dtype) for t in (x, w, b)),
                 **TOL[dtype],
-                hint="pad x with zeros first (padding rows/columns on every side); the output size is "
-                "(H + 2p - kh) // s + 1; out[n, o, i, j] = sum over c, u, v of w[o, c, u, v] * x_pad[n, c, i*s + u, j*s + v], "
-                "plus b[o] when b is not None; no kernel flip (PyTorch computes a cross-correlation); keep the dtype of x",
-                unchanged=("x", "w", "b"),
+                hint=BACKWARD_HINT,
+                unchanged=("dout", "x", "w"),
+                outputs=("dx", "dw", "db"),
             )
         )
     return cases
 
 
-# --------------------------------------------------------------------------- q2 max pooling
+# --------------------------------------------------------------------------- q2 padding modes
 
-POOL_CONFIGS = [  # (label, shape, k, stride, kind, dtype)
-    ("2x2 windows side by side (k=2, stride=2)", (2, 3, 6, 6), 2, 2, "randn", F32),
-    ("overlapping windows (k=3, stride=1)", (1, 2, 6, 7), 3, 1, "randn", F64),
-    ("overlapping windows (k=3, stride=2)", (2, 2, 7, 7), 3, 2, "randn", F32),
-    ("sizes that do not divide (7x9, k=2, stride=2)", (1, 2, 7, 9), 2, 2, "randn", F64),
-    ("all values negative", (2, 1, 6, 6), 2, 2, "negative", F32),
-    ("ties (integer values), k=2, stride=2", (2, 2, 6, 6), 2, 2, "ties", F64),
-    ("ties with overlapping windows (k=3, stride=1)", (1, 2, 6, 6), 3, 1, "ties", F32),
-    ("one window covering the whole image (k=4 on 4x4)", (3, 2, 4, 4), 4, 4, "randn", F32),
+PADS = [  # (label, shape, pad (left, right, top, bottom), mode)
+    ("zeros (constant), 2 on every side", (2, 3, 5, 6), (2, 2, 2, 2), "constant"),
+    ("reflect, asymmetric (1, 2, 0, 3)", (2, 2, 5, 6), (1, 2, 0, 3), "reflect"),
+    ("reflect by size - 1, the largest it allows", (1, 2, 4, 5), (4, 4, 3, 3), "reflect"),
+    ("replicate, asymmetric (3, 0, 2, 1)", (2, 3, 4, 4), (3, 0, 2, 1), "replicate"),
+    ("replicate a one-pixel-high image", (1, 1, 1, 5), (2, 2, 3, 3), "replicate"),
+    ("circular, 1 on every side", (2, 2, 5, 5), (1, 1, 1, 1), "circular"),
+    ("circular by the whole size, asymmetric", (1, 2, 3, 4), (4, 2, 3, 0), "circular"),
+    ("constant, nothing on the left and the top", (1, 1, 3, 3), (0, 2, 0, 1), "constant"),
 ]
+PAD_HINT = (
+    "pad = (left, right, top, bottom), the last dimension first, as in F.pad; build the padded tensor by "
+    "indexing x with one row index and one column index per output pixel: for reflect, index -1 reads 1 "
+    "(the edge itself is not repeated), for replicate the edge pixel, for circular the other side (i mod n)"
+)
 
 
-def _pool_input(g: torch.Generator, shape: tuple[int, ...], kind: str, dtype: torch.dtype) -> torch.Tensor:
-    if kind == "ties":
-        return torch.randint(0, 3, shape, generator=g).to(dtype)  # many equal values in every window
-    x = _randn(g, *shape, dtype=dtype)
-    return -x.abs() - 0.5 if kind == "negative" else x
-
-
-def pool_cases(g: torch.Generator) -> list[Case]:
-    forward, backward = [], []
-    for label, shape, k, stride, kind, dtype in POOL_CONFIGS:
-        x = _pool_input(g, shape, kind, dtype)
-        xr = x.clone().requires_grad_()
-        out = F.max_pool2d(xr, k, stride)
-        dout = _randn(g, *out.shape, dtype=dtype)
-        out.backward(dout)
-        name = f"{label}: x {tuple(shape)}, {str(dtype)[6:]}"
-        forward.append(
+def pad_cases(g: torch.Generator) -> list[Case]:
+    cases = []
+    for label, shape, pad, mode in PADS:
+        x = _randn(g, *shape)
+        cases.append(
             Case(
-                f"forward, {name}",
-                "maxpool2d_forward",
-                {"x": x, "k": k, "stride": stride},
-                out.detach(),
-                hint="output size (H - k) // stride + 1; each output is the max of its k x k window "
-                "x[n, c, i*stride : i*stride + k, j*stride : j*stride + k]; start from the window's values "
-                "(not from 0, the inputs can all be negative); keep the dtype of x",
+                label,
+                "pad2d",
+                {"x": x, "pad": pad, "mode": mode},
+                F.pad(x, pad, mode=mode),
+                atol=0.0,
+                rtol=0.0,
+                hint=PAD_HINT,
                 unchanged=("x",),
             )
         )
-        backward.append(
-            Case(
-                f"backward, {name}",
-                "maxpool2d_backward",
-                {"dout": dout, "x": x, "k": k, "stride": stride},
-                xr.grad,
-                **POOL_TOL[dtype],
-                hint="dx has the shape of x and is 0 except at the position of each window's maximum, which receives that "
-                "output's dout; when windows overlap, ADD (+=) the gradients of every window a pixel wins; when several "
-                "values tie, only the FIRST maximum in row-major order gets the gradient (argmax of the flattened window), "
-                "as in PyTorch",
-                unchanged=("dout", "x"),
-            )
-        )
-    return forward + backward
+    return cases
 
 
-# --------------------------------------------------------------------------- q3 output size
+# --------------------------------------------------------------------------- q3 dilation and padding modes
 
-SIZE_CONFIGS = [  # (label, n, k, stride, padding, dilation)
-    ("3x3 kernel, no padding", 28, 3, 1, 0, 1),
-    ("'same' padding (k=3, p=1)", 28, 3, 1, 1, 1),
-    ("stride 2 that divides", 32, 2, 2, 0, 1),
-    ("stride 2 that does not divide", 28, 3, 2, 0, 1),
-    ("stride 3, padding 1, does not divide", 17, 5, 3, 1, 1),
-    ("dilation 2 (the kernel spans 5 pixels)", 20, 3, 1, 0, 2),
-    ("dilation 3 with padding 3", 15, 3, 1, 3, 3),
-    ("dilation and stride together", 33, 3, 2, 1, 4),
-    ("1x1 kernel with stride 2", 7, 1, 2, 0, 1),
-    ("stride larger than the kernel", 10, 2, 4, 0, 1),
-    ("kernel as large as the padded input (output 1)", 5, 7, 1, 1, 1),
-    ("large input (ImageNet stem: n=224, k=7, s=2, p=3)", 224, 7, 2, 3, 1),
+DILATED = [  # (label, N, C_in, H, W, C_out, k, stride, padding, dilation, mode, dtype)
+    ("dilation 2, zeros padding 2 (same size)", 2, 3, 9, 9, 4, 3, 1, 2, 2, "zeros", F64),
+    ("dilation 3, stride 2, no padding", 1, 2, 13, 11, 3, 3, 2, 0, 3, "zeros", F64),
+    ("reflect padding 1, dilation 1", 2, 2, 6, 7, 3, 3, 1, 1, 1, "reflect", F64),
+    ("replicate padding 2, dilation 2, stride 2", 2, 3, 8, 8, 2, 3, 2, 2, 2, "replicate", F64),
+    ("circular padding 2, 5x5 kernel", 1, 2, 7, 7, 2, 5, 1, 2, 1, "circular", F64),
+    ("float32, circular padding 1, dilation 2", 2, 4, 9, 9, 4, 3, 1, 1, 2, "circular", F32),
 ]
+DILATED_HINT = (
+    "pad first, in the padding mode asked for (your pad2d: 'zeros' is F.pad's 'constant'), then convolve "
+    "without padding; with dilation d the kernel's taps are d pixels apart, so tap (u, v) reads the padded "
+    "input at (i s + d u, j s + d v) and the output size is (H + 2p - d (k - 1) - 1) // s + 1"
+)
 
 
-def _conv1d_length(n: int, k: int, stride: int, padding: int, dilation: int) -> int:
-    x = torch.zeros(1, 1, n)
-    w = torch.zeros(1, 1, k)
-    return int(F.conv1d(x, w, stride=stride, padding=padding, dilation=dilation).shape[-1])
-
-
-def size_cases(g: torch.Generator) -> list[Case]:
-    configs = list(SIZE_CONFIGS)
-    for i in range(3):  # random configurations where the kernel fits
-        k = int(torch.randint(1, 8, (1,), generator=g))
-        dilation = int(torch.randint(1, 4, (1,), generator=g))
-        stride = int(torch.randint(1, 5, (1,), generator=g))
-        padding = int(torch.randint(0, 4, (1,), generator=g))
-        n = dilation * (k - 1) + 1 + int(torch.randint(0, 40, (1,), generator=g))
-        configs.append((f"random configuration {i + 1}", n, k, stride, padding, dilation))
+def dilated_cases(g: torch.Generator) -> list[Case]:
     cases = []
-    for label, n, k, stride, padding, dilation in configs:
+    for label, n, c_in, h, w_, c_out, k, stride, padding, dilation, mode, dtype in DILATED:
+        x, w = _randn(g, n, c_in, h, w_, dtype=F64), _randn(g, c_out, c_in, k, k, dtype=F64)
+        b = _randn(g, c_out, dtype=F64) if mode != "circular" else None
+        padded = F.pad(x, (padding,) * 4, mode="constant" if mode == "zeros" else mode)
+        expected = F.conv2d(padded, w, b, stride=stride, dilation=dilation)
+        args = {
+            "x": x.to(dtype),
+            "w": w.to(dtype),
+            "b": None if b is None else b.to(dtype),
+            "stride": stride,
+            "padding": padding,
+            "dilation": dilation,
+            "padding_mode": mode,
+        }
         cases.append(
             Case(
-                f"{label}: n={n}, k={k}, stride={stride}, padding={padding}, dilation={dilation}",
-                "conv_output_size",
-                {"n": n, "k": k, "stride": stride, "padding": padding, "dilation": dilation},
-                _conv1d_length(n, k, stride, padding, dilation),
-                hint="a dilated kernel spans d (k - 1) + 1 pixels; it fits into the padded input n + 2p at "
-                "floor((n + 2p - d (k - 1) - 1) / s) + 1 positions; use integer division // and return an int",
+                label,
+                "conv2d_dilated",
+                args,
+                expected.to(dtype),
+                **TOL[dtype],
+                hint=DILATED_HINT,
+                unchanged=("x", "w"),
             )
         )
     return cases
 
 
-# --------------------------------------------------------------------------- q4 receptive field
+# --------------------------------------------------------------------------- q4 make it work
 
-RF_STACKS = [  # (label, layers)
-    ("no layers: a pixel sees itself", []),
-    ("one 3x3 convolution", [(3, 1, 1)]),
-    ("three 3x3 convolutions (as one 7x7)", [(3, 1, 1)] * 3),
-    ("1x1 convolutions do not grow it", [(1, 1, 1), (3, 1, 1), (1, 1, 1)]),
-    ("conv, 2x2 pooling (k=2, s=2), conv", [(3, 1, 1), (2, 2, 1), (3, 1, 1)]),
-    ("strided convolutions", [(3, 2, 1), (3, 2, 1), (3, 2, 1)]),
-    ("dilations 1, 2, 4, 8 (context aggregation)", [(3, 1, 1), (3, 1, 2), (3, 1, 4), (3, 1, 8)]),
-    ("VGG-like: (conv, conv, pool) x 3", [(3, 1, 1), (3, 1, 1), (2, 2, 1)] * 3),
-    ("ResNet-like stem: 7x7 stride 2, 3x3 pool stride 2, 3x3 conv", [(7, 2, 1), (3, 2, 1), (3, 1, 1)]),
+CANVAS, N_FIT, N_VALIDATION = 40, 1000, 500
+
+
+def place(images: torch.Tensor, offsets: torch.Tensor, size: int = CANVAS) -> torch.Tensor:
+    """Images (N, 1, h, w) pasted on a black ``size`` x ``size`` canvas, image i with its top-left corner
+    at ``offsets[i] = (row, column)``: (N, 1, size, size)."""
+    n, _, h, w = images.shape
+    canvas = torch.zeros(n, 1, size, size)
+    for i, (r, c) in enumerate(offsets.tolist()):
+        canvas[i, :, r : r + h, c : c + w] = images[i]
+    return canvas
+
+
+def random_offsets(n: int, generator: torch.Generator, size: int = CANVAS, image: int = 28) -> torch.Tensor:
+    """``n`` (row, column) offsets drawn uniformly so that a 28x28 image stays on the canvas: (n, 2)."""
+    return torch.randint(0, size - image + 1, (n, 2), generator=generator)
+
+
+def canvas_digits(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The data of q4: ``(x_fit (1000, 1, 40, 40), y_fit, x_val (500, 1, 40, 40), y_val)``, from the
+    training split of ``utils.data.mnist``: 1,000 digits in the centre of the canvas to train on, and 500
+    others placed at random, as the grader's will be, to validate on."""
+    import utils.data
+
+    train = utils.data.mnist("train")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    fit, val = order[:N_FIT], order[N_FIT : N_FIT + N_VALIDATION]
+    images = train.images.float() / 255 if train.images.dtype == torch.uint8 else train.images.float()
+    centre = torch.full((N_FIT, 2), (CANVAS - 28) // 2)
+    x_val = place(images[val], random_offsets(N_VALIDATION, torch.Generator().manual_seed(seed + 1)))
+    return place(images[fit], centre), train.targets[fit], x_val, train.targets[val]
+
+
+def held_out_canvas_digits(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grader's data for q4: the 1,000 test digits at offsets drawn with the grader's seed."""
+    import utils.data
+
+    test = utils.data.mnist("test")
+    images = test.images.float() / 255 if test.images.dtype == torch.uint8 else test.images.float()
+    return place(images, random_offsets(len(images), torch.Generator().manual_seed(int(seed)))), test.targets
+
+
+def _validation_canvas_digits(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    del seed
+    _, _, x_val, y_val = canvas_digits()
+    return x_val, y_val
+
+
+# --------------------------------------------------------------------------- review questions
+
+REVIEW = [
+    Review(
+        "r1",
+        "Receptive field of three 3x3 convolutions with strides 1, 1, 2",
+        7,
+        points=0.5,
+        explain="r = 1 + 2 + 2 + 2 = 7: a layer adds (k - 1) times the product of the strides of the layers "
+        "*before* it; the stride 2 of the last layer spreads only what comes after it (nothing here). "
+        "Multiplying each layer's k - 1 by its own stride gives the wrong 1 + 2 + 2 + 4 = 9.",
+    ),
+    Review(
+        "r2",
+        "Receptive field of three 3x3 convolutions with dilation 2 (stride 1)",
+        13,
+        points=0.5,
+        explain="A 3x3 kernel with dilation 2 spans d (k - 1) + 1 = 5 pixels, so each layer adds 4: "
+        "r = 1 + 4 + 4 + 4 = 13 (15 would be three 5x5 spans added up, counting the centre pixel three "
+        "times).",
+    ),
+    Review(
+        "r3",
+        "Output size of Conv2d(kernel_size=5, stride=2, padding=1) on 32x32",
+        15,
+        points=0.5,
+        explain="H_out = floor((H + 2p - k) / s) + 1 = floor((32 + 2 - 5) / 2) + 1 = floor(14.5) + 1 = 15: "
+        "the last window that fits starts at pixel 28 of the padded 34.",
+    ),
+    Review(
+        "r4",
+        "Weights of a depthwise-separable 3x3 convolution from 64 to 128 channels (no bias)",
+        8768,
+        points=0.5,
+        explain="A depthwise 3x3 convolution has one 3x3 filter per input channel: 64 * 9 = 576; the 1x1 "
+        "pointwise convolution maps 64 to 128 channels: 64 * 128 = 8,192; 576 + 8,192 = 8,768, against "
+        "64 * 128 * 9 = 73,728 for a full 3x3 convolution.",
+    ),
+    Review(
+        "r5",
+        "Multiply-adds of Conv2d(3, 16, 3, padding=1) on one 32x32 image (no bias)",
+        442368,
+        points=0.5,
+        explain="Each of the 16 * 32 * 32 = 16,384 outputs is a sum of 3 * 3 * 3 = 27 products: 16,384 * 27 "
+        "= 442,368 multiply-adds (padding 1 keeps the 32x32 size).",
+    ),
+    Review(
+        "r6",
+        "Centred digits, shifted test digits: which two changes help?",
+        {"a", "c"},
+        points=0.5,
+        explain="A convolution is translation-equivariant, but flattening its feature map into a linear "
+        "layer ties each weight to a position. (a) global pooling over the positions makes the answer "
+        "(nearly) invariant to where the digit is, and (c) training on shifted copies shows the network the "
+        "positions it will meet. (b) more epochs and (d) a larger linear layer fit the centred digits "
+        "better, not the shifted ones.",
+    ),
 ]
-
-
-def _empirical_rf(layers: list[tuple[int, int, int]]) -> int:
-    """Extent of the non-zero input gradient of output unit 0 of a stack of all-ones conv1d layers.
-
-    Without padding, unit 0 sees input pixels 0 to r - 1 whenever the stack has any output at all,
-    so the input only has to be long enough for that (doubled until it is).
-    """
-    length = 16
-    while True:
-        x = torch.ones(1, 1, length, dtype=F64, requires_grad=True)
-        out = x
-        for k, s, d in layers:
-            if out.shape[-1] < d * (k - 1) + 1:
-                break
-            out = F.conv1d(out, torch.ones(1, 1, k, dtype=F64), stride=s, dilation=d)
-        else:
-            break
-        length *= 2
-    out[0, 0, 0].backward()
-    support = torch.nonzero(x.grad[0, 0]).flatten()
-    return int(support[-1] - support[0] + 1)
-
-
-def rf_cases(g: torch.Generator) -> list[Case]:
-    stacks = list(RF_STACKS)
-    for i in range(3):  # random stacks of 2 to 5 layers
-        n_layers = int(torch.randint(2, 6, (1,), generator=g))
-        layers = [
-            (
-                int(torch.randint(1, 6, (1,), generator=g)),
-                int(torch.randint(1, 3, (1,), generator=g)),
-                int(torch.randint(1, 4, (1,), generator=g)),
-            )
-            for _ in range(n_layers)
-        ]
-        stacks.append((f"random stack {i + 1}", layers))
-    cases = []
-    for label, layers in stacks:
-        cases.append(
-            Case(
-                f"{label}: layers={layers}",
-                "receptive_field",
-                {"layers": list(layers)},
-                _empirical_rf(layers),
-                hint="start with r = 1 and jump j = 1 (the input pixels); for each (k, s, d): r += d (k - 1) j, then j *= s "
-                "(the jump is the product of the strides BEFORE the layer, so update r before j); return an int",
-                unchanged=("layers",),
-            )
-        )
-    return cases
-
 
 CONV = (
     "torch.nn.functional.conv2d",
     "torch.nn.functional.conv1d",
+    "torch.nn.functional.conv_transpose2d",
     "torch.nn.functional.unfold",
+    "torch.nn.functional.fold",
     "torch.convolution",
     "torch.nn.Conv2d",
+    "torch.nn.ConvTranspose2d",
+    "torch.nn.grad",
 )
+PAD = ("torch.nn.functional.pad", "torch.constant_pad_nd")
 WHY = "chapter 06's exercise asks for the operations written with indexing, slicing and matrix products"
 
 QUESTIONS = [
     Question(
         "q1",
-        "2-D convolution forward (matches F.conv2d)",
-        ("conv2d_forward",),
-        conv_cases,
-        forbid=(*CONV, *COURSE),
-        why=WHY,
+        "The convolution's gradients dx, dw, db",
+        ("conv2d_backward",),
+        backward_cases,
+        points=2,
+        forbid=(*CONV, *AUTOGRAD, *COURSE),
+        why="q1 asks for the gradients derived by hand, without autograd",
     ),
-    Question(
-        "q2",
-        "Max pooling: forward and backward",
-        ("maxpool2d_forward", "maxpool2d_backward"),
-        pool_cases,
-        forbid=(
-            "torch.nn.functional.max_pool2d",
-            "torch.nn.MaxPool2d",
-            "torch.nn.functional.unfold",
-            *AUTOGRAD,
-            *COURSE,
-        ),
-        why=WHY,
-    ),
+    Question("q2", "Padding modes", ("pad2d",), pad_cases, forbid=(*PAD, *CONV, *COURSE), why=WHY),
     Question(
         "q3",
-        "Output size of a convolution",
-        ("conv_output_size",),
-        size_cases,
-        forbid=(*CONV, "utils.receptive_field", *COURSE),
-        why="q3 asks for the formula, not a convolution run",
+        "Dilated convolution with a padding mode",
+        ("conv2d_dilated",),
+        dilated_cases,
+        forbid=(*CONV, *PAD, *COURSE),
+        why=WHY,
     ),
-    Question(
+    MakeItWork(
         "q4",
-        "Receptive field of a stack of layers",
-        ("receptive_field",),
-        rf_cases,
-        forbid=(*CONV, *AUTOGRAD, "utils.receptive_field", *COURSE),
-        why="q4 asks for the recurrence, not a measurement",
+        "Make it work: digits anywhere on the canvas",
+        held_out_canvas_digits,
+        metric="accuracy",
+        num_classes=10,
+        steps=((0.90, 2), (0.80, 1)),
+        budget=30,
+        batch_size=250,
+        preview=_validation_canvas_digits,
     ),
+    *REVIEW,
 ]

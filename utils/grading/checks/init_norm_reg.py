@@ -1,48 +1,42 @@
-"""Chapter 05 (assignment ``05_init_norm_reg``): He initialization, batch normalization forward and
-backward, and inverted dropout, checked against PyTorch. One point per question.
+"""Chapter 05 (assignment ``05_init_norm_reg``): initialization, normalization and regularization.
 
-Deterministic answers (q2, q3, and the deterministic cases of q4) are compared with references
-from ``torch.nn.functional`` and autograd computed in float64 in the grading process. Random answers
-(q1, q4) are checked through statistics: a harness fills a large tensor, or the same tensor many
-times, in the learner's process and returns the raw values, and the statistic is computed in the
-grading process (so patching ``Tensor.var`` or ``torch.equal`` in the notebook changes nothing).
-Each statistical tolerance is at least
-7 standard deviations of that statistic for a correct solution, so a correct solution fails a case
-with probability below 1e-11 (below 1e-9 over the whole assignment), while the typical mistakes
-are off by 10% or more: fan_in and fan_out swapped, Xavier's 2 / (fan_in + fan_out) instead of
-He's 2 / fan, a missing factor 2, a uniform instead of a normal distribution, a missing
-1 / (1 - p) scaling, one mask shared by several values.
+The chapter built He and Xavier initialization (normal), batch normalization forward and backward,
+layer / instance / group normalization without affine parameters, dropout and spatial dropout. The
+exercise asks for what it did not print:
 
-* q1 ``he_init_(weight, fan_mode)``: fill ``weight`` (out, in) or (out, in, kh, kw) in place with
-  N(0, 2 / fan). About 10^6 values per case (a small weight is refilled many times): the standard
-  deviation within ``rtol = 5e-3`` (7 sd: 1 / sqrt(2n) = 7.1e-4), the mean within 7 sd of the
-  sample mean, the kurtosis (3 for a normal distribution, 1.8 for a uniform one) within 0.05
-  (10 sd: sqrt(24 / n) = 4.9e-3). The weight starts as NaN, so a function that returns a new
-  tensor instead of filling the given one fails; one case passes an ``nn.Parameter`` (filling it
-  needs ``torch.no_grad()``).
-* q2 ``batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum, eps, training)``
-  for x (N, C, H, W) returns ``(out, running_mean, running_var, cache)`` with
-  ``cache = (x_hat, gamma, inv_std)``: x_hat (N, C, H, W) the standardized input, gamma (C,),
-  inv_std = 1 / sqrt(var + eps) (C,), where var is the batch's biased variance in training mode
-  and the running variance in evaluation mode. The running statistics are returned as new tensors
-  (the arguments must be unchanged). Cases: training and evaluation mode, N = 1 with spatial
-  extent, H = W = 1 with N = 2 (the unbiased factor n / (n - 1) = 2), non-default momentum and eps,
-  float64, and inputs with a large mean (mean 64, standard deviation 1) where E[x^2] - E[x]^2
-  loses the variance in float32. Tolerances: float32 ``1e-5 + 1e-5 * |expected|``, the large-mean
-  case ``1e-4 + 1e-4 * |expected|``, float64 ``1e-9 + 1e-7 * |expected|``.
-* q3 ``batchnorm_backward(dout, cache) -> (dx, dgamma, dbeta)`` for the training-mode forward
-  pass, the cache built by the grader as above; compared with autograd through
-  ``torch.nn.functional.batch_norm``. float64 ``1e-9 + 1e-7 * |expected|``, float32
-  ``1e-5 + 1e-4 * |expected|``.
-* q4 ``dropout(x, p, training)``, inverted dropout: the fraction of zeros of 10^6 ones (7 sd of a
-  binomial fraction), the kept values exactly ``x / (1 - p)`` (``rtol = 1e-6``; float64 ``1e-12``),
-  the mean of 10^6 ones (7 sd), the spread of the zero fraction over the 1,000 rows of a
-  (1000, 1000) input (``rtol = 0.2``, 9 sd: a mask shared across rows or columns fails), a fresh
-  mask at every call, evaluation mode and p = 0 returning x, p = 1 returning zeros without NaN;
-  x must be unchanged.
+* q1 ``kaiming_uniform_(weight, a, mode)`` (1 point): fill ``weight`` in place from the *uniform*
+  distribution whose variance keeps a leaky-ReLU layer's output variance (negative slope ``a``), like
+  ``torch.nn.init.kaiming_uniform_(weight, a=a, mode=mode, nonlinearity="leaky_relu")``. Checked
+  through statistics of about 10^6 draws computed here from the raw values (standard deviation within
+  ``rtol = 5e-3``, 7 sd; the largest ``|w|`` within ``1e-3`` of the bound; the kurtosis 1.8 of a
+  uniform distribution within 0.02, 20 sd, where a normal one has 3); ``a = 0`` (He), ``a = 0.2``,
+  ``a = sqrt(5)`` (PyTorch's default for ``nn.Linear``), ``fan_out``, an ``nn.Parameter``. The weight
+  starts as NaN, so returning a new tensor fails.
+* q2 ``groupnorm_forward(x, gamma, beta, groups, eps)`` (1 point): like ``F.group_norm``: statistics
+  per sample and group of C / G channels, the affine map per *channel*. G = 1 (layer norm), G = C
+  (instance norm), 1x1 maps, a batch of one, float64, inputs of mean 64 (``E[x^2] - E[x]^2`` loses the
+  variance in float32). Tolerances: float32 ``1e-5 + 1e-5 * |expected|`` (large mean ``1e-4``), float64
+  ``1e-9 + 1e-7 * |expected|``.
+* q3 ``groupnorm_backward(dout, x, gamma, groups, eps) -> (dx, dgamma, dbeta)`` (2 points), compared with
+  autograd through ``F.group_norm`` in float64; the same shapes, and float32 within
+  ``1e-5 + 1e-4 * |expected|``. Batch norm's formula with per-group sums in place of per-channel
+  ones fails as soon as gamma differs between the channels of a group.
+* q4 ``fold_batchnorm(w, b, gamma, beta, running_mean, running_var, eps) -> (w, b)`` (1 point): the
+  weights of one convolution (or linear layer) equal to the layer followed by batch norm in
+  evaluation mode; compared with ``torch.nn.utils.fusion.fuse_conv_bn_weights``, ``b`` may be None,
+  depthwise and linear weights, a tiny running variance (eps matters), float64.
+* q5 (make it work, 2 points) ``predict(images (B, 1, 28, 28)) -> labels (B,)`` (or scores (B, 10)) of a
+  classifier trained on the 500 upright silhouettes of :func:`silhouettes`; the grader scores the
+  accuracy on the 1,998 images of the animals' test split, which the exercise never loads, each
+  mirrored, rotated, scaled and shifted at random (:func:`transform`, seeded by the grader): 2 points
+  from 0.85, 1 from 0.75 (plain training reaches about 0.67, training on transformed copies about
+  0.89); 30 s for all predictions.
+* r1-r6 (review, half a point each): He's standard deviation of a convolution, the parameters of
+  batch norm, a running mean after five steps, weight decay over 10,000 steps, two diagnoses.
 
-Forbidden while the answers run (:mod:`utils.grading.forbid`): ``torch.nn.init`` (q1), batch norm of
-``torch.nn`` (q2, q3), autograd (q3), ``F.dropout`` and ``nn.Dropout`` (q4), the course's own modules.
+Forbidden while the answers run (:mod:`utils.grading.forbid`): ``torch.nn.init`` (q1), the
+normalization functions and layers of ``torch.nn`` (q2, q3), autograd (q3), torch's fusion helpers and
+batch norm (q4), and the course's own modules (``utils.scratch``, ...).
 """
 
 from __future__ import annotations
@@ -52,16 +46,17 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ..challenge import MakeItWork
 from ..core import Case, Code, Question
 from ..forbid import AUTOGRAD, COURSE
+from ..review import Review
 
 ASSIGNMENT = "05_init_norm_reg"
-TITLE = "Initialization, batch normalization and dropout"
+TITLE = "Initialization, normalization and regularization"
 
 F32, F64 = torch.float32, torch.float64
 TOL = {F32: {"atol": 1e-5, "rtol": 1e-5}, F64: {"atol": 1e-9, "rtol": 1e-7}}
 SAMPLES = 1_000_000  # values per statistical case (about)
-SIGMAS = 7.0  # statistical tolerances are at least this many standard deviations
 
 
 def _randn(g: torch.Generator, *shape: int, dtype: torch.dtype = F32) -> torch.Tensor:
@@ -72,28 +67,24 @@ def _rand(g: torch.Generator, *shape: int, dtype: torch.dtype = F32) -> torch.Te
     return torch.rand(*shape, generator=g, dtype=dtype)
 
 
-# --------------------------------------------------------------------------- q1 He initialization
+# --------------------------------------------------------------------------- q1 Kaiming uniform
 
-# Fill a NaN tensor of `shape` `draws` times and return the pooled values (flat): the raw draws come
-# back, and every statistic of them is computed here, in the grading process (see _std, _mean, _kurtosis).
+# Fill a NaN tensor (or Parameter) of `shape` `draws` times and return the pooled raw values (flat); the
+# statistics of them are computed here (_std, _largest, _kurtosis), never in the learner's process.
 _FILL = (
-    "torch.cat([(lambda w: (fn(w, fan_mode), w.detach().reshape(-1).clone())[1])("
-    "torch.full(shape, float('nan'))) for _ in range(draws)])"
+    "lambda fn, shape, a, mode, draws: torch.cat([(lambda w: (fn(w, a, mode), "
+    "w.detach().reshape(-1).clone())[1])({make}(torch.full(shape, float('nan')))) for _ in range(draws)])"
 )
-_FILL_PARAM = (
-    "torch.cat([(lambda w: (fn(w, fan_mode), w.detach().reshape(-1).clone())[1])("
-    "nn.Parameter(torch.full(shape, float('nan')))) for _ in range(draws)])"
-)
-HE_VALUES = Code(f"lambda fn, shape, fan_mode, draws: {_FILL}")
-HE_VALUES_PARAM = Code(f"lambda fn, shape, fan_mode, draws: {_FILL_PARAM}")
+FILL = Code(_FILL.format(make=""))
+FILL_PARAM = Code(_FILL.format(make="nn.Parameter"))
 
 
 def _std(values: torch.Tensor) -> torch.Tensor:
     return values.double().std()
 
 
-def _mean(values: torch.Tensor) -> torch.Tensor:
-    return values.double().mean()
+def _largest(values: torch.Tensor) -> torch.Tensor:
+    return values.double().abs().max()
 
 
 def _kurtosis(values: torch.Tensor) -> torch.Tensor:
@@ -102,442 +93,432 @@ def _kurtosis(values: torch.Tensor) -> torch.Tensor:
     return (centred**4).mean() / (centred**2).mean() ** 2
 
 
-HE_HINT = (
-    "fill the given weight in place (the check reads the tensor it passed, which starts as NaN), under "
-    "torch.no_grad(), with N(0, std^2), e.g. weight.normal_(0, std); std = sqrt(2 / fan), fan_in = "
-    "weight.shape[1] * k and fan_out = weight.shape[0] * k, with k the product of the kernel sizes weight.shape[2:] "
-    "(1 for a Linear weight)"
+def kaiming_bound(shape: tuple[int, ...], a: float, mode: str) -> float:
+    """The bound b of U(-b, b) that torch.nn.init.kaiming_uniform_ uses (the grader's reference)."""
+    receptive = math.prod(shape[2:])
+    fan = shape[1] * receptive if mode == "fan_in" else shape[0] * receptive
+    gain = math.sqrt(2.0 / (1 + a**2))
+    return gain * math.sqrt(3.0 / fan)
+
+
+KAIMING_HINT = (
+    "fill the given weight in place (the check reads the tensor it passed, which starts as NaN) under "
+    "torch.no_grad(), with weight.uniform_(-bound, bound); the fan counts the kernel positions too "
+    "(weight.shape[1] * kh * kw for fan_in); a leaky ReLU with slope a keeps (1 + a^2) / 2 of its input's "
+    "second moment, and U(-b, b) has variance b^2 / 3"
 )
 
 
-def _fans(shape: tuple[int, ...]) -> tuple[int, int]:
-    receptive = math.prod(shape[2:])
-    return shape[1] * receptive, shape[0] * receptive
-
-
-def he_cases(g: torch.Generator) -> list[Case]:
+def kaiming_cases(g: torch.Generator) -> list[Case]:
     del g  # the harness draws in the learner's process; nothing here is random
     cases = []
-    std_shapes = [  # (shape, fan_mode, label)
-        ((64, 256), "fan_in", "Linear weight (out=64, in=256), fan_in"),
-        ((256, 64), "fan_out", "Linear weight (out=256, in=64), fan_out"),
-        ((32, 16, 3, 3), "fan_in", "Conv2d weight (32, 16, 3, 3), fan_in"),
-        ((16, 32, 5, 5), "fan_out", "Conv2d weight (16, 32, 5, 5), fan_out"),
+    layers = [  # (shape, a, mode, label)
+        ((64, 256), 0.0, "fan_in", "Linear (64, 256), a = 0 (ReLU), fan_in"),
+        ((32, 16, 3, 3), 0.2, "fan_in", "Conv2d (32, 16, 3, 3), a = 0.2, fan_in"),
+        ((16, 32, 5, 5), 0.2, "fan_out", "Conv2d (16, 32, 5, 5), a = 0.2, fan_out"),
+        ((128, 96), math.sqrt(5), "fan_in", "Linear (128, 96), a = sqrt(5) (PyTorch's default), fan_in"),
     ]
-    for shape, mode, label in std_shapes:
-        fan_in, fan_out = _fans(shape)
+    for shape, a, mode, label in layers:
         draws = math.ceil(SAMPLES / math.prod(shape))
-        std = math.sqrt(2.0 / (fan_in if mode == "fan_in" else fan_out))
+        bound = kaiming_bound(shape, a, mode)
+        args = {"shape": shape, "a": a, "mode": mode, "draws": draws}
         cases.append(
             Case(
-                f"std over {draws} fills of a {label} (fan_in={fan_in}, fan_out={fan_out})",
-                "he_init_",
-                {"shape": shape, "fan_mode": mode, "draws": draws},
-                torch.tensor(std, dtype=F64),
+                f"std over {draws} fills of a {label}",
+                "kaiming_uniform_",
+                dict(args),
+                torch.tensor(bound / math.sqrt(3.0), dtype=F64),
                 rtol=5e-3,
-                hint=HE_HINT,
-                harness=HE_VALUES,
+                hint=KAIMING_HINT,
+                harness=FILL,
                 measure=_std,
             )
         )
-    shape = (24, 8, 3, 3)
-    fan_in, _ = _fans(shape)
+    shape, a, mode = (48, 24, 3, 3), 0.1, "fan_in"
     draws = math.ceil(SAMPLES / math.prod(shape))
-    cases.append(
+    args = {"shape": shape, "a": a, "mode": mode, "draws": draws}
+    bound = kaiming_bound(shape, a, mode)
+    cases += [
         Case(
-            f"std over {draws} fills of an nn.Parameter (24, 8, 3, 3) that requires grad, fan_in",
-            "he_init_",
-            {"shape": shape, "fan_mode": "fan_in", "draws": draws},
-            torch.tensor(math.sqrt(2.0 / fan_in), dtype=F64),
-            rtol=5e-3,
-            harness=HE_VALUES_PARAM,
-            measure=_std,
-            hint="a Parameter that requires grad cannot be changed in place while autograd records: wrap the fill in "
-            "`with torch.no_grad():` (as torch.nn.init does); " + HE_HINT,
-        )
-    )
-    shape, mode = (128, 64), "fan_in"
-    draws = math.ceil(SAMPLES / math.prod(shape))
-    n = draws * math.prod(shape)
-    std = math.sqrt(2.0 / 64)
-    cases.append(
+            f"largest |w| over {draws} fills of a (48, 24, 3, 3) weight (the bound of the uniform)",
+            "kaiming_uniform_",
+            dict(args),
+            torch.tensor(bound, dtype=F64),
+            rtol=1e-3,
+            hint="draw from the uniform distribution U(-bound, bound) (weight.uniform_), not from a normal "
+            "one (which has no bound); " + KAIMING_HINT,
+            harness=FILL,
+            measure=_largest,
+        ),
         Case(
-            f"mean over {draws} fills of a (128, 64) weight",
-            "he_init_",
-            {"shape": shape, "fan_mode": mode, "draws": draws},
-            torch.tensor(0.0, dtype=F64),
-            atol=SIGMAS * std / math.sqrt(n),
-            harness=HE_VALUES,
-            measure=_mean,
-            hint="the weights must have mean 0: draw from N(0, std^2), not from [0, ...)",
-        )
-    )
-    cases.append(
-        Case(
-            f"kurtosis over {draws} fills of a (128, 64) weight (3 for a normal distribution)",
-            "he_init_",
-            {"shape": shape, "fan_mode": mode, "draws": draws},
-            torch.tensor(3.0, dtype=F64),
-            atol=0.05,
-            harness=HE_VALUES,
+            f"kurtosis over {draws} fills of a (48, 24, 3, 3) weight (1.8 for a uniform distribution)",
+            "kaiming_uniform_",
+            dict(args),
+            torch.tensor(1.8, dtype=F64),
+            atol=0.02,
+            hint="the question asks for the *uniform* variant (kurtosis 1.8); a normal distribution has "
+            "kurtosis 3",
+            harness=FILL,
             measure=_kurtosis,
-            hint="He initialization here is the *normal* one, N(0, 2 / fan) (weight.normal_ or torch.randn); a uniform "
-            "distribution with the same variance has kurtosis 1.8, a truncated normal less than 3",
-        )
-    )
+        ),
+        Case(
+            f"std over {draws} fills of an nn.Parameter (48, 24, 3, 3) that requires grad",
+            "kaiming_uniform_",
+            dict(args),
+            torch.tensor(bound / math.sqrt(3.0), dtype=F64),
+            rtol=5e-3,
+            hint="a Parameter that requires grad cannot be changed in place while autograd records: wrap the "
+            "fill in `with torch.no_grad():` (as torch.nn.init does); " + KAIMING_HINT,
+            harness=FILL_PARAM,
+            measure=_std,
+        ),
+    ]
     return cases
 
 
-# --------------------------------------------------------------------------- q2 / q3 batch normalization
+# --------------------------------------------------------------------------- q2 / q3 group normalization
 
 
-def _bn_inputs(
+def _gn_inputs(
     g: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype, *, scale: float = 1.0, offset: float = 0.0
 ) -> dict[str, torch.Tensor]:
     c = shape[1]
     return {
         "x": _randn(g, *shape, dtype=dtype) * scale + offset,
-        "gamma": _rand(g, c, dtype=dtype) + 0.5,
+        "gamma": _rand(g, c, dtype=dtype) * 1.5 + 0.25,  # different in every channel of a group
         "beta": _randn(g, c, dtype=dtype),
-        "running_mean": _randn(g, c, dtype=dtype) * 0.5,
-        "running_var": _rand(g, c, dtype=dtype) + 0.5,
     }
 
 
-def _bn_reference(inputs: dict[str, torch.Tensor], momentum: float, eps: float, training: bool):
-    """(out, running_mean, running_var, (x_hat, gamma, inv_std)) in float64, via F.batch_norm."""
-    x, gamma, beta = (inputs[k].double() for k in ("x", "gamma", "beta"))
-    rm, rv = inputs["running_mean"].double().clone(), inputs["running_var"].double().clone()
-    dims = [0, *range(2, x.dim())]
-    if training:
-        mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
-    else:
-        mean, var = rm.clone(), rv.clone()
-    out = F.batch_norm(
-        x, rm, rv, gamma, beta, training, momentum, eps
-    )  # updates rm, rv in place when training
-    inv_std = 1.0 / torch.sqrt(var + eps)
-    x_hat = (x - mean.reshape(1, -1, 1, 1)) * inv_std.reshape(1, -1, 1, 1)
-    return out, rm, rv, (x_hat, gamma, inv_std)
-
-
-def _cast(value, dtype: torch.dtype):
-    if isinstance(value, tuple):
-        return tuple(_cast(v, dtype) for v in value)
-    return value.to(dtype)
-
-
-BN_FORWARD = [  # (shape, dtype, momentum, eps, training, scale, offset, label, tolerance)
-    ((8, 4, 5, 5), F32, 0.1, 1e-5, True, 1.0, 0.0, "training, x (8, 4, 5, 5)", TOL[F32]),
+GN_FORWARD = [  # (shape, groups, dtype, eps, scale, offset, label, tolerance)
+    ((4, 6, 5, 5), 2, F32, 1e-5, 1.0, 0.0, "x (4, 6, 5, 5), 2 groups of 3 channels", TOL[F32]),
+    ((3, 8, 4, 6), 1, F32, 1e-5, 2.0, 1.0, "one group (layer normalization), x (3, 8, 4, 6)", TOL[F32]),
+    ((2, 4, 5, 3), 4, F32, 1e-5, 1.0, -0.5, "as many groups as channels (instance normalization)", TOL[F32]),
+    ((1, 12, 3, 3), 3, F32, 1e-5, 1.0, 0.3, "a batch of one image, 3 groups of 4 channels", TOL[F32]),
+    ((5, 6, 1, 1), 3, F32, 1e-5, 1.0, 0.0, "1x1 feature maps: 2 values per group", TOL[F32]),
+    ((3, 6, 4, 4), 2, F64, 1e-3, 0.1, 0.0, "float64, eps 1e-3, variance ~0.01", TOL[F64]),
     (
-        (2, 3, 1, 1),
+        (4, 8, 6, 6),
+        4,
         F32,
-        0.1,
         1e-5,
-        True,
-        2.0,
-        1.0,
-        "training, x (2, 3, 1, 1): n = 2 values per channel",
-        TOL[F32],
-    ),
-    ((1, 5, 4, 4), F32, 0.1, 1e-5, True, 1.0, 0.5, "training, a batch of one image (1, 5, 4, 4)", TOL[F32]),
-    (
-        (4, 6, 3, 7),
-        F64,
-        0.3,
-        1e-3,
-        True,
-        0.1,
-        0.0,
-        "training, float64, momentum 0.3, eps 1e-3, variance ~0.01",
-        TOL[F64],
-    ),
-    (
-        (16, 4, 6, 6),
-        F32,
-        0.1,
-        1e-5,
-        True,
         1.0,
         64.0,
-        "training, inputs with a large mean (64 + randn)",
+        "inputs with a large mean (64 + randn)",
         {"atol": 1e-4, "rtol": 1e-4},
-    ),
-    ((8, 4, 5, 5), F32, 0.1, 1e-5, False, 2.0, 1.0, "evaluation mode, x (8, 4, 5, 5)", TOL[F32]),
-    (
-        (1, 3, 1, 1),
-        F64,
-        0.1,
-        1e-5,
-        False,
-        1.0,
-        0.0,
-        "evaluation mode, a single example (1, 3, 1, 1), float64",
-        TOL[F64],
     ),
 ]
 
-BN_FORWARD_HINT = (
-    "training: mean and *biased* variance of each channel over (N, H, W) (x.var(dim=(0, 2, 3), unbiased=False)), "
-    "x_hat = (x - mean) / sqrt(var + eps), out = gamma * x_hat + beta (reshape (C,) to (1, C, 1, 1)); new "
-    "running_mean = (1 - momentum) * running_mean + momentum * mean and running_var the same with the *unbiased* "
-    "variance var * n / (n - 1), n = N * H * W; evaluation: use running_mean and running_var instead, and return "
-    "them unchanged; cache = (x_hat, gamma, inv_std) with inv_std = 1 / sqrt(var + eps); return new tensors, do not "
-    "modify the arguments in place"
+GN_FORWARD_HINT = (
+    "reshape x to (N, G, C/G * H * W), take the mean and the *biased* variance over the last dimension (of x "
+    "- mean, not E[x^2] - E[x]^2), standardize with 1 / sqrt(var + eps), reshape back to (N, C, H, W), then "
+    "out = gamma * x_hat + beta with gamma and beta reshaped to (1, C, 1, 1): one pair per channel, not per "
+    "group"
 )
 
 
-def bn_forward_cases(g: torch.Generator) -> list[Case]:
+def gn_forward_cases(g: torch.Generator) -> list[Case]:
     cases = []
-    for shape, dtype, momentum, eps, training, scale, offset, label, tol in BN_FORWARD:
-        inputs = _bn_inputs(g, shape, dtype, scale=scale, offset=offset)
-        out, rm, rv, cache = _bn_reference(inputs, momentum, eps, training)
-        hint = BN_FORWARD_HINT
-        if offset > 10:
-            hint = (
-                "compute the variance as the mean of (x - mean)^2 (or x.var(..., unbiased=False)), not as "
-                "E[x^2] - E[x]^2, which cancels catastrophically in float32 when the mean is large; " + hint
-            )
+    for shape, groups, dtype, eps, scale, offset, label, tol in GN_FORWARD:
+        inputs = _gn_inputs(g, shape, dtype, scale=scale, offset=offset)
+        wide = {k: v.double() for k, v in inputs.items()}
+        expected = F.group_norm(wide["x"], groups, wide["gamma"], wide["beta"], eps).to(dtype)
         cases.append(
             Case(
                 label,
-                "batchnorm_forward",
-                {**inputs, "momentum": momentum, "eps": eps, "training": training},
-                _cast((out, rm, rv, cache), dtype),
+                "groupnorm_forward",
+                {**inputs, "groups": groups, "eps": eps},
+                expected,
                 **tol,
-                hint=hint,
-                unchanged=("x", "gamma", "beta", "running_mean", "running_var"),
-                outputs=("out", "running_mean", "running_var", "cache (x_hat, gamma, inv_std)"),
+                hint=GN_FORWARD_HINT,
+                unchanged=("x", "gamma", "beta"),
             )
         )
     return cases
 
 
-BN_BACKWARD = [  # (shape, dtype, label)
-    ((8, 4, 5, 5), F64, "dout (8, 4, 5, 5), float64"),
-    ((2, 3, 1, 1), F64, "dout (2, 3, 1, 1): two values per channel, float64"),
-    ((1, 5, 4, 4), F64, "a batch of one image (1, 5, 4, 4), float64"),
-    ((16, 8, 3, 3), F32, "dout (16, 8, 3, 3), float32"),
+GN_BACKWARD = [  # (shape, groups, dtype, label)
+    ((4, 6, 5, 5), 2, F64, "dout (4, 6, 5, 5), 2 groups, float64"),
+    ((3, 8, 4, 4), 1, F64, "one group (layer normalization), float64"),
+    ((2, 4, 3, 5), 4, F64, "as many groups as channels (instance normalization), float64"),
+    ((1, 12, 3, 3), 3, F64, "a batch of one image, 3 groups of 4 channels, float64"),
+    ((6, 6, 1, 1), 3, F64, "1x1 feature maps: 2 values per group, float64"),
+    ((8, 8, 4, 4), 2, F32, "dout (8, 8, 4, 4), 2 groups, float32"),
 ]
-BN_BACKWARD_TOL = {F32: {"atol": 1e-5, "rtol": 1e-4}, F64: TOL[F64]}
+GN_BACKWARD_TOL = {F32: {"atol": 1e-5, "rtol": 1e-4}, F64: TOL[F64]}
+GN_BACKWARD_HINT = (
+    "dbeta and dgamma are per channel: sums over (N, H, W) of dout and of dout * x_hat; for dx, every x_hat "
+    "of a group depends on every x of that group through its mean and variance, as in the chapter's batch "
+    "norm, but here gamma changes from channel to channel inside a group: carry g = gamma * dout (the "
+    "gradient reaching x_hat) through the group's mean and variance, with sums over each sample's group, not "
+    "over the batch"
+)
 
 
-def bn_backward_cases(g: torch.Generator) -> list[Case]:
+def gn_backward_cases(g: torch.Generator) -> list[Case]:
     cases = []
-    for shape, dtype, label in BN_BACKWARD:
-        inputs = _bn_inputs(g, shape, F64, scale=1.5, offset=0.3)
+    for shape, groups, dtype, label in GN_BACKWARD:
+        inputs = _gn_inputs(g, shape, F64, scale=1.5, offset=0.3)
+        eps = 1e-5
         x = inputs["x"].clone().requires_grad_()
         gamma = inputs["gamma"].clone().requires_grad_()
         beta = inputs["beta"].clone().requires_grad_()
         dout = _randn(g, *shape, dtype=F64)
-        out = F.batch_norm(x, None, None, gamma, beta, True, 0.1, 1e-5)
-        out.backward(dout)
-        _, _, _, cache = _bn_reference(inputs, 0.1, 1e-5, True)
+        F.group_norm(x, groups, gamma, beta, eps).backward(dout)
         cases.append(
             Case(
                 label,
-                "batchnorm_backward",
-                {"dout": dout.to(dtype), "cache": _cast(cache, dtype)},
-                _cast((x.grad, gamma.grad, beta.grad), dtype),
-                **BN_BACKWARD_TOL[dtype],
-                hint="with sums over (N, H, W) and m = N * H * W: dbeta = sum(dout), dgamma = sum(dout * x_hat), "
-                "dx = gamma * inv_std / m * (m * dout - dbeta - x_hat * dgamma) (reshape (C,) to (1, C, 1, 1)); "
-                "the batch mean and variance depend on every x, so dx is not just gamma * inv_std * dout",
-                unchanged=("dout",),
+                "groupnorm_backward",
+                {
+                    "dout": dout.to(dtype),
+                    "x": inputs["x"].to(dtype),
+                    "gamma": inputs["gamma"].to(dtype),
+                    "groups": groups,
+                    "eps": eps,
+                },
+                tuple(t.grad.to(dtype) for t in (x, gamma, beta)),
+                **GN_BACKWARD_TOL[dtype],
+                hint=GN_BACKWARD_HINT,
+                unchanged=("dout", "x", "gamma"),
                 outputs=("dx", "dgamma", "dbeta"),
             )
         )
     return cases
 
 
-# --------------------------------------------------------------------------- q4 dropout
+# --------------------------------------------------------------------------- q4 folding batch norm
 
-# The harnesses return the raw outputs of dropout; the statistics of them are computed here.
-DROP_ONES = Code("lambda fn, n, p: fn(torch.ones(n), p, True)")
-DROP_OUT = Code("lambda fn, x, p: fn(x, p, True)")
-DROP_GRID = Code("lambda fn, rows, cols, p: fn(torch.ones(rows, cols), p, True)")
-DROP_TWICE = Code("lambda fn, x, p: (fn(x, p, True), fn(x, p, True))")
-
-
-def _zero_fraction(out: torch.Tensor) -> torch.Tensor:
-    return (out == 0).double().mean()
-
-
-def _row_spread(out: torch.Tensor) -> torch.Tensor:
-    return (out == 0).double().mean(dim=1).std()
-
-
-def _same_masks(outs: tuple[torch.Tensor, torch.Tensor]) -> bool:
-    return bool(torch.equal(outs[0] == 0, outs[1] == 0))
-
-
-def _kept(x: torch.Tensor, p: float):
-    """The output with the dropped values replaced by the expected kept value x / (1 - p)."""
-    return lambda out: torch.where(out == 0, x / (1 - p), out)
-
-
-DROP_HINT = (
-    "training: keep each value independently with probability 1 - p (a fresh mask of x's shape at every call, "
-    "e.g. torch.rand_like(x) >= p) and divide the kept values by 1 - p; evaluation (training=False): return x; "
-    "do not modify x in place"
+FOLD_HINT = (
+    "in evaluation mode batch norm is a fixed affine map per channel, y = gamma (z - running_mean) / "
+    "sqrt(running_var + eps) + beta, and z = conv(x, w) + b is linear in w and b: scale each output "
+    "channel's weights (dimension 0 of w) by gamma / sqrt(running_var + eps), and fold the mean and the "
+    "shift into the bias (b = 0 when the layer has none); return new tensors"
 )
 
 
-def dropout_cases(g: torch.Generator) -> list[Case]:
+def _fold_reference(w, b, gamma, beta, mean, var, eps):
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    bias = b if b is not None else None
+    new_w, new_b = fuse_conv_bn_weights(w, bias, mean, var, eps, gamma, beta)
+    return new_w.detach(), new_b.detach()
+
+
+def fold_cases(g: torch.Generator) -> list[Case]:
     cases = []
-    for p in (0.3, 0.75):
+    layers = [  # (weight shape, bias?, dtype, eps, label, tiny variance?)
+        ((8, 4, 3, 3), True, F32, 1e-5, "Conv2d weight (8, 4, 3, 3) with bias", False),
+        ((6, 3, 5, 5), False, F32, 1e-5, "Conv2d without bias (b is None)", False),
+        ((16, 1, 3, 3), False, F32, 1e-5, "depthwise Conv2d weight (16, 1, 3, 3)", False),
+        ((10, 12), True, F64, 1e-5, "Linear weight (10, 12) with bias, float64", False),
+        ((4, 4, 1, 1), True, F64, 1e-2, "1x1 Conv2d, eps 1e-2 and a running variance near 0, float64", True),
+    ]
+    for shape, has_bias, dtype, eps, label, tiny in layers:
+        c = shape[0]
+        w = _randn(g, *shape, dtype=dtype) * 0.3
+        b = _randn(g, c, dtype=dtype) * 0.1 if has_bias else None
+        gamma, beta = _rand(g, c, dtype=dtype) + 0.5, _randn(g, c, dtype=dtype)
+        mean = _randn(g, c, dtype=dtype) * 0.5
+        var = _rand(g, c, dtype=dtype) * (1e-3 if tiny else 1.0) + (0.0 if tiny else 0.5)
+        expected = _fold_reference(w, b, gamma, beta, mean, var, eps)
         cases.append(
             Case(
-                f"fraction of zeros in dropout(torch.ones({SAMPLES}), p={p}, training=True)",
-                "dropout",
-                {"n": SAMPLES, "p": p},
-                torch.tensor(p, dtype=F64),
-                atol=SIGMAS * math.sqrt(p * (1 - p) / SAMPLES),
-                hint=DROP_HINT,
-                harness=DROP_ONES,
-                measure=_zero_fraction,
+                label,
+                "fold_batchnorm",
+                {
+                    "w": w,
+                    "b": b,
+                    "gamma": gamma,
+                    "beta": beta,
+                    "running_mean": mean,
+                    "running_var": var,
+                    "eps": eps,
+                },
+                expected,
+                **TOL[dtype],
+                hint=FOLD_HINT,
+                unchanged=("w", "gamma", "beta", "running_mean", "running_var")
+                + (("b",) if has_bias else ()),
+                outputs=("w", "b"),
             )
         )
-    p = 0.3
-    x = _randn(g, 64, 128)
-    cases.append(
-        Case(
-            "kept values equal x / (1 - p), p = 0.3, x (64, 128)",
-            "dropout",
-            {"x": x, "p": p},
-            x / (1 - p),
-            rtol=1e-6,
-            hint="inverted dropout scales what it keeps by 1 / (1 - p), so that the expected output equals x; "
-            + DROP_HINT,
-            harness=DROP_OUT,
-            measure=_kept(x, p),
-            unchanged=("x",),
-        )
-    )
-    x64 = _randn(g, 4, 8, 16, dtype=F64)
-    cases.append(
-        Case(
-            "kept values equal x / (1 - p), p = 0.25, float64 x (4, 8, 16)",
-            "dropout",
-            {"x": x64, "p": 0.25},
-            x64 / 0.75,
-            atol=0.0,
-            rtol=1e-12,
-            hint="keep the dtype and shape of x; " + DROP_HINT,
-            harness=DROP_OUT,
-            measure=_kept(x64, 0.25),
-            unchanged=("x",),
-        )
-    )
-    p = 0.5
-    cases.append(
-        Case(
-            f"mean of dropout(torch.ones({SAMPLES}), p={p}, training=True)",
-            "dropout",
-            {"n": SAMPLES, "p": p},
-            torch.tensor(1.0, dtype=F64),
-            atol=SIGMAS * math.sqrt(p / (1 - p) / SAMPLES),
-            hint="the expected output must equal the input: scale the kept values by 1 / (1 - p); "
-            + DROP_HINT,
-            harness=DROP_ONES,
-            measure=_mean,
-        )
-    )
-    rows, cols, p = 1000, 1000, 0.2
-    cases.append(
-        Case(
-            "independent values: spread of the zero fraction over the rows of a (1000, 1000) input, p = 0.2",
-            "dropout",
-            {"rows": rows, "cols": cols, "p": p},
-            torch.tensor(math.sqrt(p * (1 - p) / cols), dtype=F64),
-            rtol=0.2,
-            hint="draw one coin per value (a mask with the shape of x), not one per row or per column; "
-            + DROP_HINT,
-            harness=DROP_GRID,
-            measure=_row_spread,
-        )
-    )
-    x = _randn(g, 32, 128)
-    cases.append(
-        Case(
-            "a fresh mask at every call (two calls must differ)",
-            "dropout",
-            {"x": x, "p": 0.5},
-            False,
-            hint="do not seed the generator inside dropout: every forward pass must drop a different random subset",
-            harness=DROP_TWICE,
-            measure=_same_masks,
-        )
-    )
-    x = _randn(g, 8, 16)
-    cases.append(
-        Case(
-            "evaluation mode (training=False) returns x",
-            "dropout",
-            {"x": x, "p": 0.5, "training": False},
-            x.clone(),
-            hint="in evaluation mode inverted dropout is the identity: no mask and no scaling",
-            unchanged=("x",),
-        )
-    )
-    x = _randn(g, 8, 16)
-    cases.append(
-        Case(
-            "p = 0 in training mode returns x",
-            "dropout",
-            {"x": x, "p": 0.0, "training": True},
-            x.clone(),
-            hint="with p = 0 nothing is dropped and the scale 1 / (1 - p) is 1",
-            unchanged=("x",),
-        )
-    )
-    x = _randn(g, 8, 16)
-    cases.append(
-        Case(
-            "p = 1 in training mode returns zeros",
-            "dropout",
-            {"x": x, "p": 1.0, "training": True},
-            torch.zeros_like(x),
-            hint="p = 1 drops everything: return zeros without dividing by 1 - p = 0 (0 / 0 is NaN)",
-            unchanged=("x",),
-        )
-    )
     return cases
 
 
-BATCH_NORM = ("torch.nn.functional.batch_norm", "torch.nn.BatchNorm2d", "torch.nn.functional.instance_norm")
+# --------------------------------------------------------------------------- q5 make it work
+
+N_FIT = 500
+N_VALIDATION = 500
+DEGREES, TRANSLATE, SCALE = 20.0, 0.2, 0.1  # the grader's transformation (see `transform`)
+
+
+def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of ``images`` (N, 1, H, W) mirrored with probability 1/2, rotated by up to 20 degrees,
+    scaled by 0.9 to 1.1 and shifted by up to 20% of its size (bilinear, zeros outside): how the images
+    of q5's held-out set differ from the upright training images. Random numbers from ``generator``."""
+    n = len(images)
+    flip = torch.rand(n, generator=generator) < 0.5
+    images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+    angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(DEGREES)
+    zoom = 1 + (torch.rand(n, generator=generator) * 2 - 1) * SCALE
+    shift = (torch.rand(n, 2, generator=generator) * 2 - 1) * TRANSLATE
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle) / zoom, -torch.sin(angle) / zoom
+    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle) / zoom, torch.cos(angle) / zoom
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images.float(), grid, align_corners=False)
+
+
+def silhouettes(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The data of q5: ``(x_fit (500, 1, 28, 28), y_fit (500,), x_val (500, 1, 28, 28), y_val (500,))``.
+
+    From the training split of ``utils.data.animals``: 500 upright silhouettes to train on, and 500
+    others passed through :func:`transform`, as the grader's images will be, to validate on. The
+    grader scores ``predict`` on the test split, which the exercise never loads.
+    """
+    import utils.data
+
+    train = utils.data.animals("train")
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    fit, val = order[:N_FIT], order[N_FIT : N_FIT + N_VALIDATION]
+    x_val = transform(train.images[val], torch.Generator().manual_seed(seed + 1))
+    return train.images[fit], train.targets[fit], x_val, train.targets[val]
+
+
+def held_out_silhouettes(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The grader's data for q5: the 1,998 test silhouettes, transformed with the grader's own seed."""
+    import utils.data
+
+    test = utils.data.animals("test")
+    return transform(test.images, torch.Generator().manual_seed(int(seed))), test.targets
+
+
+def _validation_silhouettes(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    del seed
+    _, _, x_val, y_val = silhouettes()
+    return x_val, y_val
+
+
+# --------------------------------------------------------------------------- review questions
+
+REVIEW = [
+    Review(
+        "r1",
+        "He initialization of a convolution",
+        0.05893,
+        atol=0.0005,
+        rtol=0.0,
+        points=0.5,
+        explain="The fan-in of a 3x3 convolution with 64 input channels counts every weight a output sums "
+        "over: 64 * 3 * 3 = 576, so std = sqrt(2 / 576) = 0.0589 (with fan_in = 64 one gets 0.177, "
+        "three times too large).",
+    ),
+    Review(
+        "r2",
+        "Learnable parameters of BatchNorm2d(128)",
+        256,
+        points=0.5,
+        explain="Only gamma and beta are learned, one each per channel: 2 * 128 = 256. The running mean and "
+        "variance (and the step counter) are buffers: they are in the state_dict but not in "
+        "parameters(), and the optimizer never sees them.",
+    ),
+    Review(
+        "r3",
+        "Running mean after five steps",
+        0.8190,
+        atol=0.005,
+        rtol=0.0,
+        points=0.5,
+        explain="Each step keeps 0.9 of the old value and adds 0.1 of the batch mean (2): after five steps "
+        "r = 2 * (1 - 0.9^5) = 2 * 0.4095 = 0.819. PyTorch's momentum is the weight of the *new* value "
+        "(taking it as the weight of the old one gives 2 * (1 - 0.1^5), about 2).",
+    ),
+    Review(
+        "r4",
+        "Weight decay without a gradient",
+        0.6065,
+        atol=0.005,
+        rtol=0.0,
+        points=0.5,
+        explain="Each step multiplies the weight by (1 - lr * lambda) = 1 - 0.1 * 5e-4 = 0.99995; after "
+        "10,000 steps 0.99995^10000 = exp(-0.5) = 0.607 (adding up 10,000 decrements of 5e-5 instead gives "
+        "0.5: the decay shrinks a smaller weight by less).",
+    ),
+    Review(
+        "r5",
+        "Training 99%, validation 75%: which two actions?",
+        {"a", "c"},
+        points=0.5,
+        explain="The gap says the network memorizes its training set: (a) data augmentation and (c) a "
+        "stronger weight decay (or dropout) attack memorization. (b) training longer and (d) a wider "
+        "network give it more capacity to memorize, which widens the gap.",
+    ),
+    Review(
+        "r6",
+        "Whose output for an image does not depend on the rest of its batch?",
+        {"b", "c", "d"},
+        points=0.5,
+        explain="(a) BatchNorm2d in training mode standardizes with the batch's statistics, so an image's "
+        "output changes with its neighbours. (b) LayerNorm and (c) GroupNorm use statistics of the "
+        "image alone, and (d) BatchNorm2d in evaluation mode uses its fixed running statistics.",
+    ),
+]
+
+NORM = (
+    "torch.nn.functional.group_norm",
+    "torch.nn.GroupNorm",
+    "torch.nn.functional.layer_norm",
+    "torch.nn.LayerNorm",
+    "torch.nn.functional.instance_norm",
+    "torch.nn.functional.batch_norm",
+    "torch.nn.BatchNorm2d",
+)
 
 QUESTIONS = [
     Question(
         "q1",
-        "He initialization (statistics)",
-        ("he_init_",),
-        he_cases,
+        "Kaiming uniform initialization for leaky ReLU (statistics)",
+        ("kaiming_uniform_",),
+        kaiming_cases,
         forbid=("torch.nn.init", *COURSE),
-        why="q1 asks for the initialization itself, without torch.nn.init",
+        why="q1 asks for the initialization derived yourself, without torch.nn.init",
     ),
     Question(
         "q2",
-        "Batch normalization: forward, running statistics",
-        ("batchnorm_forward",),
-        bn_forward_cases,
-        forbid=(*BATCH_NORM, *COURSE),
-        why="q2 asks for batch normalization written with tensor operations",
+        "Group normalization: forward",
+        ("groupnorm_forward",),
+        gn_forward_cases,
+        forbid=(*NORM, *COURSE),
+        why="q2 asks for group normalization written with tensor operations",
     ),
     Question(
         "q3",
-        "Batch normalization: backward",
-        ("batchnorm_backward",),
-        bn_backward_cases,
-        forbid=(*BATCH_NORM, *AUTOGRAD, *COURSE),
+        "Group normalization: backward",
+        ("groupnorm_backward",),
+        gn_backward_cases,
+        points=2,
+        forbid=(*NORM, *AUTOGRAD, *COURSE),
         why="q3 asks for the gradient derived by hand, without autograd",
     ),
     Question(
         "q4",
-        "Inverted dropout (statistics)",
-        ("dropout",),
-        dropout_cases,
-        forbid=("torch.nn.functional.dropout", "torch.nn.Dropout", *COURSE),
-        why="q4 asks for dropout written with a random mask",
+        "Folding batch norm into the layer before it",
+        ("fold_batchnorm",),
+        fold_cases,
+        forbid=("torch.nn.utils.fusion", "torch.ao", *NORM, *COURSE),
+        why="q4 asks for the folded weights worked out yourself",
     ),
+    MakeItWork(
+        "q5",
+        "Make it work: silhouettes seen differently",
+        held_out_silhouettes,
+        metric="accuracy",
+        num_classes=10,
+        steps=((0.85, 2), (0.75, 1)),
+        budget=30,
+        batch_size=250,
+        preview=_validation_silhouettes,
+    ),
+    *REVIEW,
 ]

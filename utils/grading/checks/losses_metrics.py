@@ -1,30 +1,30 @@
-"""Chapter 03 (assignment ``03_losses_metrics``): losses and metrics, checked against PyTorch,
-torchvision and scikit-learn.
+"""Chapter 03 (assignment ``03_losses_metrics``): losses and metrics the lesson names but does not
+write, a classifier trained on imbalanced data, and review questions; checked against PyTorch and
+scikit-learn.
 
 Every case draws fresh random inputs from the generator it is given; the expected values come from
-``torch.nn.functional``, ``torchvision.ops`` and ``sklearn.metrics``, computed in the grading
-process. One point per question. Tolerances: float32 ``1e-5 + 1e-5 * |expected|`` (focal loss:
-``1e-6 + 1e-4 * |expected|``, since ``(1 - p_t)^gamma`` may be computed in several equally good ways),
-float64 ``1e-10 + 1e-8 * |expected|``; the confusion matrix must match exactly, macro-F1 within
-``1e-6``.
+``torch.nn.functional``, ``sklearn.metrics`` or a float64 reference here, computed in the grading
+process. One point per implement question. Tolerances: float32 ``1e-5 + 1e-5 * |expected|`` (focal
+loss: ``1e-6 + 1e-4 * |expected|``, since ``(1 - p_y)^gamma`` may be computed in several equally good
+ways), float64 ``1e-10 + 1e-8 * |expected|``; the mean average precision within ``1e-6``, the
+temperature within ``1e-4 * T``.
 
-* q1 ``bce_with_logits(logits, targets)``: the mean binary cross-entropy of ``sigmoid(logits)``, a
-  0-dim tensor, like ``F.binary_cross_entropy_with_logits``. Shapes (N,) and (N, C), a single
-  logit, soft targets, float64; logits in the hundreds and thousands (either sign) must give
-  finite, correct values: the form "sigmoid, then log" gives Inf there.
-* q2 ``cross_entropy_label_smoothing(logits, y, smoothing)``: like ``F.cross_entropy(logits, y,
-  label_smoothing=smoothing)``; smoothing 0, 0.05 to 0.5 and 1; C = 2; N = 1; float64; logits in the
-  thousands and around +-3000 (float32 logits around +3000 are spaced 2.4e-4 apart, so that case
-  allows ``5e-4``: ``logits - logsumexp(logits)`` is stable there but rounds). Spreading
-  ``smoothing / (C - 1)`` over the wrong classes only is a different loss and fails.
-* q3 ``focal_loss(logits, targets, alpha, gamma)``: like ``torchvision.ops.sigmoid_focal_loss(...,
-  reduction="mean")``; gamma 0 to 3 (0.5 included), alpha 0.25 to 0.9 and -1 (no weighting, the
-  torchvision convention); shapes (N,) and (N, C); float64; logits in the hundreds.
-* q4 ``confusion_matrix(pred, y, num_classes)`` (int64 (C, C), rows true, columns predicted, like
-  ``sklearn.metrics.confusion_matrix(y, pred, labels=range(C))``) and ``macro_f1(pred, y,
-  num_classes)`` (like ``sklearn.metrics.f1_score(y, pred, labels=range(C), average="macro",
-  zero_division=0)``): classes never predicted, never true, or absent from both (they count with
-  F1 = 0), N = 1, two classes, perfect and all-wrong predictions. Both must leave their inputs unchanged.
+* q1 (new) ``weighted_bce_with_logits(logits, targets, pos_weight)``: the mean binary cross-entropy
+  with the positives' term weighted by ``pos_weight`` (C,) or (1,), like
+  ``F.binary_cross_entropy_with_logits(..., pos_weight=...)``, which the lesson names but does not
+  write. Shapes (N,) and (N, C), soft targets, pos_weight 1 and below 1, float64; logits in the
+  hundreds and thousands of either sign must give finite, correct values.
+* q2 (new) ``softmax_focal_loss(logits, y, gamma, weight)``: the mean over the samples of
+  ``-weight[y] (1 - p_y)^gamma log p_y`` with ``p = softmax(logits)`` (the lesson names it and uses
+  ``utils.scratch.losses.softmax_focal_loss``); gamma 0 (``F.cross_entropy``), 0.5 to 3, class
+  weights or None, C = 2, N = 1, logits in the thousands.
+* q3 (variant) ``mean_average_precision(scores, targets)``: the mean over the C classes of a
+  multi-label classifier of each class's average precision, like ``sklearn.metrics.
+  average_precision_score(targets, scores, average="macro")``; tied scores, C = 1, perfect rankings,
+  a class with a single positive, rare positives.
+* q4 (variant) ``optimal_temperature(logits, y) -> float``: the temperature minimising the
+  cross-entropy of ``softmax(logits / T)`` exactly (the lesson searches a grid); over- and
+  underconfident logits, two classes, few samples, logits in the hundreds; against a float64 bisection.
 * q5 (make it work, 2 points) ``predict(images (B, 1, 8, 8)) -> labels (B,)`` (or scores (B, 10)) of a
   classifier trained on :func:`imbalanced_digits` (classes 5-9 with 3 training images each): its
   macro-F1 on the 360 images of the digits' test split, which the exercise never loads; 2 points
@@ -34,20 +34,18 @@ float64 ``1e-10 + 1e-8 * |expected|``; the confusion matrix must match exactly, 
   count (an int) and a multiple-choice diagnosis, in the notebook's ``answers`` dict.
 
 Forbidden while the answers run (:mod:`utils.grading.forbid`): the reference each question
-reproduces (``F.binary_cross_entropy_with_logits`` in q1, ``F.cross_entropy`` in q2, torchvision's
-focal loss in q3, scikit-learn in q4; building blocks such as ``F.logsigmoid`` stay allowed) and the
-course's own modules (``utils.metrics``, ``utils.scratch``, ...).
+reproduces (``F.binary_cross_entropy_with_logits`` and the softplus / log-sigmoid building blocks in
+q1, ``F.cross_entropy`` in q2, scikit-learn in q3, SciPy in q4) and the course's own modules
+(``utils.metrics``, ``utils.scratch``, the references of this module, ...).
 """
 
 from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import confusion_matrix, f1_score
-from torchvision.ops import sigmoid_focal_loss
+from sklearn.metrics import average_precision_score
 
 from ..challenge import MakeItWork
 from ..core import Case, Question
@@ -70,227 +68,241 @@ def _binary(g: torch.Generator, *shape: int, dtype: torch.dtype = F32, p: float 
     return (torch.rand(*shape, generator=g) < p).to(dtype)
 
 
-# --------------------------------------------------------------------------- q1 BCE with logits
+# --------------------------------------------------------------------------- q1 BCE with a positive weight
 
 BCE_HINT = (
-    "use the stable form max(z, 0) - z * t + log(1 + exp(-|z|)) (torch.log1p), averaged over all "
-    "entries and returned as a 0-dim tensor; sigmoid followed by log gives log(0) = -inf once "
-    "sigmoid(z) rounds to 0 or 1 (|z| above about 17 in float32)"
+    "with w = pos_weight, the loss of an entry is -(w t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))); "
+    "write both logarithms with the softplus, log(1 + e^x) = max(x, 0) + log1p(exp(-|x|)), and collect "
+    "the terms: exp then only sees numbers <= 0; pos_weight broadcasts over the last dimension; return "
+    "the mean over all entries as a 0-dim tensor"
 )
 
 
-def bce_cases(g: torch.Generator) -> list[Case]:
-    inputs = [
-        ("N=8, 0/1 targets", _randn(g, 8), _binary(g, 8)),
-        ("a single logit (N=1)", _randn(g, 1), _binary(g, 1, p=0.5)),
-        ("multi-label (N, C) = (6, 4)", _randn(g, 6, 4) * 2, _binary(g, 6, 4)),
-        ("soft targets in [0, 1]", _randn(g, 10) * 3, torch.rand(10, generator=g)),
-        ("float64", _randn(g, 12, dtype=F64) * 2, _binary(g, 12, dtype=F64)),
-        ("logits in the hundreds (randn * 100), float32", _randn(g, 16) * 100, _binary(g, 16, p=0.5)),
-        ("logits around -200 with positive targets", _randn(g, 5) - 200, torch.ones(5)),
+def weighted_bce_cases(g: torch.Generator) -> list[Case]:
+    def weight(c: int, dtype: torch.dtype = F32) -> torch.Tensor:
+        return torch.rand(c, generator=g, dtype=dtype) * 9 + 0.5  # between 0.5 and 9.5
+
+    inputs = [  # (label, logits, targets, pos_weight)
+        ("N=8, 0/1 targets, pos_weight (1,)", _randn(g, 8), _binary(g, 8), weight(1)),
+        ("multi-label (N, C) = (6, 4), pos_weight (C,)", _randn(g, 6, 4) * 2, _binary(g, 6, 4), weight(4)),
+        ("pos_weight 1 (plain BCE)", _randn(g, 10), _binary(g, 10), torch.ones(1)),
+        ("pos_weight 0.2 (positives count less)", _randn(g, 5, 3), _binary(g, 5, 3), torch.full((3,), 0.2)),
+        ("soft targets in [0, 1]", _randn(g, 4, 5) * 3, torch.rand(4, 5, generator=g), weight(5)),
+        ("float64", _randn(g, 12, 2, dtype=F64) * 2, _binary(g, 12, 2, dtype=F64), weight(2, F64)),
+        ("logits in the hundreds (randn * 100)", _randn(g, 16) * 100, _binary(g, 16, p=0.5), weight(1)),
         (
             "logits in the thousands (randn * 1000), float64",
             _randn(g, 3, 5, dtype=F64) * 1000,
             _binary(g, 3, 5, dtype=F64, p=0.5),
+            weight(5, F64),
         ),
+        ("logits around -200 with positive targets", _randn(g, 5) - 200, torch.ones(5), weight(1)),
     ]
     cases = []
-    for label, logits, targets in inputs:
-        expected = F.binary_cross_entropy_with_logits(logits, targets)
+    for label, logits, targets, pos_weight in inputs:
+        expected = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=pos_weight)
         cases.append(
             Case(
                 label,
-                "bce_with_logits",
-                {"logits": logits, "targets": targets},
+                "weighted_bce_with_logits",
+                {"logits": logits, "targets": targets, "pos_weight": pos_weight},
                 expected,
                 **TOL[logits.dtype],
                 hint=BCE_HINT,
-                unchanged=("logits", "targets"),
+                unchanged=("logits", "targets", "pos_weight"),
             )
         )
     return cases
 
 
-# --------------------------------------------------------------------------- q2 label smoothing
-
-SMOOTH_HINT = (
-    "the target distribution is q = (1 - smoothing) * one_hot(y) + smoothing / C, with smoothing / C on "
-    "every class including the true one; loss = mean over the batch of -sum_c q_c log_softmax(logits)_c, "
-    "a 0-dim tensor; compute log_softmax stably (subtract each row's max, or torch.logsumexp)"
-)
-
-
-def smoothing_cases(g: torch.Generator) -> list[Case]:
-    def logits_and_labels(n: int, c: int, dtype: torch.dtype = F32, scale: float = 1.0, shift: float = 0.0):
-        return _randn(g, n, c, dtype=dtype) * scale + shift, torch.randint(0, c, (n,), generator=g)
-
-    inputs = [
-        ("N=6, C=5, smoothing 0.1", *logits_and_labels(6, 5), 0.1),
-        ("smoothing 0 (plain cross-entropy)", *logits_and_labels(5, 4), 0.0),
-        ("smoothing 0.3, C=2", *logits_and_labels(7, 2), 0.3),
-        ("N=1 (a single example), smoothing 0.2", *logits_and_labels(1, 6), 0.2),
-        ("smoothing 0.5, float64", *logits_and_labels(8, 10, F64, scale=3.0), 0.5),
-        ("smoothing 1 (uniform targets)", *logits_and_labels(4, 3), 1.0),
-        (
-            "logits in the thousands (randn * 1000), smoothing 0.1",
-            *logits_and_labels(6, 5, scale=1000.0),
-            0.1,
-        ),
-        ("logits around +3000, smoothing 0.05", *logits_and_labels(5, 4, shift=3000.0), 0.05),
-        ("logits around -3000, float64, smoothing 0.2", *logits_and_labels(5, 3, F64, shift=-3000.0), 0.2),
-    ]
-    cases = []
-    for label, logits, y, smoothing in inputs:
-        expected = F.cross_entropy(logits, y, label_smoothing=smoothing)
-        tol = TOL[logits.dtype]
-        if (
-            "+3000" in label
-        ):  # float32 spacing near 3000 is 2.4e-4: logits - logsumexp(logits) is stable but rounds
-            tol = {"atol": 5e-4, "rtol": 1e-5}
-        cases.append(
-            Case(
-                label,
-                "cross_entropy_label_smoothing",
-                {"logits": logits, "y": y, "smoothing": smoothing},
-                expected,
-                **tol,
-                hint=SMOOTH_HINT,
-                unchanged=("logits", "y"),
-            )
-        )
-    return cases
-
-
-# --------------------------------------------------------------------------- q3 focal loss
+# --------------------------------------------------------------------------- q2 softmax focal loss
 
 FOCAL_HINT = (
-    "with p = sigmoid(z): ce = BCE-with-logits per entry (stable, no reduction), p_t = p t + (1 - p)(1 - t), "
-    "loss = ce * (1 - p_t) ** gamma, then multiply by alpha t + (1 - alpha)(1 - t) only when alpha >= 0; "
-    "return the mean over all entries as a 0-dim tensor"
+    "per sample: -weight[y] (1 - p_y)^gamma log p_y with log p_y from a stable log-softmax (subtract the "
+    "row's max) and p_y = exp(log p_y); the mean over the N samples (not divided by the sum of the "
+    "weights); weight None means 1 for every class; gamma 0 without weights is the cross-entropy"
 )
 
 
-def focal_cases(g: torch.Generator) -> list[Case]:
-    inputs = [  # (label, logits, targets, alpha, gamma)
-        ("alpha 0.25, gamma 2, N=20", _randn(g, 20) * 3, _binary(g, 20, p=0.2), 0.25, 2.0),
-        ("gamma 0 (alpha-weighted BCE), alpha 0.5", _randn(g, 10) * 2, _binary(g, 10), 0.5, 0.0),
-        ("alpha -1 (no weighting), gamma 2", _randn(g, 12) * 2, _binary(g, 12), -1.0, 2.0),
+def softmax_focal_reference(logits: torch.Tensor, y: torch.Tensor, gamma: float, weight) -> torch.Tensor:
+    """Mean over the samples of -w_y (1 - p_y)^gamma log p_y, computed in float64."""
+    log_p_y = torch.log_softmax(logits.double(), dim=1).gather(1, y[:, None]).squeeze(1)  # (N,)
+    focal = (-torch.expm1(log_p_y)).clamp(min=0) ** gamma  # 1 - p_y, accurate when p_y is near 1
+    w = torch.ones_like(log_p_y) if weight is None else weight.double()[y]
+    return (-(w * focal * log_p_y)).mean().to(logits.dtype)
+
+
+def softmax_focal_cases(g: torch.Generator) -> list[Case]:
+    def logits_and_labels(n: int, c: int, dtype: torch.dtype = F32, scale: float = 2.0, shift: float = 0.0):
+        return _randn(g, n, c, dtype=dtype) * scale + shift, torch.randint(0, c, (n,), generator=g)
+
+    def weight(c: int, dtype: torch.dtype = F32) -> torch.Tensor:
+        return torch.rand(c, generator=g, dtype=dtype) * 2 + 0.1
+
+    inputs = [  # (label, logits, y, gamma, weight)
+        ("gamma 2, N=20, C=5, no weights", *logits_and_labels(20, 5), 2.0, None),
+        ("gamma 0 without weights (the cross-entropy)", *logits_and_labels(8, 4), 0.0, None),
+        ("gamma 2 with class weights", *logits_and_labels(10, 3), 2.0, weight(3)),
+        ("fractional gamma 0.5, weights, float64", *logits_and_labels(9, 6, F64), 0.5, weight(6, F64)),
+        ("gamma 1, C=2", *logits_and_labels(12, 2), 1.0, None),
+        ("a single sample (N=1), gamma 3", *logits_and_labels(1, 4), 3.0, weight(4)),
+        ("confident logits (randn * 20), gamma 2", *logits_and_labels(15, 5, scale=20.0), 2.0, None),
         (
-            "fractional gamma 0.5, alpha 0.75, (N, C) = (5, 3)",
-            _randn(g, 5, 3) * 2,
-            _binary(g, 5, 3),
-            0.75,
-            0.5,
-        ),
-        ("gamma 3, alpha 0.9, a single logit", _randn(g, 1), torch.ones(1), 0.9, 3.0),
-        (
-            "float64, gamma 1, alpha 0.25",
-            _randn(g, 4, 6, dtype=F64) * 4,
-            _binary(g, 4, 6, dtype=F64),
-            0.25,
-            1.0,
-        ),
-        (
-            "logits in the hundreds (randn * 100), alpha 0.25, gamma 2",
-            _randn(g, 16) * 100,
-            _binary(g, 16, p=0.5),
-            0.25,
+            "logits in the thousands (randn * 1000), gamma 2, float64",
+            *logits_and_labels(6, 4, F64, scale=1000.0),
             2.0,
+            weight(4, F64),
         ),
     ]
     cases = []
-    for label, logits, targets, alpha, gamma in inputs:
-        expected = sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="mean")
+    for label, logits, y, gamma, w in inputs:
+        expected = (
+            F.cross_entropy(logits, y)
+            if gamma == 0 and w is None
+            else softmax_focal_reference(logits, y, gamma, w)
+        )
         cases.append(
             Case(
                 label,
-                "focal_loss",
-                {"logits": logits, "targets": targets, "alpha": alpha, "gamma": gamma},
+                "softmax_focal_loss",
+                {"logits": logits, "y": y, "gamma": gamma, "weight": w},
                 expected,
                 **FOCAL_TOL[logits.dtype],
                 hint=FOCAL_HINT,
-                unchanged=("logits", "targets"),
+                unchanged=("logits", "y", "weight"),
             )
         )
     return cases
 
 
-# --------------------------------------------------------------------------- q4 confusion matrix and macro-F1
+# --------------------------------------------------------------------------- q3 mean average precision
 
-CM_HINT = (
-    "entry [i, j] counts the samples of true class i predicted as class j (rows: true, columns: predicted), "
-    "an int64 tensor of shape (num_classes, num_classes) even for classes that never occur; e.g. "
-    "torch.bincount(y * num_classes + pred, minlength=num_classes ** 2).reshape(num_classes, num_classes)"
-)
-F1_HINT = (
-    "per class c: F1_c = 2 TP / (2 TP + FP + FN), and 0 when 2 TP + FP + FN = 0 (a class that never occurs); "
-    "macro-F1 is the plain mean over all num_classes classes, including the absent ones; "
-    "read TP (the diagonal), FP (column sums minus TP) and FN (row sums minus TP) off the confusion matrix; "
-    "2 P R / (P + R) gives 0/0 = NaN for a class never predicted or never present, the counts form does not"
+MAP_HINT = (
+    "one column (class) at a time: sort its scores in decreasing order, count the positives and the "
+    "negatives at or above each *distinct* score (tied scores are one threshold, as in the chapter), "
+    "AP = sum over thresholds of (recall step) * precision; the result is the plain mean of the C "
+    "average precisions, a Python float or a 0-dim tensor"
 )
 
 
-def _sklearn_reference(pred: torch.Tensor, y: torch.Tensor, c: int) -> tuple[torch.Tensor, float]:
-    labels = np.arange(c)
-    cm = torch.from_numpy(confusion_matrix(y.numpy(), pred.numpy(), labels=labels).astype(np.int64))
+def _ap_reference(scores: torch.Tensor, targets: torch.Tensor) -> float:
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # undefined precision / recall of absent classes: zero_division=0 is the answer
-        f1 = float(f1_score(y.numpy(), pred.numpy(), labels=labels, average="macro", zero_division=0.0))
-    return cm, f1
+        warnings.simplefilter("ignore")
+        return float(average_precision_score(targets.numpy(), scores.double().numpy(), average="macro"))
 
 
-def classification_cases(g: torch.Generator) -> list[Case]:
-    def noisy(n: int, c: int, correct: float = 0.6) -> tuple[torch.Tensor, torch.Tensor]:
-        y = torch.randint(0, c, (n,), generator=g)
-        pred = torch.where(torch.rand(n, generator=g) < correct, y, torch.randint(0, c, (n,), generator=g))
-        return pred, y
+def map_cases(g: torch.Generator) -> list[Case]:
+    def data(n: int, c: int, p: float = 0.3, dtype: torch.dtype = F32, signal: float = 1.0):
+        targets = _binary(g, n, c, p=p, dtype=torch.int64)
+        targets[torch.randint(0, n, (c,), generator=g), torch.arange(c)] = 1  # every class has a positive
+        scores = _randn(g, n, c, dtype=dtype) + signal * targets.to(dtype)
+        return scores, targets
 
-    pred_a, y_a = noisy(50, 5)
-    pred_b, y_b = noisy(40, 4)
-    pred_b[pred_b == 3] = 0  # class 3 is never predicted
-    y_c = torch.randint(0, 3, (30,), generator=g)  # class 3 never true, but predicted
-    pred_c = torch.where(torch.rand(30, generator=g) < 0.5, y_c, torch.randint(0, 4, (30,), generator=g))
-    pred_c[:2] = 3
-    pred_d, y_d = noisy(25, 3)  # num_classes 6: classes 3, 4, 5 occur nowhere
-    y_e = torch.randint(0, 6, (20,), generator=g)
-    inputs = [  # (label, pred, y, num_classes)
-        ("N=50, C=5", pred_a, y_a, 5),
-        ("class 3 is never predicted", pred_b, y_b, 4),
-        ("class 3 is predicted but never true", pred_c, y_c, 4),
-        ("num_classes=6 but only classes 0-2 occur", pred_d, y_d, 6),
-        ("two classes", *noisy(15, 2, correct=0.7), 2),
-        ("a single sample (N=1), C=3", torch.tensor([2]), torch.tensor([1]), 3),
-        ("perfect predictions", y_e.clone(), y_e, 6),
-        ("every prediction wrong", (y_e + 1) % 6, y_e.clone(), 6),
+    s_ties, t_ties = data(40, 3)
+    s_ties = (s_ties * 2).round() / 2  # many tied scores
+    s_perfect, t_perfect = data(25, 4)
+    s_perfect = (
+        t_perfect.float() + torch.rand(25, 4, generator=g) * 0.5
+    )  # every positive above every negative
+    s_one, t_one = data(30, 3, p=0.05)
+    t_one[:, 1] = 0
+    t_one[7, 1] = 1  # class 1 has a single positive
+    inputs = [
+        ("N=50, C=4", *data(50, 4)),
+        ("tied scores (rounded to 0.5)", s_ties, t_ties),
+        ("a single class (C=1)", *data(20, 1)),
+        ("perfect rankings (mAP = 1)", s_perfect, t_perfect),
+        ("a class with a single positive", s_one, t_one),
+        ("float64, N=300, C=6, weak scores", *data(300, 6, dtype=F64, signal=0.3)),
+        ("rare positives (5%), N=400, C=5", *data(400, 5, p=0.05, signal=2.0)),
     ]
-    cm_cases, f1_cases = [], []
-    for label, pred, y, c in inputs:
-        cm, f1 = _sklearn_reference(pred, y, c)
-        args = {"pred": pred, "y": y, "num_classes": c}
-        cm_cases.append(
-            Case(
-                f"confusion matrix, {label}",
-                "confusion_matrix",
-                dict(args),
-                cm,
-                hint=CM_HINT,
-                unchanged=("pred", "y"),
-            )
+    return [
+        Case(
+            label,
+            "mean_average_precision",
+            {"scores": scores, "targets": targets},
+            _ap_reference(scores, targets),
+            atol=1e-6,
+            hint=MAP_HINT,
+            unchanged=("scores", "targets"),
         )
-        f1_cases.append(
-            Case(
-                f"macro-F1, {label}",
-                "macro_f1",
-                dict(args),
-                f1,
-                atol=1e-6,
-                hint=F1_HINT,
-                unchanged=("pred", "y"),
-            )
+        for label, scores, targets in inputs
+    ]
+
+
+# --------------------------------------------------------------------------- q4 the optimal temperature
+
+
+def optimal_temperature_reference(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """The T > 0 minimising the mean cross-entropy of logits / T, in float64 (bisection on beta = 1 / T).
+
+    With beta = 1 / T, the loss mean(logsumexp(beta z) - beta z_y) is convex in beta and its derivative
+    is mean(E_p[z] - z_y), with p = softmax(beta z): it is negative at beta = 0 when the logits do better
+    than chance and positive for large beta when a sample is misclassified, so the root is unique.
+    """
+    z = logits.double()
+    z_y = z.gather(1, y[:, None]).squeeze(1)
+
+    def slope(beta: float) -> float:
+        p = torch.softmax(beta * z, dim=1)
+        return float(((p * z).sum(dim=1) - z_y).mean())
+
+    if slope(0.0) >= 0 or bool((z.argmax(dim=1) == y).all()):
+        raise ValueError("no finite optimal temperature: chance-level or perfectly separated logits")
+    low, high = 0.0, 1.0
+    while slope(high) < 0:
+        low, high = high, 2 * high
+    for _ in range(200):
+        middle = (low + high) / 2
+        if slope(middle) < 0:
+            low = middle
+        else:
+            high = middle
+    return 1 / ((low + high) / 2)
+
+
+TEMPERATURE_HINT = (
+    "write the mean cross-entropy of softmax(z / T) as a function of T (or of beta = 1 / T, where it is "
+    "convex) and find where its derivative is zero: the derivative with respect to beta is the mean of "
+    "(the average of z under p) - z_y, so bisection or Newton's method on it converges to machine "
+    "precision; a grid of temperatures is not precise enough; return a Python float"
+)
+
+
+def temperature_cases(g: torch.Generator) -> list[Case]:
+    def calibrated(n: int, c: int, dtype: torch.dtype = F32) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels drawn from their softmax: calibrated at T = 1."""
+        z = _randn(g, n, c, dtype=F64) * 2.5
+        y = torch.multinomial(torch.softmax(z, dim=1), 1, generator=g).squeeze(1)
+        return z.to(dtype), y
+
+    inputs = []  # (label, logits, y)
+    for label, n, c, scale, dtype in [
+        ("overconfident: calibrated logits * 3, N=500, C=10", 500, 10, 3.0, F32),
+        ("underconfident: calibrated logits * 0.4, N=400, C=5", 400, 5, 0.4, F32),
+        ("calibrated logits, N=600, C=8", 600, 8, 1.0, F32),
+        ("two classes, logits * 2, N=300", 300, 2, 2.0, F32),
+        ("float64, logits * 1.7, N=2000, C=6", 2000, 6, 1.7, F64),
+        ("few samples: N=25, C=4, logits * 1.5", 25, 4, 1.5, F32),
+        ("logits in the hundreds: * 60, N=300, C=5", 300, 5, 60.0, F32),
+    ]:
+        z, y = calibrated(n, c, dtype)
+        z = z * scale
+        while (z.argmax(dim=1) == y).all():  # at least one mistake, else the optimum is T -> 0
+            y[0] = (y[0] + 1) % c
+        inputs.append((label, z, y))
+    return [
+        Case(
+            label,
+            "optimal_temperature",
+            {"logits": z, "y": y},
+            optimal_temperature_reference(z, y),
+            rtol=1e-4,
+            hint=TEMPERATURE_HINT,
+            unchanged=("logits", "y"),
         )
-    return cm_cases + f1_cases
+        for label, z, y in inputs
+    ]
 
 
 # --------------------------------------------------------------------------- q5 make it work
@@ -404,44 +416,49 @@ REVIEW = [
 QUESTIONS = [
     Question(
         "q1",
-        "Binary cross-entropy from logits (stable)",
-        ("bce_with_logits",),
-        bce_cases,
+        "Binary cross-entropy with a positive weight (stable)",
+        ("weighted_bce_with_logits",),
+        weighted_bce_cases,
         forbid=(
             "torch.nn.functional.binary_cross_entropy_with_logits",
+            "torch.nn.functional.binary_cross_entropy",
             "torch.nn.BCEWithLogitsLoss",
+            "torch.nn.functional.logsigmoid",
+            "torch.nn.functional.softplus",
             *COURSE,
         ),
-        why="q1 asks for the stable formula written with tensor operations",
+        why="q1 asks for the stable formula derived and written with tensor operations",
     ),
     Question(
         "q2",
-        "Cross-entropy with label smoothing",
-        ("cross_entropy_label_smoothing",),
-        smoothing_cases,
+        "Softmax focal loss with class weights",
+        ("softmax_focal_loss",),
+        softmax_focal_cases,
         forbid=(
             "torch.nn.functional.cross_entropy",
             "torch.nn.functional.nll_loss",
             "torch.nn.CrossEntropyLoss",
+            "torchvision.ops.sigmoid_focal_loss",
+            "utils.grading.checks",  # softmax_focal_reference
             *COURSE,
         ),
-        why="q2 asks for the smoothed loss written with tensor operations",
+        why="q2 asks for the focal loss written with tensor operations",
     ),
     Question(
         "q3",
-        "Binary focal loss",
-        ("focal_loss",),
-        focal_cases,
-        forbid=("torchvision.ops.sigmoid_focal_loss", *COURSE),
-        why="q3 asks for the focal loss written with tensor operations",
+        "Mean average precision of a multi-label classifier",
+        ("mean_average_precision",),
+        map_cases,
+        forbid=("sklearn", *COURSE),
+        why="q3 asks for the metric computed yourself",
     ),
     Question(
         "q4",
-        "Confusion matrix and macro-F1",
-        ("confusion_matrix", "macro_f1"),
-        classification_cases,
-        forbid=("sklearn", *COURSE),
-        why="q4 asks for the counts and the metric computed yourself",
+        "The optimal temperature",
+        ("optimal_temperature",),
+        temperature_cases,
+        forbid=("scipy", "utils.grading.checks", *COURSE),  # optimal_temperature_reference
+        why="q4 asks for the minimum found yourself",
     ),
     MakeItWork(
         "q5",

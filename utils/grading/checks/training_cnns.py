@@ -186,10 +186,11 @@ def grad_cam_cases(g: torch.Generator) -> list[Case]:
                 **TOL,
                 harness=GRAD_CAM_HARNESS,
                 unchanged=("x",),
-                hint="hook the target layer's output A (N, K, h, w); alpha = mean over (h, w) of d logit[class] / dA; "
-                "cam = relu((alpha * A).sum(1)); F.interpolate(..., size=x.shape[-2:], mode='bilinear', "
-                "align_corners=False); divide each map by its own max (not min-max: a map's minimum may be "
-                "above zero), leaving all-zero maps at zero; return (N, H, W), detached from the graph",
+                hint="hook the target layer's output A (N, K, h, w); alpha = mean over (h, w) of d "
+                "logit[class] / dA; cam = relu((alpha * A).sum(1)); F.interpolate(..., size=x.shape[-2:], "
+                "mode='bilinear', align_corners=False); divide each map by its own max (not min-max: a "
+                "map's minimum may be above zero), leaving all-zero maps at zero; return (N, H, W), "
+                "detached from the graph",
             )
         )
     return cases
@@ -239,9 +240,9 @@ def fgsm_cases(g: torch.Generator) -> list[Case]:
                 atol=1e-6,
                 harness=FGSM_HARNESS,
                 unchanged=("x", "y"),
-                hint="differentiate the cross-entropy of model(x) against the labels y with respect to a copy of x "
-                "that requires grad; x_adv = x + eps * grad.sign(), then .clamp(0, 1); return a tensor shaped like x "
-                "and do not change x in place",
+                hint="differentiate the cross-entropy of model(x) against the labels y with respect to a "
+                "copy of x that requires grad; x_adv = x + eps * grad.sign(), then .clamp(0, 1); return a "
+                "tensor shaped like x and do not change x in place",
             )
         )
     return cases
@@ -347,10 +348,11 @@ def initial_loss_cases(g: torch.Generator) -> list[Case]:
                 **TOL,
                 harness=INITIAL_LOSS_HARNESS,
                 outputs=("loss", "ok", "model in its original mode", "dropout in its original mode"),
-                hint="model.eval() and torch.no_grad(); sum F.cross_entropy(..., reduction='sum') over all batches and "
-                "divide by the number of samples (a mean of batch means overweights a small last batch); "
-                "ok = abs(loss - math.log(C)) <= 0.1 * math.log(C) (a relative tolerance, not 0.1); put the "
-                "model back in the mode it came in, model.train(was_training), not always model.train()",
+                hint="model.eval() and torch.no_grad(); sum F.cross_entropy(..., reduction='sum') over all "
+                "batches and divide by the number of samples (a mean of batch means overweights a small "
+                "last batch); ok = abs(loss - math.log(C)) <= 0.1 * math.log(C) (a relative tolerance, not "
+                "0.1); put the model back in the mode it came in, model.train(was_training), not always "
+                "model.train()",
             )
         )
     return cases
