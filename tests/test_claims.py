@@ -54,6 +54,17 @@ CLAIM_SIZES = {  # the parameters that size each chapter's comparative experimen
     "06_convolutions": ["EPOCHS", "TRAIN_SUBSET", "VAL_SIZE", "TEST_SUBSET"],
     "07_architectures": ["EPOCHS", "DEG_EPOCHS", "TRAIN_SUBSET", "VAL_SIZE", "DEG_SUBSET"],
     "08_training_cnns": ["EPOCHS", "N_TRAIN", "N_VAL", "WIDTH", "RANGE_STEPS", "OVERFIT_STEPS"],
+    "09_transfer_learning": [
+        "N_POOL",
+        "N_VAL",
+        "PER_CLASS",
+        "FT_STEPS",
+        "FT_PER_CLASS",
+        "SCRATCH_STEPS",
+        "SSL_STEPS",
+        "SSL_BATCH",
+        "N_DIGITS",
+    ],
     "10_detection_basics": ["N_KMEANS", "N_MATCH", "N_IMAGES"],
     "13_autoencoders": [
         "N_TRAIN",
