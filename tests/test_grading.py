@@ -272,6 +272,11 @@ def test_leak_check_detects_a_leaked_line(tmp_path):
     with pytest.raises(LeakError, match=r"dW = x\.T @ dout"):
         generate_all(tmp_path / "solutions", tmp_path / "exercises")
     assert not (tmp_path / "exercises" / "01_backprop.ipynb").exists()
+    # the same line in a cell of code given on purpose (a broken script to fix) is not a leak
+    sol.cells[-1] = nbformat.v4.new_code_cell("# fix this\ndW = x.T @ dout")
+    assert len(find_leaks(sol, generate_exercise(sol, name="01_backprop.ipynb"))) == 1
+    sol.cells[-1].metadata["tags"] = ["given"]
+    assert find_leaks(sol, generate_exercise(sol, name="01_backprop.ipynb")) == []
 
 
 def test_sync_check_detects_drift(tmp_path, capsys):

@@ -216,6 +216,18 @@ from utils import interpret
 def grad_cam(model, target_layer, x, class_idx):
     return interpret.grad_cam(model, target_layer, x, class_idx)
 """,
+    ("08_training_cnns", "q4"): """
+import torch.nn.functional as F
+def train_step_amp(model, optimizer, x, y, state, dtype):
+    scaler = torch.amp.GradScaler("cpu", init_scale=state["scale"], growth_interval=state["growth_interval"])
+    optimizer.zero_grad()
+    with torch.autocast("cpu", dtype=dtype):
+        loss = F.cross_entropy(model(x), y)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.item(), scaler.get_scale() < state["scale"]
+""",
 }
 
 

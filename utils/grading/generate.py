@@ -6,7 +6,9 @@ the code after the region) and replaces each region with one line
 ``raise NotImplementedError("...")`` at the marker's indentation; outputs and execution counts are
 cleared and the notebook metadata ``course.assignment`` is set to the notebook's stem. The output is
 a pure function of the input, so ``--check`` can tell when ``exercises/`` is out of sync.
-A leak check makes sure no non-trivial line of a solution region appears in the exercise.
+A leak check makes sure no non-trivial line of a solution region appears in the exercise, except in
+a cell tagged ``given`` (cell metadata ``tags``): code handed to the learner on purpose, such as the
+broken training script of chapter 08 that the solution fixes, whose lines the fix shares.
 Review answers are *answer lines* instead, ``answers["r1"] = 7  # ANSWER (an int)``: the exercise
 keeps the line with the value replaced by ``...``.
 Chapter 01's exercise is the first one built this way.
@@ -51,6 +53,7 @@ _ANSWER = re.compile(
     r"^(?P<head>[ \t]*[A-Za-z_][\w.]*(?:\[[^\]]+\])?[ \t]*=[ \t]*)(?P<value>\S.*?)"
     r"(?P<tail>[ \t]+#[ \t]*ANSWER\b.*)$"
 )
+GIVEN = "given"  # the tag of a cell of code given on purpose (a script to fix): no leak check there
 _MIN_LEAK_CHARS = 6  # a line shorter than this (spaces removed) is too generic to count as a leak
 # lines too generic to count as a leak: bare keywords, closing brackets, `return` of plain names
 _TRIVIAL = re.compile(r"^(return\b[\w\s,()]*|pass|break|continue|else:|try:|finally:|[\])}]+[,:]?)$")
@@ -204,11 +207,15 @@ def solution_lines(nb: nbformat.NotebookNode, *, name: str = "notebook") -> list
 def find_leaks(
     solution: nbformat.NotebookNode, exercise: nbformat.NotebookNode, *, name: str = "notebook"
 ) -> list[str]:
-    """Lines of the solution's regions that appear in ``exercise`` (any cell, spaces ignored).
+    """Lines of the solution's regions that appear in ``exercise`` (any cell but those tagged
+    ``given``, spaces ignored).
 
     Returns one message per leaked line, naming the solution cell and line; empty when clean.
     """
-    cells = [re.sub(r"\s+", "", c.source) for c in exercise.cells]
+    cells = [
+        "" if GIVEN in c.get("metadata", {}).get("tags", []) else re.sub(r"\s+", "", c.source)
+        for c in exercise.cells
+    ]
     leaks = []
     for index, number, line in solution_lines(solution, name=name):
         needle = re.sub(r"\s+", "", line)
