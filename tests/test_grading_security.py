@@ -21,6 +21,7 @@ import pytest
 
 from conftest import ROOT
 from test_grading import exercise_cells, make_notebook, write
+from utils.grading import get_assignment
 from utils.grading.__main__ import _keep_cwd_off_the_import_path
 from utils.grading.__main__ import main as cli_main
 from utils.grading.core import CaseResult, QuestionResult
@@ -122,7 +123,7 @@ def attacks(tmp_path_factory):
     root = tmp_path_factory.mktemp("attacks")
     jobs = {}
 
-    def add(name, cells, *, assignment="01_backprop", cwd=None, report=None):
+    def add(name, cells, *, assignment="01_backprop", cwd=None, report=None, course=False):
         folder = root / name
         folder.mkdir()
         os.chmod(folder, 0o777)  # a kernel running as another user may write its findings here
@@ -132,13 +133,18 @@ def attacks(tmp_path_factory):
             path = write(ex, folder / "05_init_norm_reg.ipynb")
         else:
             path = write(make_notebook(exercise_cells() + cells), folder / "01_backprop.ipynb")
-        jobs[name] = (path, report or folder / "report.json", cwd or ROOT)
+        jobs[name] = (path, report or folder / "report.json", cwd or ROOT, course)
         return folder
 
     ptrace = root / "ptrace"
     add("ptrace", [_cell(PTRACE, OUT=str(ptrace / "found.json"))])
     fork = root / "fork"
-    add("fork", [_cell(DOUBLE_FORK, REPORT=str(fork / "report.json"), MARKER=str(fork / "survived"))])
+    # graded exactly as a learner's notebook is, by `python -m utils.grading` with the course's questions
+    add(
+        "fork",
+        [_cell(DOUBLE_FORK, REPORT=str(fork / "report.json"), MARKER=str(fork / "survived"))],
+        course=True,
+    )
     add("feedback", [FEEDBACK])
     directory = root / "directory"
     add("directory", [_cell(REPORT_DIRECTORY, REPORT=str(directory / "report.json"))])
@@ -147,12 +153,21 @@ def attacks(tmp_path_factory):
     add("statistics", [STATISTICS], assignment="05_init_norm_reg")
     add("shortcut", [SHORTCUT])
     env = dict(
-        os.environ, JUPYTER_PLATFORM_DIRS="1", PYDEVD_DISABLE_FILE_VALIDATION="1", PYTHONPATH=str(ROOT)
+        os.environ,
+        JUPYTER_PLATFORM_DIRS="1",
+        PYDEVD_DISABLE_FILE_VALIDATION="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
     )
     env.pop("COURSE_GRADING", None)
     procs = {}
-    for name, (path, report, cwd) in jobs.items():
-        command = [sys.executable, "-m", "utils.grading", "grade", str(path), "--json", str(report)]
+    for name, (path, report, cwd, course) in jobs.items():
+        # the grader with the question set the attack notebooks answer (tests/grading_demo.py)
+        grader = (
+            ["-m", "utils.grading"]
+            if course
+            else ["-c", "import sys, grading_demo; sys.exit(grading_demo.main())"]
+        )
+        command = [sys.executable, *grader, "grade", str(path), "--json", str(report)]
         procs[name] = subprocess.Popen(
             command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -193,7 +208,8 @@ def test_the_kernel_cannot_trace_the_grader(attacks):
 
 @pytest.mark.slow
 def test_no_process_outlives_the_kernel_and_the_streams_are_not_shared(attacks):
-    report = _genuine(attacks["fork"])
+    course = get_assignment("01_backprop").max_score
+    report = _genuine(attacks["fork"], max_score=int(course) if course == int(course) else course)
     folder = attacks["fork"][4]
     assert not (folder / "survived").exists() and not (folder / "survived.child").exists()
     assert "Score: 4/4" not in attacks["fork"][1]  # nothing the kernel or its children wrote reached us
