@@ -65,13 +65,15 @@ pdf: install
 	COURSE_PROFILE=$${COURSE_PROFILE:-book} $(PY) -m utils.book pdf --solutions $(SOLUTIONS)
 
 # The linter (ruff, configured in pyproject.toml, notebooks included), then unit tests, grading,
-# papermill and the strict book build (tests/), plus every lesson and solution notebook executed by
-# nbval in the smoke profile.
+# papermill and the strict book build (tests/), plus every lesson notebook executed by nbval in the
+# smoke profile. The solution notebooks run in the smoke profile when tests/test_exercises.py grades
+# them (every cell must run and every question score), and in the book profile in the site build.
+# tests/conftest.py says how the tests are spread over the workers.
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	COURSE_PROFILE=smoke $(PY) -m pytest tests chapters solutions --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=600 --durations=20 -n $(TEST_JOBS) --dist loadfile
+	COURSE_PROFILE=smoke $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env \
+		--nbval-cell-timeout=600 --durations=20 -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
 
 grade: install
 	@test -n "$(NB)" || { echo "usage: make grade NB=exercises/01_backprop.ipynb" >&2; exit 2; }

@@ -48,6 +48,39 @@ def site(tmp_path_factory) -> Path:
     return out / "_build"
 
 
+# How `make test` spreads the tests over its pytest-xdist workers (`--dist loadgroup
+# --no-loadscope-reorder`): a test file is one unit of work, as with `--dist loadfile` (a notebook's
+# cells share one kernel, a module fixture is built once), except that
+# * test_book.py and test_site.py are one unit: the worker that builds the site checks it, while the
+#   other workers go on (a second worker would only wait for the build);
+# * each case of a test marked `independent` (a whole notebook run: the claims at a fresh seed, the
+#   grading of an exercise or a solution) is a unit of its own, so that the cases run side by side;
+# and the units start longest first (the site, then the independent cases, then the lessons run by
+# nbval and the files with slow tests, then the rest), so that no worker is left with a long unit at
+# the end.
+SITE_FILES = {"test_book.py", "test_site.py"}
+
+
+def _unit(item, slow_files: set[Path]) -> tuple[int, str]:
+    """(start rank, name) of the unit of work that ``item`` belongs to."""
+    path = Path(str(item.path))
+    if path.name in SITE_FILES:
+        return 0, "site"
+    if item.get_closest_marker("independent"):
+        return 1, item.nodeid
+    name = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
+    return (2 if path in slow_files or path.suffix == ".ipynb" else 3), name
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(session, config, items):
+    slow_files = {Path(str(item.path)) for item in items if item.get_closest_marker("slow")}
+    units = {id(item): _unit(item, slow_files) for item in items}
+    items[:] = sorted(items, key=lambda item: units[id(item)][0])  # stable: a file keeps its order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(units[id(item)][1]))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_cpu_thread():
     """The tests' tensors and models are tiny: one CPU thread is faster than several competing for

@@ -87,6 +87,16 @@ def test_dependencies_have_lower_bounds_only():
     assert all("<" not in d for d in torch_specs), "torch/torchvision must resolve as a matched pair"
 
 
+def test_the_notebooks_run_in_an_ipykernel_6():
+    """ipykernel 7 at times never answers a cell's execute request (ipython/ipykernel#1554): a notebook
+    run by the grader, the book build or nbval then waits until its time limit. pyproject.toml keeps
+    the grader's kernel below 7; this is the kernel the tests run the notebooks in."""
+    from importlib.metadata import version
+
+    major = int(version("ipykernel").split(".")[0])
+    assert major == 6, f"ipykernel {version('ipykernel')} is installed; the course needs ipykernel 6"
+
+
 @pytest.mark.parametrize("path", tracked_notebooks(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_notebooks_are_committed_without_outputs(path):
     nb = json.loads(path.read_text())
