@@ -104,6 +104,8 @@ def test_notebooks_are_committed_without_outputs(path):
         if cell["cell_type"] == "code":
             assert cell.get("outputs") == [], f"{path.name} cell {i} has outputs"
             assert cell.get("execution_count") is None, f"{path.name} cell {i} has an execution count"
+            # an empty code cell is never executed: the website would show a blank input box
+            assert "".join(cell["source"]).strip(), f"{path.name} cell {i} is an empty code cell"
     assert nb["metadata"].get("kernelspec", {}).get("name") == "python3"
     nbformat.validate(nbformat.reads(path.read_text(), as_version=4))
 
@@ -150,6 +152,8 @@ def test_lessons_link_to_their_exercise():
             c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "markdown"
         )
         assert f"../exercises/{path.name}" in text, f"{path.name} does not link to its exercise"
+        # `make book SOLUTIONS=0` leaves the solutions out: a lesson that links to one breaks that build
+        assert "solutions/" not in text, f"{path.name} links to a solution"
 
 
 def test_credits_page_agrees_with_utils_data():
