@@ -37,7 +37,7 @@ install: $(STAMP) $(VENV)/.offline-weights
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "Installing the course into $(VENV) (about a minute on a fresh machine) ..."
+	@echo "Installing the course into $(VENV) (three to four minutes on a fresh machine) ..."
 	@$(PY) -m pip install --quiet --upgrade pip 2> >(grep -v 'is ignored: it is neither' >&2)
 	@$(PY) -m pip install --quiet -e ".[dev]" 2> >(grep -v 'is ignored: it is neither' >&2)
 	@$(PY) -c "import utils, torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| device', utils.device())"
@@ -73,7 +73,7 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	COURSE_PROFILE=smoke $(PY) -m pytest tests chapters --nbval-lax --nbval-current-env \
-		--nbval-cell-timeout=600 --durations=20 -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+		--nbval-cell-timeout=600 --durations=20 -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 grade: install
 	@test -n "$(NB)" || { echo "usage: make grade NB=exercises/01_backprop.ipynb" >&2; exit 2; }

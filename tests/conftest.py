@@ -48,37 +48,60 @@ def site(tmp_path_factory) -> Path:
     return out / "_build"
 
 
-# How `make test` spreads the tests over its pytest-xdist workers (`--dist loadgroup
-# --no-loadscope-reorder`): a test file is one unit of work, as with `--dist loadfile` (a notebook's
-# cells share one kernel, a module fixture is built once), except that
+# How `make test` spreads the tests over its pytest-xdist workers (`--dist loadfile`, with the
+# scheduler below): a test file is one unit of work, as with plain `loadfile` (a notebook's cells share
+# one kernel, a module fixture is built once), except that
 # * test_book.py and test_site.py are one unit: the worker that builds the site checks it, while the
-#   other workers go on (a second worker would only wait for the build);
-# * each case of a test marked `independent` (a whole notebook run: the claims at a fresh seed, the
+#   other worker goes on (a second one would only wait for the build);
+# * each case of the tests in INDEPENDENT (a whole notebook run: the claims at a fresh seed, the
 #   grading of an exercise or a solution) is a unit of its own, so that the cases run side by side;
 # and the units start longest first (the site, then the independent cases, then the lessons run by
 # nbval and the files with slow tests, then the rest), so that no worker is left with a long unit at
-# the end.
-SITE_FILES = {"test_book.py", "test_site.py"}
+# the end. The units are told from the test ids alone: the scheduler runs in the controlling process,
+# which sees ids, not markers.
+SITE_FILES = {"tests/test_book.py", "tests/test_site.py"}
+INDEPENDENT = {
+    "tests/test_claims.py::test_claims_hold_for_a_fresh_seed",
+    "tests/test_exercises.py::test_solution_scores_full_marks_through_grade_notebook",
+    "tests/test_exercises.py::test_untouched_exercise_scores_zero_through_the_command_line",
+}
 
 
-def _unit(item, slow_files: set[Path]) -> tuple[int, str]:
-    """(start rank, name) of the unit of work that ``item`` belongs to."""
-    path = Path(str(item.path))
-    if path.name in SITE_FILES:
-        return 0, "site"
-    if item.get_closest_marker("independent"):
-        return 1, item.nodeid
-    name = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
-    return (2 if path in slow_files or path.suffix == ".ipynb" else 3), name
+def unit_of(nodeid: str) -> str:
+    """The unit of work of the test ``nodeid`` (see above)."""
+    file = nodeid.split("::")[0]
+    if file in SITE_FILES:
+        return "site"
+    if nodeid.split("[")[0] in INDEPENDENT:
+        return nodeid
+    return file
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return UnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(session, config, items):
-    slow_files = {Path(str(item.path)) for item in items if item.get_closest_marker("slow")}
-    units = {id(item): _unit(item, slow_files) for item in items}
-    items[:] = sorted(items, key=lambda item: units[id(item)][0])  # stable: a file keeps its order
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(units[id(item)][1]))
+    """Longest units first (the order the scheduler hands them out with --no-loadscope-reorder)."""
+    slow_files = {unit_of(item.nodeid) for item in items if item.get_closest_marker("slow")}
+
+    def rank(item) -> int:
+        unit = unit_of(item.nodeid)
+        if unit == "site":
+            return 0
+        if unit == item.nodeid:
+            return 1
+        return 2 if unit in slow_files or unit.endswith(".ipynb") else 3
+
+    items[:] = sorted(items, key=rank)  # stable: the tests of a unit keep their order
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -123,7 +123,6 @@ def test_claim_cells_are_tagged_and_guarded(path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.independent
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_claims_hold_for_a_fresh_seed(path, tmp_path, monkeypatch):
     pm = pytest.importorskip("papermill")

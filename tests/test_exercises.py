@@ -30,7 +30,6 @@ def test_every_solution_has_a_question_set(path):
 
 
 @pytest.mark.slow
-@pytest.mark.independent
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_solution_scores_full_marks_through_grade_notebook(path, monkeypatch, capsys):
     from utils.grading import grade_notebook, notebook
@@ -50,7 +49,6 @@ def test_solution_scores_full_marks_through_grade_notebook(path, monkeypatch, ca
 
 
 @pytest.mark.slow
-@pytest.mark.independent
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_untouched_exercise_scores_zero_through_the_command_line(path, tmp_path):
     report_path = tmp_path / "report.json"

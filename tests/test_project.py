@@ -251,3 +251,14 @@ def test_wheel_ships_the_typing_marker(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "utils/py.typed" in names
     assert "utils/__init__.py" in names and not any(n.startswith(("tests/", "chapters/")) for n in names)
+
+
+def test_the_tests_run_side_by_side_exist():
+    """tests/conftest.py names the tests whose cases `make test` runs as units of their own: a renamed
+    test would silently go back to running its cases one after another."""
+    from conftest import INDEPENDENT, SITE_FILES
+
+    for name in INDEPENDENT:
+        file, function = name.split("::")
+        assert re.search(rf"^def {function}\(", (ROOT / file).read_text(), re.M), f"{name} does not exist"
+    assert all((ROOT / file).exists() for file in SITE_FILES)
