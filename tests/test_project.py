@@ -191,6 +191,33 @@ def test_bibliography_files_exist_and_define_each_key_once():
         assert str(bib.relative_to(ROOT)) in config["bibtex_bibfiles"], f"{bib.name} is not in _config.yml"
 
 
+def test_the_bibliography_parses_and_every_citation_names_an_entry():
+    """What the strict book build checks only after executing every chapter, in seconds: pybtex reads
+    every bibliography file in strict mode, and every {cite} key of the pages names an entry."""
+    import pybtex.database
+    import pybtex.errors
+
+    pybtex.errors.set_strict_mode(True)
+    keys = set()
+    for name in yaml.safe_load((ROOT / "_config.yml").read_text())["bibtex_bibfiles"]:
+        entries = pybtex.database.parse_file(str(ROOT / name)).entries
+        for key, entry in entries.items():
+            assert {"title", "year"} <= set(entry.fields), f"{name}: {key} has no title or no year"
+        keys |= set(entries)
+    assert len(keys) > 50
+    folders = ("book", "chapters", "solutions", "exercises")
+    pages = [p for folder in folders for p in (ROOT / folder).glob("*.*")]
+    missing = {
+        (p.relative_to(ROOT).as_posix(), key.strip())
+        for p in pages
+        if p.suffix in {".md", ".ipynb"}
+        for group in re.findall(r"\{cite(?::[a-z]+)?\}`([^`]+)`", p.read_text())
+        for key in group.split(",")
+        if key.strip() not in keys
+    }
+    assert not missing, f"citations with no bibliography entry: {sorted(missing)}"
+
+
 @pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.stem)
 def test_exercises_name_their_assignment_and_use_their_question_ids(path):
     """check("q1", ...) must reach this chapter's q1 whatever else the learner has defined."""
